@@ -1,0 +1,263 @@
+//! The history API: a wallet's entries and a user's activity, newest first,
+//! paginated by an opaque cursor, in the same envelope as the wallet API;
+//! and `/health`, which also reports the consumer.
+
+use std::{fmt::Write, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row, postgres::PgRow};
+use tower_http::trace::TraceLayer;
+use uuid::Uuid;
+use wallet_events::{Envelope, EventKind};
+
+use crate::consumer::SharedStatus;
+
+/// Page size when the client names none.
+pub const PAGE_DEFAULT: i64 = 50;
+/// The largest page a client may ask for: bounds one query's work.
+pub const PAGE_MAX: i64 = 500;
+const HEALTH_TIMEOUT_MS: u64 = 2_000;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub consumer: SharedStatus,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/wallets/{id}/history", get(wallet_history))
+        .route("/users/{id}/activity", get(user_activity))
+        .route("/health", get(health))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0:?} is not a wallet id (a UUID)")]
+    InvalidWalletId(String),
+    #[error("limit must be a whole number from 1 to {PAGE_MAX}")]
+    InvalidLimit,
+    #[error("cursor is not one this service handed out")]
+    InvalidCursor,
+    #[error("invalid query string: {0}")]
+    InvalidQuery(String),
+    #[error("user_id must be 1 to 100 characters, not blank")]
+    InvalidUserId,
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error("internal error")]
+    Internal(#[from] sqlx::Error),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidWalletId(_) => (StatusCode::BAD_REQUEST, "invalid_wallet_id"),
+            ApiError::InvalidLimit => (StatusCode::BAD_REQUEST, "invalid_limit"),
+            ApiError::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
+            ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            ApiError::InvalidUserId => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_user_id"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = ?cause, "request failed");
+        }
+        let (status, code) = self.status_and_code();
+        (status, Json(Envelope::<()>::error(code, self.to_string()))).into_response()
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::InvalidQuery(rejection.body_text())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// One history entry as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct HistoryEntry {
+    pub event_id: Uuid,
+    pub wallet_id: Uuid,
+    pub user_id: String,
+    pub seq: i64,
+    pub kind: String,
+    #[serde(serialize_with = "money")]
+    pub amount: Decimal,
+    #[serde(serialize_with = "money")]
+    pub balance_after: Decimal,
+    pub transfer_id: Option<Uuid>,
+    pub counterparty_wallet_id: Option<Uuid>,
+    pub committed_at: DateTime<Utc>,
+    pub applied_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page {
+    pub entries: Vec<HistoryEntry>,
+    /// Pass as `cursor` to get the next (older) page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn money<S: serde::Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&wallet_events::format_money(*value))
+}
+
+const COLUMNS: &str = "event_id, wallet_id, user_id, seq, kind, amount, balance_after, transfer_id, \
+                       counterparty_wallet_id, committed_at, applied_at";
+
+#[tracing::instrument(skip_all, fields(wallet_id = %id))]
+async fn wallet_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Envelope<Page>>, ApiError> {
+    let wallet_id = Uuid::parse_str(&id).map_err(|_| ApiError::InvalidWalletId(id.chars().take(64).collect()))?;
+    let Query(query) = query?;
+    let limit = limit(query.limit.as_deref())?;
+    let before_seq = match query.cursor.as_deref() {
+        None => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| ApiError::InvalidCursor)?),
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM history_entries
+         WHERE wallet_id = $1 AND ($2::bigint IS NULL OR seq < $2)
+         ORDER BY seq DESC LIMIT $3"
+    ))
+    .bind(wallet_id)
+    .bind(before_seq)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let page = paginate(rows, limit, |last| last.seq.to_string())?;
+    Ok(Json(Envelope::ok(page)))
+}
+
+#[tracing::instrument(skip_all)]
+async fn user_activity(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Envelope<Page>>, ApiError> {
+    if user_id.trim().is_empty() || user_id.chars().count() > 100 {
+        return Err(ApiError::InvalidUserId);
+    }
+    let Query(query) = query?;
+    let limit = limit(query.limit.as_deref())?;
+    let cursor = query.cursor.as_deref().map(activity_cursor).transpose()?;
+    let (before_time, before_event) = cursor.unzip();
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM history_entries
+         WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (committed_at, event_id) < ($2, $3))
+         ORDER BY committed_at DESC, event_id DESC LIMIT $4"
+    ))
+    .bind(&user_id)
+    .bind(before_time)
+    .bind(before_event)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let page = paginate(rows, limit, |last| {
+        format!("{}_{}", last.committed_at.timestamp_micros(), last.event_id)
+    })?;
+    Ok(Json(Envelope::ok(page)))
+}
+
+/// `OK` while the database answers, then one `key: value` line per fact
+/// about the consumer.
+async fn health(State(state): State<AppState>) -> Response {
+    let probe = sqlx::query("SELECT 1").execute(&state.pool);
+    let database_ok = matches!(
+        tokio::time::timeout(Duration::from_millis(HEALTH_TIMEOUT_MS), probe).await,
+        Ok(Ok(_))
+    );
+    let consumer = state.consumer.lock().expect("status lock").clone();
+    let mut body = String::from(if database_ok { "OK\n" } else { "UNAVAILABLE: database unreachable\n" });
+    let partitions: Vec<String> = consumer.assigned_partitions.iter().map(i32::to_string).collect();
+    let _ = writeln!(body, "consumer: {}", consumer.state);
+    let _ = writeln!(body, "assigned_partitions: {}", partitions.join(","));
+    let _ = writeln!(body, "events_applied: {}", consumer.totals.applied);
+    let _ = writeln!(body, "duplicates_skipped: {}", consumer.totals.duplicates);
+    let _ = writeln!(body, "events_parked: {}", consumer.totals.parked);
+    let _ = writeln!(body, "dead_letters: {}", consumer.totals.dead_lettered);
+    if let Some(at) = consumer.last_applied_at {
+        let _ = writeln!(body, "last_applied_at: {}", at.to_rfc3339());
+    }
+    let status = if database_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, body).into_response()
+}
+
+fn limit(text: Option<&str>) -> Result<i64, ApiError> {
+    match text {
+        None => Ok(PAGE_DEFAULT),
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if (1..=PAGE_MAX).contains(&n) => Ok(n),
+            _ => Err(ApiError::InvalidLimit),
+        },
+    }
+}
+
+fn activity_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let (micros, event_id) = text.split_once('_').ok_or(ApiError::InvalidCursor)?;
+    let micros: i64 = micros.parse().map_err(|_| ApiError::InvalidCursor)?;
+    let time = DateTime::from_timestamp_micros(micros).ok_or(ApiError::InvalidCursor)?;
+    let event_id = Uuid::parse_str(event_id).map_err(|_| ApiError::InvalidCursor)?;
+    Ok((time, event_id))
+}
+
+fn paginate(
+    rows: Vec<PgRow>,
+    limit: i64,
+    cursor_of: impl Fn(&HistoryEntry) -> String,
+) -> Result<Page, sqlx::Error> {
+    let mut entries = rows.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+    let more = entries.len() as i64 > limit;
+    entries.truncate(limit as usize);
+    let next_cursor = if more { entries.last().map(cursor_of) } else { None };
+    Ok(Page { entries, next_cursor })
+}
+
+fn entry(row: &PgRow) -> Result<HistoryEntry, sqlx::Error> {
+    let kind: String = row.try_get("kind")?;
+    debug_assert!(kind.parse::<EventKind>().is_ok());
+    Ok(HistoryEntry {
+        event_id: row.try_get("event_id")?,
+        wallet_id: row.try_get("wallet_id")?,
+        user_id: row.try_get("user_id")?,
+        seq: row.try_get("seq")?,
+        kind,
+        amount: row.try_get("amount")?,
+        balance_after: row.try_get("balance_after")?,
+        transfer_id: row.try_get("transfer_id")?,
+        counterparty_wallet_id: row.try_get("counterparty_wallet_id")?,
+        committed_at: row.try_get("committed_at")?,
+        applied_at: row.try_get("applied_at")?,
+    })
+}

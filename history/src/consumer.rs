@@ -1,0 +1,215 @@
+//! The Kafka side of the history service: a consumer group member that
+//! reads batches, hands them to [`crate::apply`], and stores each message's
+//! offset only after the batch's transaction committed. librdkafka commits
+//! stored offsets in the background (and on a clean leave), so a committed
+//! offset always points past work that is durable in the history database.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use rdkafka::{
+    ClientConfig, ClientContext, Message, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    message::BorrowedMessage,
+};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{BatchStats, Incoming, apply_batch};
+
+/// Messages applied per database transaction at most.
+pub const BATCH_MAX_DEFAULT: usize = 500;
+/// How long to wait for more messages before applying a partial batch; a
+/// short wait keeps latency low while load still fills batches.
+const BATCH_FILL_WAIT_MS: u64 = 2;
+/// Backoff between attempts at a batch whose transaction failed (database
+/// down); the batch is retried until it commits, never skipped.
+const RETRY_FIRST_MS: u64 = 100;
+const RETRY_MAX_MS: u64 = 5_000;
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub group_instance_id: Option<String>,
+    pub session_timeout_ms: u32,
+    pub fetch_wait_max_ms: u32,
+    pub batch_max: usize,
+}
+
+/// What `/health` reports about the consumer.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerStatus {
+    pub state: &'static str,
+    pub assigned_partitions: Vec<i32>,
+    pub totals: BatchStats,
+    pub last_applied_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+pub type SharedStatus = Arc<Mutex<ConsumerStatus>>;
+
+/// Keeps the assignment in the shared status as the group rebalances.
+pub struct StatusContext {
+    status: SharedStatus,
+}
+
+impl ClientContext for StatusContext {}
+
+impl ConsumerContext for StatusContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut status = self.status.lock().expect("status lock");
+        match rebalance {
+            Rebalance::Assign(list) => {
+                status.assigned_partitions = partitions(list);
+                tracing::info!(partitions = ?status.assigned_partitions, "partitions assigned");
+            }
+            Rebalance::Revoke(list) => {
+                let revoked = partitions(list);
+                status.assigned_partitions.retain(|p| !revoked.contains(p));
+                tracing::info!(partitions = ?revoked, "partitions revoked");
+            }
+            Rebalance::Error(err) => {
+                tracing::warn!(error = %err, "rebalance error");
+            }
+        }
+    }
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<i32> {
+    let mut partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+    partitions.sort_unstable();
+    partitions
+}
+
+fn create(config: &ConsumerConfig, status: SharedStatus) -> anyhow::Result<StreamConsumer<StatusContext>> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "true")
+        // Offsets are stored by hand, after the history transaction commits.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.commit.interval.ms", "200")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (config.session_timeout_ms / 5).max(100).to_string())
+        // Some brokers (nisshi among them) do not wake a waiting fetch when
+        // data arrives; a short wait bounds the added latency.
+        .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
+        .set("reconnect.backoff.max.ms", "1000");
+    if let Some(instance) = &config.group_instance_id {
+        client.set("group.instance.id", instance);
+    }
+    let consumer: StreamConsumer<StatusContext> = client.create_with_context(StatusContext { status })?;
+    consumer.subscribe(&[&config.topic])?;
+    Ok(consumer)
+}
+
+/// Consumes until `shutdown`; then commits what is stored and leaves the
+/// group cleanly so the partitions move on at once.
+pub async fn run(
+    pool: PgPool,
+    config: ConsumerConfig,
+    status: SharedStatus,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer = create(&config, status.clone())?;
+    set_state(&status, "running");
+    let mut batch: Vec<Incoming> = Vec::with_capacity(config.batch_max);
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            received = consumer.recv() => received,
+        };
+        match first {
+            Ok(message) => batch.push(incoming(&message)),
+            Err(err) => {
+                tracing::debug!(error = %err, "consumer error");
+                status.lock().expect("status lock").last_error = Some(err.to_string());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
+        while batch.len() < config.batch_max {
+            let wait = Duration::from_millis(BATCH_FILL_WAIT_MS);
+            match tokio::time::timeout(wait, consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(incoming(&message)),
+                _ => break,
+            }
+        }
+        if !apply_until_committed(&pool, &batch, &status, &shutdown).await {
+            break;
+        }
+        for message in batch.drain(..) {
+            // Fails only for a partition revoked meanwhile: its new owner
+            // re-reads the message and the duplicate guard drops it.
+            if let Err(err) = consumer.store_offset(&message.topic, message.partition, message.offset) {
+                tracing::debug!(error = %err, partition = message.partition, "offset not stored");
+            }
+        }
+    }
+    set_state(&status, "stopping");
+    if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %err, "final commit");
+    }
+    drop(consumer);
+    set_state(&status, "stopped");
+    Ok(())
+}
+
+/// Retries the batch until it commits; false if shutdown came first (the
+/// batch's offsets are then not stored, so it will be delivered again).
+async fn apply_until_committed(
+    pool: &PgPool,
+    batch: &[Incoming],
+    status: &SharedStatus,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut backoff_ms = RETRY_FIRST_MS;
+    loop {
+        match apply_batch(pool, batch).await {
+            Ok(stats) => {
+                let mut status = status.lock().expect("status lock");
+                status.totals.applied += stats.applied;
+                status.totals.duplicates += stats.duplicates;
+                status.totals.parked += stats.parked;
+                status.totals.dead_lettered += stats.dead_lettered;
+                status.last_applied_at = Some(Utc::now());
+                status.state = "running";
+                return true;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, messages = batch.len(), "applying batch failed, retrying");
+                {
+                    let mut status = status.lock().expect("status lock");
+                    status.state = "retrying";
+                    status.last_error = Some(err.to_string());
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                    _ = shutdown.cancelled() => return false,
+                }
+                backoff_ms = (backoff_ms * 2).min(RETRY_MAX_MS);
+            }
+        }
+    }
+}
+
+fn incoming(message: &BorrowedMessage<'_>) -> Incoming {
+    Incoming {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+    }
+}
+
+fn set_state(status: &SharedStatus, state: &'static str) {
+    status.lock().expect("status lock").state = state;
+}

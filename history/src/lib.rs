@@ -1,0 +1,167 @@
+//! The history service: a Kafka consumer group member that applies each
+//! wallet event exactly once to its own database, and serves history.
+//!
+//! - [`consumer`]: the group member; stores offsets only after commit.
+//! - [`apply`]: the exactly-once, in-order application of a batch.
+//! - [`api`]: the HTTP router (no I/O) and its error codes.
+
+pub mod api;
+pub mod apply;
+pub mod consumer;
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context;
+use clap::Parser;
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use api::{AppState, router};
+pub use consumer::{ConsumerStatus, SharedStatus};
+
+/// Migrations of the history database, applied at start-up.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long start-up keeps trying to reach the database.
+const DATABASE_WAIT_MS: u64 = 60_000;
+
+/// The history service's command line and environment.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "history", version, about = "History service: applies wallet events exactly once and serves history")]
+pub struct Config {
+    /// PostgreSQL URL of the history database (migrated at start-up).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Topic to consume.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = wallet_events::DEFAULT_TOPIC)]
+    pub kafka_topic: String,
+
+    /// Consumer group.
+    #[arg(long, env = "KAFKA_GROUP_ID", default_value = "history-service-group")]
+    pub kafka_group_id: String,
+
+    /// Static group membership id (group.instance.id); a restarted member
+    /// with the same id gets its partitions back without a rebalance.
+    #[arg(long, env = "KAFKA_GROUP_INSTANCE_ID")]
+    pub kafka_group_instance_id: Option<String>,
+
+    /// How long the group waits for a silent member before reassigning its
+    /// partitions; a killed consumer's partitions move after about this long.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub session_timeout_ms: u32,
+
+    /// Longest a fetch waits at the broker for data (keep short: some
+    /// brokers do not wake a waiting fetch when data arrives).
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 50)]
+    pub fetch_wait_max_ms: u32,
+
+    /// Messages applied per database transaction at most.
+    #[arg(long, env = "BATCH_MAX", default_value_t = consumer::BATCH_MAX_DEFAULT)]
+    pub batch_max: usize,
+
+    /// HTTP port.
+    #[arg(long, env = "PORT", default_value_t = 3001)]
+    pub port: u16,
+
+    /// Address to bind the HTTP listener to.
+    #[arg(long, env = "BIND_ADDRESS", default_value = "127.0.0.1")]
+    pub bind_address: IpAddr,
+
+    /// Maximum database connections.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: u32,
+}
+
+/// Connects lazily and migrates, retrying while the database is not up.
+pub async fn connect(database_url: &str, pool_size: u32) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(pool_size)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(database_url)
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(DATABASE_WAIT_MS);
+    loop {
+        match MIGRATOR.run(&pool).await {
+            Ok(()) => return Ok(pool),
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %err, "database not ready, retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(err).context("migrating the history database"),
+        }
+    }
+}
+
+/// The whole service: database, consumer, HTTP, until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let pool = connect(&config.database_url, config.db_pool_size).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    let status: SharedStatus = Arc::new(Mutex::new(ConsumerStatus {
+        state: "starting",
+        ..ConsumerStatus::default()
+    }));
+
+    let consumer_config = consumer::ConsumerConfig {
+        brokers: config.kafka_brokers.clone(),
+        topic: config.kafka_topic.clone(),
+        group_id: config.kafka_group_id.clone(),
+        group_instance_id: config.kafka_group_instance_id.clone(),
+        session_timeout_ms: config.session_timeout_ms,
+        fetch_wait_max_ms: config.fetch_wait_max_ms,
+        batch_max: config.batch_max,
+    };
+    let consumer = tokio::spawn(consumer::run(
+        pool.clone(),
+        consumer_config,
+        status.clone(),
+        shutdown.clone(),
+    ));
+
+    let listener = TcpListener::bind((config.bind_address, config.port))
+        .await
+        .with_context(|| format!("binding {}:{}", config.bind_address, config.port))?;
+    tracing::info!(address = %listener.local_addr()?, "history listening");
+    let app = router(AppState { pool: pool.clone(), consumer: status });
+    let serving = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { serving.cancelled().await })
+        .await
+        .context("serving HTTP")?;
+    shutdown.cancel();
+    consumer.await.context("consumer task")??;
+    pool.close().await;
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn shutdown_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn,rdkafka=warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}

@@ -1,0 +1,224 @@
+//! Wire types shared by the wallet, the history consumer, the checker and
+//! the simulator: the event published for every ledger entry, and money.
+//!
+//! An event is one JSON object on the topic, keyed by its wallet id so one
+//! wallet's events stay in order on one partition. `schema_version` lets a
+//! consumer refuse what it does not understand (into its dead-letter table)
+//! instead of guessing. Amounts are decimal strings with exactly
+//! [`MONEY_SCALE`] fractional digits; a float never touches money.
+
+mod envelope;
+mod money;
+
+pub use envelope::Envelope;
+pub use money::{AmountError, MONEY_MAX, MONEY_SCALE, format_money, parse_amount};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The version this crate writes and the only one it reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The default topic name, as in the original design.
+pub const DEFAULT_TOPIC: &str = "wallet-events";
+
+/// What happened to the wallet. The sign of the change follows the kind:
+/// `created` carries zero, `funded` and `transfer_in` add, `transfer_out`
+/// subtracts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    Funded,
+    TransferOut,
+    TransferIn,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Created,
+        EventKind::Funded,
+        EventKind::TransferOut,
+        EventKind::TransferIn,
+    ];
+
+    /// The stable name used in the databases and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Funded => "funded",
+            EventKind::TransferOut => "transfer_out",
+            EventKind::TransferIn => "transfer_in",
+        }
+    }
+
+    /// The balance change of an entry of this kind with magnitude `amount`.
+    pub fn signed(self, amount: Decimal) -> Decimal {
+        match self {
+            EventKind::Created => Decimal::ZERO,
+            EventKind::Funded | EventKind::TransferIn => amount,
+            EventKind::TransferOut => -amount,
+        }
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = UnknownKind;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .ok_or_else(|| UnknownKind(text.to_owned()))
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown event kind {0:?}")]
+pub struct UnknownKind(pub String);
+
+/// One ledger entry of one wallet, as published on the topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletEvent {
+    pub schema_version: u32,
+    /// Globally unique; the consumer's duplicate guard.
+    pub event_id: Uuid,
+    /// The partition key.
+    pub wallet_id: Uuid,
+    pub user_id: String,
+    /// Contiguous per wallet, starting at 1 with `created`.
+    pub seq: i64,
+    pub kind: EventKind,
+    /// Magnitude of the change, never negative.
+    #[serde(with = "money::serde_str")]
+    pub amount: Decimal,
+    #[serde(with = "money::serde_str")]
+    pub balance_after: Decimal,
+    /// Ties the two legs of a transfer together.
+    pub transfer_id: Option<Uuid>,
+    pub counterparty_wallet_id: Option<Uuid>,
+    /// When the wallet transaction wrote the entry.
+    pub committed_at: DateTime<Utc>,
+}
+
+/// Why a payload could not be read as a [`WalletEvent`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a wallet event: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("schema version {found} is not supported (this build reads {SCHEMA_VERSION})")]
+    Version { found: u32 },
+    #[error("invalid event: {0}")]
+    Invalid(&'static str),
+}
+
+impl WalletEvent {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a WalletEvent always serializes")
+    }
+
+    /// Reads and validates one payload from the topic.
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        #[derive(Deserialize)]
+        struct Version {
+            schema_version: u32,
+        }
+        let Version { schema_version } = serde_json::from_slice(payload)?;
+        if schema_version != SCHEMA_VERSION {
+            return Err(DecodeError::Version {
+                found: schema_version,
+            });
+        }
+        let event: WalletEvent = serde_json::from_slice(payload)?;
+        if event.seq < 1 {
+            return Err(DecodeError::Invalid("seq must start at 1"));
+        }
+        if event.amount.is_sign_negative() {
+            return Err(DecodeError::Invalid("amount must not be negative"));
+        }
+        if (event.kind == EventKind::Created) != (event.seq == 1) {
+            return Err(DecodeError::Invalid("created is exactly the event with seq 1"));
+        }
+        let is_transfer = matches!(event.kind, EventKind::TransferIn | EventKind::TransferOut);
+        if is_transfer != event.transfer_id.is_some() {
+            return Err(DecodeError::Invalid("only transfer legs carry a transfer_id"));
+        }
+        Ok(event)
+    }
+
+    /// The balance change this entry makes.
+    pub fn signed_amount(&self) -> Decimal {
+        self.kind.signed(self.amount)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn event(kind: EventKind, seq: i64) -> WalletEvent {
+        WalletEvent {
+            schema_version: SCHEMA_VERSION,
+            event_id: Uuid::from_u128(1),
+            wallet_id: Uuid::from_u128(2),
+            user_id: "alice".into(),
+            seq,
+            kind,
+            amount: dec!(12.5),
+            balance_after: dec!(12.5),
+            transfer_id: None,
+            counterparty_wallet_id: None,
+            committed_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn amounts_travel_as_four_digit_strings() {
+        let json = String::from_utf8(event(EventKind::Funded, 2).to_json()).unwrap();
+        assert!(json.contains(r#""amount":"12.5000""#), "{json}");
+        assert!(json.contains(r#""kind":"funded""#), "{json}");
+    }
+
+    #[test]
+    fn round_trips() {
+        let original = event(EventKind::Funded, 2);
+        assert_eq!(WalletEvent::decode(&original.to_json()).unwrap(), original);
+    }
+
+    #[test]
+    fn refuses_other_versions_and_garbage() {
+        let mut newer = event(EventKind::Funded, 2);
+        newer.schema_version = 2;
+        assert!(matches!(
+            WalletEvent::decode(&newer.to_json()),
+            Err(DecodeError::Version { found: 2 })
+        ));
+        assert!(matches!(WalletEvent::decode(b"not json"), Err(DecodeError::Json(_))));
+        let numeric = br#"{"schema_version":1,"amount":1.5}"#;
+        assert!(WalletEvent::decode(numeric).is_err());
+    }
+
+    #[test]
+    fn refuses_inconsistent_events() {
+        assert!(WalletEvent::decode(&event(EventKind::Funded, 1).to_json()).is_err());
+        assert!(WalletEvent::decode(&event(EventKind::TransferIn, 3).to_json()).is_err());
+        let mut negative = event(EventKind::Funded, 2);
+        negative.amount = dec!(-1);
+        assert!(WalletEvent::decode(&negative.to_json()).is_err());
+    }
+
+    #[test]
+    fn kinds_sign_their_amounts() {
+        assert_eq!(EventKind::TransferOut.signed(dec!(3)), dec!(-3));
+        assert_eq!(EventKind::Created.signed(dec!(3)), dec!(0));
+        assert_eq!("transfer_in".parse::<EventKind>().unwrap(), EventKind::TransferIn);
+    }
+}

@@ -1,0 +1,199 @@
+//! The HTTP API, compatible with the original design's clients: the same
+//! six endpoints and the `{"success","data","message"}` envelope, plus a
+//! `code` on errors. `router` builds the app without I/O; the caller serves it.
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Path, State, rejection::JsonRejection},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tower_http::trace::TraceLayer;
+use uuid::Uuid;
+
+pub use wallet_events::Envelope;
+
+use crate::{
+    error::ApiError,
+    store::{Idempotency, Outcome, Store},
+};
+
+/// Request bodies are a few fields; anything bigger is a mistake or abuse.
+pub const BODY_MAX_BYTES: usize = 16 * 1024;
+/// The `user_id` column is VARCHAR(100).
+pub const USER_ID_MAX_CHARS: usize = 100;
+/// Keys are client-made tokens (UUIDs, hashes); the bound keeps the index small.
+pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 200;
+/// A health probe that takes longer than this answers "unavailable".
+const HEALTH_TIMEOUT_MS: u64 = 2_000;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+}
+
+/// The wallet API over `state`; no I/O happens until it is served.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/wallets", post(create_wallet))
+        .route("/wallets/{id}", get(get_wallet))
+        .route("/users/{id}/wallets", get(user_wallets))
+        .route("/wallets/{id}/fund", post(fund))
+        .route("/wallets/{id}/transfer", post(transfer))
+        .route("/health", get(health))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_MAX_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct CreateWallet {
+    user_id: String,
+}
+
+#[derive(Deserialize)]
+struct Fund {
+    amount: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct Transfer {
+    to_wallet_id: String,
+    amount: serde_json::Value,
+}
+
+#[tracing::instrument(skip_all)]
+async fn create_wallet(
+    State(state): State<AppState>,
+    body: Result<Json<CreateWallet>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    let user_id = valid_user_id(&request.user_id)?;
+    let wallet = state.store.create_wallet(user_id).await?;
+    Ok((StatusCode::CREATED, Json(Envelope::ok(wallet))).into_response())
+}
+
+#[tracing::instrument(skip_all, fields(wallet_id = %id))]
+async fn get_wallet(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let wallet = state.store.wallet(wallet_id(&id)?).await?;
+    Ok(Json(Envelope::ok(wallet)).into_response())
+}
+
+#[tracing::instrument(skip_all)]
+async fn user_wallets(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let wallets = state.store.user_wallets(valid_user_id(&user_id)?).await?;
+    Ok(Json(Envelope::ok(wallets)).into_response())
+}
+
+#[tracing::instrument(skip_all, fields(wallet_id = %id))]
+async fn fund(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Fund>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let wallet_id = wallet_id(&id)?;
+    let Json(request) = body?;
+    let amount = amount(&request.amount)?;
+    let idempotency =
+        idempotency(&headers, || format!("fund {wallet_id} {}", wallet_events::format_money(amount)))?;
+    let outcome = state.store.fund(wallet_id, amount, idempotency.as_ref()).await?;
+    Ok(respond(outcome))
+}
+
+#[tracing::instrument(skip_all, fields(wallet_id = %id))]
+async fn transfer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Transfer>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let from = wallet_id(&id)?;
+    let Json(request) = body?;
+    let to = wallet_id(&request.to_wallet_id)?;
+    let amount = amount(&request.amount)?;
+    let idempotency = idempotency(&headers, || {
+        format!("transfer {from} {to} {}", wallet_events::format_money(amount))
+    })?;
+    let outcome = state.store.transfer(from, to, amount, idempotency.as_ref()).await?;
+    Ok(respond(outcome))
+}
+
+/// `OK` while the database answers.
+async fn health(State(state): State<AppState>) -> Response {
+    let probe = tokio::time::timeout(Duration::from_millis(HEALTH_TIMEOUT_MS), state.store.ping());
+    match probe.await {
+        Ok(Ok(())) => (StatusCode::OK, "OK").into_response(),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "health: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE: database unreachable").into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE: database timed out")
+            .into_response(),
+    }
+}
+
+fn respond<T: Serialize>(outcome: Outcome<T>) -> Response {
+    match outcome {
+        Outcome::Fresh(data) => Json(Envelope::ok(data)).into_response(),
+        Outcome::Replayed(data) => {
+            let mut response = Json(Envelope::ok(data)).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", "true".parse().expect("valid header"));
+            response
+        }
+    }
+}
+
+fn wallet_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::InvalidWalletId(text.chars().take(64).collect()))
+}
+
+fn valid_user_id(user_id: &str) -> Result<&str, ApiError> {
+    let chars = user_id.chars().count();
+    if user_id.trim().is_empty() || chars > USER_ID_MAX_CHARS {
+        return Err(ApiError::InvalidUserId { max: USER_ID_MAX_CHARS });
+    }
+    Ok(user_id)
+}
+
+fn amount(value: &serde_json::Value) -> Result<Decimal, ApiError> {
+    let text = value
+        .as_str()
+        .ok_or(ApiError::InvalidAmount(wallet_events::AmountError::NotADecimalString))?;
+    wallet_events::parse_amount(text).map_err(ApiError::InvalidAmount)
+}
+
+/// Reads the optional `Idempotency-Key` header; the fingerprint names what
+/// the request asks for, so a reused key with another request is caught.
+fn idempotency(
+    headers: &HeaderMap,
+    fingerprint: impl FnOnce() -> String,
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = || ApiError::InvalidIdempotencyKey { max: IDEMPOTENCY_KEY_MAX_CHARS };
+    let key = value.to_str().map_err(|_| invalid())?;
+    if key.is_empty()
+        || key.len() > IDEMPOTENCY_KEY_MAX_CHARS
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(invalid());
+    }
+    Ok(Some(Idempotency { key: key.to_owned(), fingerprint: fingerprint() }))
+}

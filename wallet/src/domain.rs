@@ -1,0 +1,274 @@
+//! The ledger rules, free of I/O: what a create, a fund or a transfer does
+//! to wallet states, and which entries (one event each) it writes.
+//!
+//! The store locks and loads the wallets, asks these functions, then writes
+//! what they return; the deterministic simulator calls the same functions
+//! over its in-memory state. Ids come from an [`IdSource`] so a simulation
+//! can draw them from its seed instead of the system's randomness.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+use wallet_events::{EventKind, MONEY_MAX, SCHEMA_VERSION, WalletEvent};
+
+/// Where new wallet, event and transfer ids come from.
+pub trait IdSource {
+    fn next_id(&mut self) -> Uuid;
+}
+
+/// Time-ordered random ids (UUIDv7) for the real service.
+pub struct SystemIds;
+
+impl IdSource for SystemIds {
+    fn next_id(&mut self) -> Uuid {
+        Uuid::now_v7()
+    }
+}
+
+/// A wallet as the rules see it, locked for the length of the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletState {
+    pub id: Uuid,
+    pub user_id: String,
+    pub balance: Decimal,
+    pub last_seq: i64,
+}
+
+/// One ledger entry still to be written; `committed_at` is filled in by the
+/// store from the database clock once the rows are locked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    pub event_id: Uuid,
+    pub wallet_id: Uuid,
+    pub user_id: String,
+    pub seq: i64,
+    pub kind: EventKind,
+    pub amount: Decimal,
+    pub balance_after: Decimal,
+    pub transfer_id: Option<Uuid>,
+    pub counterparty_wallet_id: Option<Uuid>,
+}
+
+impl NewEntry {
+    pub fn event(&self, committed_at: DateTime<Utc>) -> WalletEvent {
+        WalletEvent {
+            schema_version: SCHEMA_VERSION,
+            event_id: self.event_id,
+            wallet_id: self.wallet_id,
+            user_id: self.user_id.clone(),
+            seq: self.seq,
+            kind: self.kind,
+            amount: self.amount,
+            balance_after: self.balance_after,
+            transfer_id: self.transfer_id,
+            counterparty_wallet_id: self.counterparty_wallet_id,
+            committed_at,
+        }
+    }
+}
+
+/// A change the rules refuse; nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("insufficient funds: balance {balance}, requested {requested}")]
+    InsufficientFunds { balance: Decimal, requested: Decimal },
+    #[error("a wallet cannot transfer to itself")]
+    SelfTransfer,
+    #[error("the balance would exceed the largest supported value")]
+    BalanceLimit,
+}
+
+/// A new wallet and its `created` entry (seq 1, amount zero).
+pub fn open(user_id: &str, ids: &mut impl IdSource) -> (WalletState, NewEntry) {
+    let wallet = WalletState {
+        id: ids.next_id(),
+        user_id: user_id.to_owned(),
+        balance: Decimal::ZERO,
+        last_seq: 1,
+    };
+    let entry = NewEntry {
+        event_id: ids.next_id(),
+        wallet_id: wallet.id,
+        user_id: wallet.user_id.clone(),
+        seq: 1,
+        kind: EventKind::Created,
+        amount: Decimal::ZERO,
+        balance_after: Decimal::ZERO,
+        transfer_id: None,
+        counterparty_wallet_id: None,
+    };
+    (wallet, entry)
+}
+
+/// Adds `amount` (already validated positive) to the wallet.
+pub fn fund(
+    wallet: &WalletState,
+    amount: Decimal,
+    ids: &mut impl IdSource,
+) -> Result<(WalletState, NewEntry), Refusal> {
+    let balance = wallet.balance + amount;
+    if balance > MONEY_MAX {
+        return Err(Refusal::BalanceLimit);
+    }
+    let after = WalletState {
+        balance,
+        last_seq: wallet.last_seq + 1,
+        ..wallet.clone()
+    };
+    let entry = entry_for(&after, EventKind::Funded, amount, None, None, ids);
+    Ok((after, entry))
+}
+
+/// The outcome of a transfer: both wallets after it, and its two legs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub transfer_id: Uuid,
+    pub from: WalletState,
+    pub to: WalletState,
+    pub debit: NewEntry,
+    pub credit: NewEntry,
+}
+
+/// Moves `amount` (already validated positive) from one wallet to another.
+pub fn transfer(
+    from: &WalletState,
+    to: &WalletState,
+    amount: Decimal,
+    ids: &mut impl IdSource,
+) -> Result<Transfer, Refusal> {
+    if from.id == to.id {
+        return Err(Refusal::SelfTransfer);
+    }
+    if from.balance < amount {
+        return Err(Refusal::InsufficientFunds {
+            balance: from.balance,
+            requested: amount,
+        });
+    }
+    if to.balance + amount > MONEY_MAX {
+        return Err(Refusal::BalanceLimit);
+    }
+    let transfer_id = ids.next_id();
+    let from_after = WalletState {
+        balance: from.balance - amount,
+        last_seq: from.last_seq + 1,
+        ..from.clone()
+    };
+    let to_after = WalletState {
+        balance: to.balance + amount,
+        last_seq: to.last_seq + 1,
+        ..to.clone()
+    };
+    let debit = entry_for(
+        &from_after,
+        EventKind::TransferOut,
+        amount,
+        Some(transfer_id),
+        Some(to.id),
+        ids,
+    );
+    let credit = entry_for(
+        &to_after,
+        EventKind::TransferIn,
+        amount,
+        Some(transfer_id),
+        Some(from.id),
+        ids,
+    );
+    Ok(Transfer {
+        transfer_id,
+        from: from_after,
+        to: to_after,
+        debit,
+        credit,
+    })
+}
+
+fn entry_for(
+    after: &WalletState,
+    kind: EventKind,
+    amount: Decimal,
+    transfer_id: Option<Uuid>,
+    counterparty_wallet_id: Option<Uuid>,
+    ids: &mut impl IdSource,
+) -> NewEntry {
+    NewEntry {
+        event_id: ids.next_id(),
+        wallet_id: after.id,
+        user_id: after.user_id.clone(),
+        seq: after.last_seq,
+        kind,
+        amount,
+        balance_after: after.balance,
+        transfer_id,
+        counterparty_wallet_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    struct Counter(u128);
+    impl IdSource for Counter {
+        fn next_id(&mut self) -> Uuid {
+            self.0 += 1;
+            Uuid::from_u128(self.0)
+        }
+    }
+
+    fn wallet(id: u128, balance: Decimal, last_seq: i64) -> WalletState {
+        WalletState {
+            id: Uuid::from_u128(id),
+            user_id: format!("user{id}"),
+            balance,
+            last_seq,
+        }
+    }
+
+    #[test]
+    fn open_writes_seq_one_with_zero() {
+        let (w, e) = open("alice", &mut Counter(0));
+        assert_eq!((w.balance, w.last_seq), (dec!(0), 1));
+        assert_eq!((e.seq, e.kind, e.amount), (1, EventKind::Created, dec!(0)));
+        assert_ne!(w.id, e.event_id);
+    }
+
+    #[test]
+    fn fund_adds_and_numbers_the_entry() {
+        let (after, entry) = fund(&wallet(1, dec!(5), 3), dec!(2.5), &mut Counter(9)).unwrap();
+        assert_eq!((after.balance, after.last_seq), (dec!(7.5), 4));
+        assert_eq!((entry.seq, entry.balance_after), (4, dec!(7.5)));
+        assert_eq!(
+            fund(&wallet(1, MONEY_MAX, 3), dec!(0.0001), &mut Counter(0)),
+            Err(Refusal::BalanceLimit)
+        );
+    }
+
+    #[test]
+    fn transfer_moves_money_and_pairs_legs() {
+        let t = transfer(&wallet(1, dec!(100), 2), &wallet(2, dec!(0), 1), dec!(30), &mut Counter(9))
+            .unwrap();
+        assert_eq!((t.from.balance, t.to.balance), (dec!(70), dec!(30)));
+        assert_eq!((t.debit.seq, t.credit.seq), (3, 2));
+        assert_eq!(t.debit.transfer_id, Some(t.transfer_id));
+        assert_eq!(t.credit.transfer_id, Some(t.transfer_id));
+        assert_eq!(t.debit.counterparty_wallet_id, Some(t.to.id));
+        assert_eq!(t.debit.kind.signed(t.debit.amount) + t.credit.kind.signed(t.credit.amount), dec!(0));
+    }
+
+    #[test]
+    fn transfer_refusals() {
+        let rich = wallet(1, dec!(10), 2);
+        assert_eq!(
+            transfer(&rich, &rich, dec!(1), &mut Counter(0)),
+            Err(Refusal::SelfTransfer)
+        );
+        assert_eq!(
+            transfer(&rich, &wallet(2, dec!(0), 1), dec!(10.0001), &mut Counter(0)),
+            Err(Refusal::InsufficientFunds { balance: dec!(10), requested: dec!(10.0001) })
+        );
+        assert!(transfer(&rich, &wallet(2, dec!(0), 1), dec!(10), &mut Counter(0)).is_ok());
+    }
+}

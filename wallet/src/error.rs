@@ -1,0 +1,126 @@
+//! The wallet API's errors: each expected refusal is its own variant with a
+//! stable machine-readable code; anything unexpected is an opaque 500 whose
+//! full cause is logged, never shown.
+
+use axum::{
+    Json,
+    extract::rejection::JsonRejection,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use uuid::Uuid;
+use wallet_events::AmountError;
+
+use crate::{api::Envelope, domain::Refusal, store::StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("request body is larger than {limit_bytes} bytes")]
+    PayloadTooLarge { limit_bytes: usize },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidAmount(AmountError),
+    #[error("{0:?} is not a wallet id (a UUID)")]
+    InvalidWalletId(String),
+    #[error("user_id must be 1 to {max} characters, not blank")]
+    InvalidUserId { max: usize },
+    #[error("Idempotency-Key must be 1 to {max} visible ASCII characters")]
+    InvalidIdempotencyKey { max: usize },
+    #[error("no wallet with id {0}")]
+    WalletNotFound(Uuid),
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("Idempotency-Key {0:?} was already used for a different request")]
+    IdempotencyKeyReused(String),
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            InvalidJson(_) | InvalidRequest(_) | InvalidAmount(_) | InvalidWalletId(_)
+            | InvalidIdempotencyKey { .. } => StatusCode::BAD_REQUEST,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            InvalidUserId { .. } | Refused(_) | IdempotencyKeyReused(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            WalletNotFound(_) | NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable error code.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            InvalidJson(_) => "invalid_json",
+            UnsupportedMediaType => "unsupported_media_type",
+            PayloadTooLarge { .. } => "payload_too_large",
+            InvalidRequest(_) => "invalid_request",
+            InvalidAmount(AmountError::NotPositive) => "amount_not_positive",
+            InvalidAmount(AmountError::TooPrecise) => "amount_too_precise",
+            InvalidAmount(AmountError::TooLarge) => "amount_too_large",
+            InvalidAmount(AmountError::NotADecimalString) => "invalid_amount",
+            InvalidWalletId(_) => "invalid_wallet_id",
+            InvalidUserId { .. } => "invalid_user_id",
+            InvalidIdempotencyKey { .. } => "invalid_idempotency_key",
+            WalletNotFound(_) => "wallet_not_found",
+            Refused(Refusal::InsufficientFunds { .. }) => "insufficient_funds",
+            Refused(Refusal::SelfTransfer) => "self_transfer",
+            Refused(Refusal::BalanceLimit) => "balance_limit_exceeded",
+            IdempotencyKeyReused(_) => "idempotency_key_reused",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Refused(refusal) => ApiError::Refused(refusal),
+            StoreError::WalletNotFound(id) => ApiError::WalletNotFound(id),
+            StoreError::IdempotencyKeyReused(key) => ApiError::IdempotencyKeyReused(key),
+            StoreError::Database(db) => ApiError::Internal(db.into()),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+                limit_bytes: crate::api::BODY_MAX_BYTES,
+            },
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+            _ => match rejection {
+                JsonRejection::JsonDataError(err) => ApiError::InvalidRequest(err.body_text()),
+                other => ApiError::InvalidJson(other.body_text()),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = ?cause, "request failed");
+        }
+        let body = Envelope::<()>::error(self.code(), self.to_string());
+        (self.status(), Json(body)).into_response()
+    }
+}

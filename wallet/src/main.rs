@@ -1,0 +1,7 @@
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    wallet::init_tracing();
+    wallet::run(wallet::Config::parse()).await
+}

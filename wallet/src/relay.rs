@@ -1,0 +1,265 @@
+//! The outbox relay: a task in the wallet process that carries committed
+//! outbox rows to the topic.
+//!
+//! It takes the oldest unpublished rows (`FOR UPDATE SKIP LOCKED`, so several
+//! wallet processes can relay at once without publishing a row twice in
+//! parallel), publishes them with an idempotent producer (acks=all, key =
+//! wallet id), waits for the broker's acknowledgements, and only then marks
+//! rows sent, in the same transaction that locked them. Rows are marked only
+//! up to the first one that failed, in id order, so a wallet's events are
+//! re-published from the gap onward and never overtake each other. A crash
+//! anywhere means re-publishing, never loss; the consumer drops duplicates.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::future::join_all;
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    error::RDKafkaErrorCode,
+    producer::{FutureProducer, FutureRecord, Producer},
+};
+use sqlx::{PgPool, Row, postgres::PgListener};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Rows published per round: large enough to keep the producer's batches
+/// full, small enough that a failed round re-publishes little.
+pub const BATCH_MAX_DEFAULT: i64 = 500;
+/// How long the broker may take to acknowledge a message before the round
+/// fails and is retried (librdkafka retries inside this window).
+const MESSAGE_TIMEOUT_MS: u64 = 10_000;
+/// Backoff after a failed round: doubles from the first to the last value.
+const BACKOFF_FIRST_MS: u64 = 100;
+const BACKOFF_MAX_MS: u64 = 5_000;
+/// With no notification, look for rows this often anyway (a notification
+/// can be lost while the database restarts).
+const IDLE_POLL_MS: u64 = 500;
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub batch_max: i64,
+}
+
+/// Runs until `shutdown` is cancelled; then finishes the round in flight.
+pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken) {
+    let mut backoff = Backoff::default();
+    let mut topic_ready = false;
+    let mut producer: Option<FutureProducer> = None;
+    let mut listener = None;
+    while !shutdown.is_cancelled() {
+        if !topic_ready {
+            match ensure_topic(&config).await {
+                Ok(()) => topic_ready = true,
+                Err(err) => {
+                    tracing::warn!(error = format!("{err:#}"), "relay: topic not ready, will retry");
+                    backoff.wait(&shutdown).await;
+                    continue;
+                }
+            }
+        }
+        if listener.is_none() {
+            listener = listen(&pool).await;
+        }
+        let producer = match &producer {
+            Some(p) if p.client().fatal_error().is_none() => p,
+            _ => match new_producer(&config.brokers) {
+                Ok(p) => producer.insert(p),
+                Err(err) => {
+                    tracing::error!(error = %err, "relay: cannot create producer");
+                    backoff.wait(&shutdown).await;
+                    continue;
+                }
+            },
+        };
+        match publish_round(&pool, producer, &config).await {
+            Ok(0) => {
+                backoff.reset();
+                idle(&mut listener, &shutdown).await;
+            }
+            Ok(published) => {
+                backoff.reset();
+                tracing::debug!(published, "relay: round published");
+            }
+            Err(err) => {
+                tracing::warn!(error = format!("{err:#}"), "relay: round failed, will retry");
+                backoff.wait(&shutdown).await;
+            }
+        }
+    }
+    if let Some(producer) = producer {
+        let _ = producer.flush(Duration::from_secs(5));
+    }
+    tracing::info!("relay stopped");
+}
+
+fn new_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
+        .set("linger.ms", "2")
+        .set("reconnect.backoff.max.ms", "1000")
+        .create()
+        .context("creating the Kafka producer")
+}
+
+/// Creates the topic with the configured partition count unless it exists
+/// (auto-creation would pick the broker's default count instead).
+pub async fn ensure_topic(config: &RelayConfig) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let topic = NewTopic::new(&config.topic, config.partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .context("asking the broker to create the topic")?;
+    for result in results {
+        match result {
+            Ok(_) => tracing::info!(topic = %config.topic, partitions = config.partitions, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await.ok()?;
+    listener.listen("outbox").await.ok()?;
+    Some(listener)
+}
+
+/// Waits for a notification of new rows, the idle poll, or shutdown.
+async fn idle(listener: &mut Option<PgListener>, shutdown: &CancellationToken) {
+    let poll = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS));
+    match listener {
+        Some(l) => {
+            tokio::select! {
+                received = l.try_recv() => {
+                    if !matches!(received, Ok(Some(_))) {
+                        // Connection lost: poll until a new listener connects.
+                        *listener = None;
+                    }
+                }
+                _ = poll => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        None => {
+            tokio::select! {
+                _ = poll => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// One round: lock, publish, await acknowledgements, mark, commit.
+/// Returns how many rows were marked sent.
+async fn publish_round(
+    pool: &PgPool,
+    producer: &FutureProducer,
+    config: &RelayConfig,
+) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await.context("relay: begin")?;
+    let rows = sqlx::query(
+        "SELECT id, wallet_id, payload FROM outbox WHERE published_at IS NULL
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(config.batch_max)
+    .fetch_all(&mut *tx)
+    .await
+    .context("relay: reading the outbox")?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut deliveries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: i64 = row.try_get("id")?;
+        let wallet_id: Uuid = row.try_get("wallet_id")?;
+        let payload: String = row.try_get("payload")?;
+        let key = wallet_id.to_string();
+        let record = FutureRecord::to(&config.topic).key(&key).payload(&payload);
+        match producer.send_result(record) {
+            Ok(delivery) => {
+                ids.push(id);
+                deliveries.push(delivery);
+            }
+            // The local queue is full: publish what was queued, the rest
+            // goes next round.
+            Err((err, _)) => {
+                tracing::debug!(error = %err, "relay: producer queue full");
+                break;
+            }
+        }
+    }
+    let results = join_all(deliveries).await;
+    let mut acked = Vec::with_capacity(ids.len());
+    let mut failure = None;
+    for (id, result) in ids.iter().zip(results) {
+        match result {
+            Ok(Ok(_)) => acked.push(*id),
+            Ok(Err((err, _))) => {
+                failure = Some(anyhow::anyhow!("publishing outbox row {id}: {err}"));
+                break;
+            }
+            Err(_) => {
+                failure = Some(anyhow::anyhow!("publishing outbox row {id}: producer dropped"));
+                break;
+            }
+        }
+    }
+    if !acked.is_empty() {
+        sqlx::query("UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)")
+            .bind(&acked)
+            .execute(&mut *tx)
+            .await
+            .context("relay: marking rows sent")?;
+    }
+    tx.commit().await.context("relay: commit")?;
+    match failure {
+        Some(err) if acked.is_empty() => Err(err),
+        Some(err) => {
+            tracing::warn!(error = %err, marked = acked.len(), "relay: partial round");
+            Ok(acked.len())
+        }
+        None => Ok(acked.len()),
+    }
+}
+
+/// Bounded exponential backoff that wakes early on shutdown.
+struct Backoff {
+    next_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next_ms: BACKOFF_FIRST_MS }
+    }
+}
+
+impl Backoff {
+    fn reset(&mut self) {
+        self.next_ms = BACKOFF_FIRST_MS;
+    }
+
+    async fn wait(&mut self, shutdown: &CancellationToken) {
+        let pause = Duration::from_millis(self.next_ms);
+        self.next_ms = (self.next_ms * 2).min(BACKOFF_MAX_MS);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+}
