@@ -27,8 +27,12 @@ CREATE TABLE ledger_entries (
     transfer_id             UUID,
     counterparty_wallet_id  UUID,
     created_at              TIMESTAMPTZ NOT NULL,
+    -- The Idempotency-Key of the request that wrote the entry, if it had
+    -- one: how a client's operation log is matched against the ledger.
+    request_key             TEXT,
     UNIQUE (wallet_id, seq)
 );
+CREATE INDEX ledger_by_request_key ON ledger_entries (request_key) WHERE request_key IS NOT NULL;
 CREATE INDEX ledger_by_transfer ON ledger_entries (transfer_id) WHERE transfer_id IS NOT NULL;
 
 CREATE TABLE outbox (

@@ -127,7 +127,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let wallet = wallet_from_row(&row)?;
-        write_entries(&mut tx, &[entry], wallet.created_at).await?;
+        write_entries(&mut tx, &[entry], wallet.created_at, None).await?;
         tx.commit().await?;
         Ok(wallet)
     }
@@ -176,7 +176,7 @@ impl Store {
         let (before, created_at) = locked.pop().ok_or(StoreError::WalletNotFound(wallet_id))?;
         let (after, entry) = domain::fund(&before, amount, &mut SystemIds)?;
         let now = update_wallets(&mut tx, &[&after]).await?;
-        write_entries(&mut tx, &[entry], now).await?;
+        write_entries(&mut tx, &[entry], now, idempotency).await?;
         let wallet = Wallet {
             id: after.id,
             user_id: after.user_id,
@@ -223,7 +223,8 @@ impl Store {
         };
         let planned = domain::transfer(find(from)?, find(to)?, amount, &mut SystemIds)?;
         let now = update_wallets(&mut tx, &[&planned.from, &planned.to]).await?;
-        write_entries(&mut tx, &[planned.debit.clone(), planned.credit.clone()], now).await?;
+        write_entries(&mut tx, &[planned.debit.clone(), planned.credit.clone()], now, idempotency)
+            .await?;
         let receipt = TransferReceipt {
             transfer_id: planned.transfer_id,
             debit: entry_view(&planned.debit, now),
@@ -364,6 +365,7 @@ async fn write_entries(
     tx: &mut Transaction<'_, Postgres>,
     entries: &[NewEntry],
     committed_at: DateTime<Utc>,
+    idempotency: Option<&Idempotency>,
 ) -> Result<(), StoreError> {
     let column = |f: fn(&NewEntry) -> Option<Uuid>| entries.iter().map(f).collect::<Vec<_>>();
     let event_ids: Vec<Uuid> = entries.iter().map(|e| e.event_id).collect();
@@ -378,8 +380,8 @@ async fn write_entries(
         .collect();
     sqlx::query(
         "INSERT INTO ledger_entries (id, wallet_id, seq, kind, amount, balance_after,
-                                     transfer_id, counterparty_wallet_id, created_at)
-         SELECT *, $9::timestamptz FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[],
+                                     transfer_id, counterparty_wallet_id, created_at, request_key)
+         SELECT *, $9::timestamptz, $10::text FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[],
                                                $5::numeric[], $6::numeric[], $7::uuid[], $8::uuid[])",
     )
     .bind(&event_ids)
@@ -391,6 +393,7 @@ async fn write_entries(
     .bind(column(|e| e.transfer_id))
     .bind(column(|e| e.counterparty_wallet_id))
     .bind(committed_at)
+    .bind(idempotency.map(|i| i.key.as_str()))
     .execute(&mut **tx)
     .await?;
     sqlx::query(

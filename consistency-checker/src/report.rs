@@ -1,0 +1,308 @@
+//! What the checker says: one [`CheckResult`] per invariant, each violation
+//! a diagnosis in money terms, plus non-failing [`Facts`] about the run.
+//!
+//! The [`Report`] is the `checker.json` of a run directory (serde, money as
+//! four-digit decimal strings) and renders as text for a terminal
+//! ([`render_text`]). Its types also deserialize, so the reports crate can
+//! read `checker.json` back with the same definitions.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::snapshot::Convergence;
+
+/// The invariants, by their stable names (DESIGN.md section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Invariant {
+    BalanceMatchesLedger,
+    MoneyConserved,
+    NoNegativeBalance,
+    TransferLegsPaired,
+    AckedWriteDurable,
+    OutboxDrained,
+    HistoryNoMissing,
+    HistoryNoDuplicate,
+    HistoryNoPhantom,
+    HistoryOrdered,
+    HistoryBalanceMatches,
+    ConvergedInTime,
+}
+
+impl Invariant {
+    /// Every invariant, in report order.
+    pub const ALL: [Invariant; 12] = [
+        Invariant::BalanceMatchesLedger,
+        Invariant::MoneyConserved,
+        Invariant::NoNegativeBalance,
+        Invariant::TransferLegsPaired,
+        Invariant::AckedWriteDurable,
+        Invariant::OutboxDrained,
+        Invariant::HistoryNoMissing,
+        Invariant::HistoryNoDuplicate,
+        Invariant::HistoryNoPhantom,
+        Invariant::HistoryOrdered,
+        Invariant::HistoryBalanceMatches,
+        Invariant::ConvergedInTime,
+    ];
+
+    /// The stable name used in JSON and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Invariant::BalanceMatchesLedger => "balance-matches-ledger",
+            Invariant::MoneyConserved => "money-conserved",
+            Invariant::NoNegativeBalance => "no-negative-balance",
+            Invariant::TransferLegsPaired => "transfer-legs-paired",
+            Invariant::AckedWriteDurable => "acked-write-durable",
+            Invariant::OutboxDrained => "outbox-drained",
+            Invariant::HistoryNoMissing => "history-no-missing",
+            Invariant::HistoryNoDuplicate => "history-no-duplicate",
+            Invariant::HistoryNoPhantom => "history-no-phantom",
+            Invariant::HistoryOrdered => "history-ordered",
+            Invariant::HistoryBalanceMatches => "history-balance-matches",
+            Invariant::ConvergedInTime => "converged-in-time",
+        }
+    }
+}
+
+impl std::fmt::Display for Invariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The verdict on one invariant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Passed,
+    Violated,
+    /// The snapshot lacks what the check needs (no operation log, no
+    /// convergence measurement). Not a failure.
+    NotEvaluated,
+}
+
+/// One way an invariant was broken, named in money terms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    pub wallet_id: Option<Uuid>,
+    pub event_id: Option<Uuid>,
+    pub op_id: Option<u64>,
+    pub transfer_id: Option<Uuid>,
+    /// What the amount should have been.
+    #[serde(with = "money::opt")]
+    pub expected: Option<Decimal>,
+    /// What it was.
+    #[serde(with = "money::opt")]
+    pub actual: Option<Decimal>,
+    /// The time the violation concerns: the ledger entry's creation, the
+    /// operation's intended start, or the history row's commit time.
+    pub at: Option<DateTime<Utc>>,
+    /// Labels of the fault windows that contain `at`.
+    pub fault_windows: Vec<String>,
+    /// One line for a human, fault windows included.
+    pub message: String,
+}
+
+/// The verdict on one invariant with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub invariant: Invariant,
+    pub status: Status,
+    /// How many things (wallets, entries, operations, ...) were examined.
+    pub examined: u64,
+    /// The first [`VIOLATIONS_STORED_MAX`] violations.
+    pub violations: Vec<Violation>,
+    /// All violations, including those not stored.
+    pub violations_total: u64,
+}
+
+/// Stored violations per invariant: one systematic bug can break every row
+/// of a run, and a report of 300k identical lines helps nobody; the total
+/// is still counted.
+pub const VIOLATIONS_STORED_MAX: usize = 50;
+
+/// Non-failing observations about the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Facts {
+    pub wallets: u64,
+    pub ledger_entries: u64,
+    pub outbox_rows: u64,
+    pub outbox_unpublished: u64,
+    pub history_entries: u64,
+    /// Events still waiting for a predecessor (a `history-no-missing`
+    /// problem when non-zero).
+    pub parked_events: u64,
+    /// Messages the consumer could not decode.
+    pub dead_letters: u64,
+    pub ops: u64,
+    pub ops_ok: u64,
+    pub ops_failed: u64,
+    pub ops_indeterminate: u64,
+    /// Mutating operations the ledger cannot be asked about (no
+    /// idempotency key, or no wallet id for a create).
+    pub ops_unverifiable: u64,
+    pub fault_windows: u64,
+    /// Sum of all wallet balances.
+    #[serde(with = "money")]
+    pub total_balance: Decimal,
+    /// Sum of all `funded` ledger entries: the only money that enters.
+    #[serde(with = "money")]
+    pub total_funded: Decimal,
+    pub convergence: Option<Convergence>,
+}
+
+/// The checker's whole verdict: `checker.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// No invariant was violated (not-evaluated ones do not count).
+    pub passed: bool,
+    pub checks: Vec<CheckResult>,
+    pub facts: Facts,
+}
+
+impl Report {
+    /// The result for `invariant`.
+    pub fn check(&self, invariant: Invariant) -> Option<&CheckResult> {
+        self.checks.iter().find(|c| c.invariant == invariant)
+    }
+
+    /// The invariants that were violated.
+    pub fn violated(&self) -> Vec<Invariant> {
+        self.checks
+            .iter()
+            .filter(|c| c.status == Status::Violated)
+            .map(|c| c.invariant)
+            .collect()
+    }
+}
+
+/// The report for a terminal: one line per invariant, its violations
+/// indented below it, then the facts and the verdict.
+pub fn render_text(report: &Report) -> String {
+    let width = Invariant::ALL
+        .iter()
+        .map(|i| i.as_str().len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for check in &report.checks {
+        let (mark, summary) = match check.status {
+            Status::Passed => ('✔', format!("examined {}", check.examined)),
+            Status::Violated => (
+                '✘',
+                format!(
+                    "{} violation{} (examined {})",
+                    check.violations_total,
+                    plural(check.violations_total),
+                    check.examined
+                ),
+            ),
+            Status::NotEvaluated => ('–', "not evaluated".to_owned()),
+        };
+        let _ = writeln!(out, "{mark} {:<width$}  {summary}", check.invariant.as_str());
+        for violation in &check.violations {
+            let _ = writeln!(out, "    {}", violation.message);
+        }
+        let unstored = check.violations_total - check.violations.len() as u64;
+        if unstored > 0 {
+            let _ = writeln!(out, "    … and {unstored} more");
+        }
+    }
+    let f = &report.facts;
+    let _ = writeln!(
+        out,
+        "facts: {} wallets, {} ledger entries, {} history entries, {} outbox rows ({} unpublished), \
+         {} parked events, {} dead letters",
+        f.wallets,
+        f.ledger_entries,
+        f.history_entries,
+        f.outbox_rows,
+        f.outbox_unpublished,
+        f.parked_events,
+        f.dead_letters
+    );
+    let _ = writeln!(
+        out,
+        "       balances total {}, funding total {}; {} ops ({} ok, {} failed, {} indeterminate, \
+         {} unverifiable); {} fault windows",
+        wallet_events::format_money(f.total_balance),
+        wallet_events::format_money(f.total_funded),
+        f.ops,
+        f.ops_ok,
+        f.ops_failed,
+        f.ops_indeterminate,
+        f.ops_unverifiable,
+        f.fault_windows
+    );
+    if let Some(c) = f.convergence {
+        let _ = writeln!(
+            out,
+            "       convergence: {} after {} ms (bound {} ms)",
+            if c.converged { "converged" } else { "did not converge" },
+            c.took_ms,
+            c.bound_ms
+        );
+    }
+    let violated = report.violated();
+    if violated.is_empty() {
+        let _ = writeln!(out, "PASSED: every invariant held");
+    } else {
+        let names: Vec<&str> = violated.iter().map(|i| i.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "FAILED: {} of {} invariants violated ({})",
+            violated.len(),
+            report.checks.len(),
+            names.join(", ")
+        );
+    }
+    out
+}
+
+fn plural(count: u64) -> &'static str {
+    if count == 1 { "" } else { "s" }
+}
+
+/// Serde adapters: money as a four-digit decimal string, as everywhere
+/// else in the system.
+pub(crate) mod money {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&wallet_events::format_money(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(D::Error::custom)
+    }
+
+    pub mod opt {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            value: &Option<Decimal>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(amount) => super::serialize(amount, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Decimal>, D::Error> {
+            Option::<String>::deserialize(deserializer)?
+                .map(|text| text.parse().map_err(D::Error::custom))
+                .transpose()
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The whole system under test as real processes: PostgreSQL (a private
+//! cluster, or an existing server), the broker (our own, or an existing
+//! one), the wallet and the history service, each logging into the run
+//! directory.
+//!
+//! [`System::start`] provisions fresh databases and waits until every part
+//! answers; chaos reaches each process through [`System::process_mut`] by
+//! [`Role`], so it signals exactly the pids started here. The services are
+//! started through a [`Launcher`]: either separate binaries or one
+//! multi-call binary (`loadgen serve wallet ...`).
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::Signal;
+
+use crate::{
+    net::{free_port, wait_for_http_ok, wait_for_tcp},
+    postgres::{PgCluster, PgOptions, create_database_on, database_url_on},
+    process::{ManagedProcess, ProcessSpec},
+};
+
+/// How long a freshly started part may take to answer.
+const READY_TIMEOUT_MS: u64 = 60_000;
+/// Grace between SIGTERM and SIGKILL when the system is shut down.
+const STOP_GRACE_MS: u64 = 10_000;
+
+/// The parts of the system, as chaos names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Postgres,
+    Broker,
+    Wallet,
+    History,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Postgres => "postgres",
+            Role::Broker => "broker",
+            Role::Wallet => "wallet",
+            Role::History => "history",
+        }
+    }
+}
+
+/// How to start each service process.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    pub program: PathBuf,
+    pub wallet_args: Vec<OsString>,
+    pub history_args: Vec<OsString>,
+    pub broker_args: Vec<OsString>,
+}
+
+impl Launcher {
+    /// One binary serving each role through `serve <role>` subcommands.
+    pub fn multi_call(program: impl Into<PathBuf>) -> Self {
+        let sub = |role: &str| vec![OsString::from("serve"), OsString::from(role)];
+        Self {
+            program: program.into(),
+            wallet_args: sub("wallet"),
+            history_args: sub("history"),
+            broker_args: sub("broker"),
+        }
+    }
+}
+
+/// What to start, and where.
+#[derive(Debug, Clone)]
+pub struct SystemOptions {
+    /// Logs (`postgres.log`, `broker.log`, `wallet.log`, `history.log`) and
+    /// the broker's storage go here.
+    pub run_dir: PathBuf,
+    pub launcher: Launcher,
+    /// Admin URL of an existing PostgreSQL server; `None` starts a private
+    /// cluster.
+    pub database_url: Option<String>,
+    /// Bootstrap servers of an existing broker; `None` starts ours.
+    pub kafka_brokers: Option<String>,
+    /// 0 picks a free port.
+    pub wallet_port: u16,
+    pub history_port: u16,
+    pub broker_port: u16,
+    pub topic: String,
+    pub group_id: String,
+    pub partitions: i32,
+    pub session_timeout_ms: u32,
+    /// Names the run's databases: `<prefix>_wallet`, `<prefix>_history`.
+    pub database_prefix: String,
+    /// Extra environment for the service processes (e.g. `RUST_LOG`).
+    pub service_env: Vec<(String, String)>,
+}
+
+impl SystemOptions {
+    /// Private everything on free ports, with a unique topic, group and
+    /// database names: what a test wants.
+    pub fn isolated(run_dir: impl Into<PathBuf>, launcher: Launcher) -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        Self {
+            run_dir: run_dir.into(),
+            launcher,
+            database_url: None,
+            kafka_brokers: None,
+            wallet_port: 0,
+            history_port: 0,
+            broker_port: 0,
+            topic: format!("wallet-events-{suffix}"),
+            group_id: format!("history-{suffix}"),
+            partitions: 4,
+            session_timeout_ms: 6_000,
+            database_prefix: format!("sys_{suffix}"),
+            service_env: Vec::new(),
+        }
+    }
+}
+
+/// The running system.
+#[derive(Debug)]
+pub struct System {
+    pub options: SystemOptions,
+    pub postgres: Option<PgCluster>,
+    pub admin_url: String,
+    pub wallet_db: String,
+    pub history_db: String,
+    pub kafka_brokers: String,
+    pub broker: Option<ManagedProcess>,
+    pub wallet: ManagedProcess,
+    pub history: ManagedProcess,
+    pub wallet_url: String,
+    pub history_url: String,
+}
+
+impl System {
+    /// Starts every part in dependency order and waits until each answers.
+    pub async fn start(options: SystemOptions) -> Result<System> {
+        std::fs::create_dir_all(&options.run_dir)
+            .with_context(|| format!("creating {}", options.run_dir.display()))?;
+        let run_dir = std::path::absolute(&options.run_dir)?;
+
+        let (postgres, admin_url) = match &options.database_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let cluster = PgCluster::start(PgOptions::new(run_dir.join("postgres.log")))
+                    .await
+                    .context("starting PostgreSQL")?;
+                let url = cluster.url();
+                (Some(cluster), url)
+            }
+        };
+        let wallet_name = format!("{}_wallet", options.database_prefix);
+        let history_name = format!("{}_history", options.database_prefix);
+        create_database_on(&admin_url, &wallet_name).await?;
+        create_database_on(&admin_url, &history_name).await?;
+        let wallet_db = database_url_on(&admin_url, &wallet_name)?;
+        let history_db = database_url_on(&admin_url, &history_name)?;
+
+        let (broker, kafka_brokers) = match &options.kafka_brokers {
+            Some(brokers) => (None, brokers.clone()),
+            None => {
+                let port = pick(options.broker_port)?;
+                let broker = ManagedProcess::start(broker_spec(&options, &run_dir, port))?;
+                let address = format!("127.0.0.1:{port}");
+                wait_for_tcp(address.parse()?, Duration::from_millis(READY_TIMEOUT_MS))
+                    .await
+                    .with_context(|| log_hint("the broker did not start", &run_dir.join("broker.log")))?;
+                (Some(broker), address)
+            }
+        };
+
+        let wallet_port = pick(options.wallet_port)?;
+        let history_port = pick(options.history_port)?;
+        let wallet = ManagedProcess::start(service_spec(
+            &options, &run_dir, Role::Wallet, wallet_port, &wallet_db, &kafka_brokers,
+        ))?;
+        let history = ManagedProcess::start(service_spec(
+            &options, &run_dir, Role::History, history_port, &history_db, &kafka_brokers,
+        ))?;
+        let system = System {
+            postgres,
+            admin_url,
+            wallet_db,
+            history_db,
+            kafka_brokers,
+            broker,
+            wallet,
+            history,
+            wallet_url: format!("http://127.0.0.1:{wallet_port}"),
+            history_url: format!("http://127.0.0.1:{history_port}"),
+            options: SystemOptions { run_dir, ..options },
+        };
+        system.wait_ready(Role::Wallet).await?;
+        system.wait_ready(Role::History).await?;
+        Ok(system)
+    }
+
+    /// Waits until `role` answers: its health endpoint for the services,
+    /// its port for the broker and PostgreSQL.
+    pub async fn wait_ready(&self, role: Role) -> Result<()> {
+        let within = Duration::from_millis(READY_TIMEOUT_MS);
+        let log = self.log_path(role);
+        let result = match role {
+            Role::Wallet => wait_for_http_ok(&format!("{}/health", self.wallet_url), within).await,
+            Role::History => wait_for_http_ok(&format!("{}/health", self.history_url), within).await,
+            Role::Broker => match self.kafka_brokers.split(',').next() {
+                Some(address) => wait_for_tcp(address.parse()?, within).await,
+                None => bail!("no broker address"),
+            },
+            Role::Postgres => match &self.postgres {
+                Some(cluster) => {
+                    wait_for_tcp(format!("127.0.0.1:{}", cluster.port()).parse()?, within).await
+                }
+                None => Ok(()),
+            },
+        };
+        result.with_context(|| log_hint(&format!("{} is not ready", role.as_str()), &log))
+    }
+
+    /// The process of `role`, if this system started it.
+    pub fn process_mut(&mut self, role: Role) -> Option<&mut ManagedProcess> {
+        match role {
+            Role::Wallet => Some(&mut self.wallet),
+            Role::History => Some(&mut self.history),
+            Role::Broker => self.broker.as_mut(),
+            Role::Postgres => self.postgres.as_mut().map(PgCluster::process_mut),
+        }
+    }
+
+    pub fn log_path(&self, role: Role) -> PathBuf {
+        self.options.run_dir.join(format!("{}.log", role.as_str()))
+    }
+
+    /// Stops the services (SIGTERM, then SIGKILL after a grace), then the
+    /// broker and PostgreSQL; every child is reaped.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let grace = Duration::from_millis(STOP_GRACE_MS);
+        for process in [&mut self.history, &mut self.wallet] {
+            // A paused process cannot act on SIGTERM.
+            if process.is_running() {
+                let _ = process.resume();
+            }
+            process.terminate(grace).await?;
+        }
+        if let Some(broker) = self.broker.as_mut() {
+            broker.terminate(grace).await?;
+        }
+        if let Some(postgres) = self.postgres.as_mut() {
+            postgres.fast_shutdown().await?;
+        }
+        Ok(())
+    }
+}
+
+fn pick(port: u16) -> Result<u16> {
+    if port == 0 { free_port() } else { Ok(port) }
+}
+
+fn broker_spec(options: &SystemOptions, run_dir: &Path, port: u16) -> ProcessSpec {
+    let storage_dir = run_dir.join("broker-data");
+    let _ = std::fs::create_dir_all(&storage_dir);
+    ProcessSpec::new("broker", &options.launcher.program, run_dir.join("broker.log"))
+        .args(options.launcher.broker_args.clone())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        // Durable: a SIGKILLed broker serves every acknowledged message again.
+        .arg("--storage")
+        .arg("sqlite://broker.db")
+        // New groups get their assignment quickly; nothing waits for
+        // stragglers in a harness-run system.
+        .arg("--initial-rebalance-delay-ms")
+        .arg("300")
+        .cwd(storage_dir)
+        .death_signal(Signal::SIGKILL)
+}
+
+fn service_spec(
+    options: &SystemOptions,
+    run_dir: &Path,
+    role: Role,
+    port: u16,
+    database_url: &str,
+    brokers: &str,
+) -> ProcessSpec {
+    let args = match role {
+        Role::Wallet => options.launcher.wallet_args.clone(),
+        _ => options.launcher.history_args.clone(),
+    };
+    let mut spec = ProcessSpec::new(role.as_str(), &options.launcher.program, run_dir.join(format!("{}.log", role.as_str())))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("KAFKA_BROKERS", brokers)
+        .env("KAFKA_TOPIC", &options.topic)
+        .env("PORT", port.to_string())
+        .env("BIND_ADDRESS", "127.0.0.1")
+        .death_signal(Signal::SIGKILL);
+    spec = match role {
+        Role::Wallet => spec.env("KAFKA_TOPIC_PARTITIONS", options.partitions.to_string()),
+        _ => spec
+            .env("KAFKA_GROUP_ID", &options.group_id)
+            .env("KAFKA_SESSION_TIMEOUT_MS", options.session_timeout_ms.to_string()),
+    };
+    for (key, value) in &options.service_env {
+        spec = spec.env(key, value);
+    }
+    spec
+}
+
+fn log_hint(what: &str, log: &Path) -> String {
+    let tail = std::fs::read_to_string(log)
+        .map(|text| {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        })
+        .unwrap_or_default();
+    format!("{what}; last lines of {}:\n{tail}", log.display())
+}

@@ -1,0 +1,319 @@
+//! The record formats of a run directory, shared by the processes that
+//! write them (loadgen, chaos) and those that read them (the consistency
+//! checker, the reports): one JSON object per line.
+//!
+//! - [`OpRecord`] (`ops.jsonl`): every operation loadgen attempted, with its
+//!   outcome. Mutating operations carry the idempotency key they were sent
+//!   with; the wallet stores that key on the ledger entries it wrote, which
+//!   is how the checker finds an operation in the ledger.
+//! - [`ChaosEvent`] (`chaos.jsonl`): each fault's injection and healing, so
+//!   a violation or a latency spike can be placed in its fault window.
+
+use std::{
+    fs::File,
+    io::{BufRead, BufReader, Write},
+    path::Path,
+};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+/// What loadgen asked the system to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    CreateWallet,
+    Fund,
+    Transfer,
+    GetWallet,
+    GetHistory,
+}
+
+impl OpKind {
+    pub fn is_mutating(self) -> bool {
+        matches!(self, OpKind::CreateWallet | OpKind::Fund | OpKind::Transfer)
+    }
+}
+
+/// How an operation ended, from the client's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The service confirmed it (2xx).
+    Ok,
+    /// The service definitely refused it (4xx): it must not have applied.
+    Failed,
+    /// Unknown: timeout, connection reset, 5xx. It may have applied, once.
+    Indeterminate,
+}
+
+/// One attempted operation: a line of `ops.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpRecord {
+    /// Position in the seed's schedule: the same seed gives the same
+    /// operations in the same positions.
+    pub op_id: u64,
+    pub kind: OpKind,
+    /// Seed-determined wallet indices (stable across runs of one seed).
+    pub wallet_index: Option<u32>,
+    pub to_wallet_index: Option<u32>,
+    /// The ids the indices resolved to in this run.
+    pub wallet_id: Option<Uuid>,
+    pub to_wallet_id: Option<Uuid>,
+    #[serde(default, with = "opt_money")]
+    pub amount: Option<Decimal>,
+    pub idempotency_key: Option<String>,
+    pub outcome: Outcome,
+    /// HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    /// The service's error code, or a client-side cause (`timeout`, ...).
+    pub error_code: Option<String>,
+    /// When the operation was meant to start (its schedule slot).
+    pub intended_at: DateTime<Utc>,
+    /// From the intended start to the end of the response.
+    pub latency_us: u64,
+}
+
+/// The faults the chaos module can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// SIGKILL the broker, restart it after a pause.
+    BrokerKill,
+    /// SIGKILL the history process, restart it after a pause.
+    HistoryKill,
+    /// SIGSTOP the history process past its session timeout, then SIGCONT.
+    HistoryPause,
+    /// SIGKILL the wallet process, restart it after a pause.
+    WalletKill,
+    /// Fast shutdown of PostgreSQL, start it again after a pause.
+    PostgresRestart,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::BrokerKill,
+        FaultKind::HistoryKill,
+        FaultKind::HistoryPause,
+        FaultKind::WalletKill,
+        FaultKind::PostgresRestart,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::BrokerKill => "broker_kill",
+            FaultKind::HistoryKill => "history_kill",
+            FaultKind::HistoryPause => "history_pause",
+            FaultKind::WalletKill => "wallet_kill",
+            FaultKind::PostgresRestart => "postgres_restart",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultPhase {
+    /// The fault took effect (process killed, stopped, shut down).
+    Injected,
+    /// The fault was undone (process started again, continued).
+    Healed,
+    /// The target answered its health check again after healing.
+    Recovered,
+}
+
+/// A line of `chaos.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChaosEvent {
+    /// Numbers the faults of a run from 1; the phases of one fault share it.
+    pub fault_id: u32,
+    pub kind: FaultKind,
+    pub phase: FaultPhase,
+    pub at: DateTime<Utc>,
+    /// Milliseconds since the load started.
+    pub offset_ms: u64,
+    /// The process acted on (`broker`, `history`, ...) and its pid.
+    pub target: String,
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// One fault from injection to recovery (or to healing, if it never
+/// recovered; or open, if it was never healed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultWindow {
+    pub fault_id: u32,
+    pub kind: FaultKind,
+    pub target: String,
+    pub start: DateTime<Utc>,
+    pub healed: Option<DateTime<Utc>>,
+    pub recovered: Option<DateTime<Utc>>,
+}
+
+impl FaultWindow {
+    /// The end of the window: recovery, else healing, else open.
+    pub fn end(&self) -> Option<DateTime<Utc>> {
+        self.recovered.or(self.healed)
+    }
+
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
+        at >= self.start && self.end().is_none_or(|end| at <= end)
+    }
+
+    pub fn label(&self) -> String {
+        format!("fault #{} {} ({})", self.fault_id, self.kind, self.target)
+    }
+}
+
+/// Folds a timeline into one window per fault, in injection order.
+pub fn fault_windows(events: &[ChaosEvent]) -> Vec<FaultWindow> {
+    let mut windows: Vec<FaultWindow> = Vec::new();
+    for event in events {
+        let existing = windows.iter_mut().find(|w| w.fault_id == event.fault_id);
+        match (event.phase, existing) {
+            (FaultPhase::Injected, None) => windows.push(FaultWindow {
+                fault_id: event.fault_id,
+                kind: event.kind,
+                target: event.target.clone(),
+                start: event.at,
+                healed: None,
+                recovered: None,
+            }),
+            (FaultPhase::Healed, Some(window)) => window.healed = Some(event.at),
+            (FaultPhase::Recovered, Some(window)) => window.recovered = Some(event.at),
+            _ => {}
+        }
+    }
+    windows.sort_by_key(|w| (w.start, w.fault_id));
+    windows
+}
+
+/// The windows that contain `at`, as labels; empty outside every fault.
+pub fn windows_at(windows: &[FaultWindow], at: DateTime<Utc>) -> Vec<String> {
+    windows.iter().filter(|w| w.contains(at)).map(FaultWindow::label).collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}:{line}: {source}")]
+    Parse { path: String, line: usize, source: serde_json::Error },
+}
+
+/// Reads a JSON-lines file; a missing file is an error, blank lines are skipped.
+pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, ReadError> {
+    let name = path.display().to_string();
+    let file = File::open(path).map_err(|source| ReadError::Io { path: name.clone(), source })?;
+    let mut records = Vec::new();
+    for (index, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| ReadError::Io { path: name.clone(), source })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = serde_json::from_str(&line)
+            .map_err(|source| ReadError::Parse { path: name.clone(), line: index + 1, source })?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// Appends records as JSON lines.
+pub fn write_jsonl<T: Serialize>(out: &mut impl Write, records: &[T]) -> std::io::Result<()> {
+    for record in records {
+        serde_json::to_writer(&mut *out, record)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+mod opt_money {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Decimal>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(amount) => serializer.serialize_str(&amount.to_string()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Decimal>, D::Error> {
+        let text: Option<String> = Option::deserialize(deserializer)?;
+        text.map(|t| t.parse().map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    fn event(fault_id: u32, phase: FaultPhase, seconds: i64) -> ChaosEvent {
+        ChaosEvent {
+            fault_id,
+            kind: FaultKind::BrokerKill,
+            phase,
+            at: at(seconds),
+            offset_ms: 0,
+            target: "broker".into(),
+            pid: Some(42),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn windows_span_injection_to_recovery() {
+        let events = [
+            event(1, FaultPhase::Injected, 10),
+            event(2, FaultPhase::Injected, 12),
+            event(1, FaultPhase::Healed, 15),
+            event(1, FaultPhase::Recovered, 16),
+        ];
+        let windows = fault_windows(&events);
+        assert_eq!(windows.len(), 2);
+        assert_eq!(windows[0].end(), Some(at(16)));
+        assert!(windows[0].contains(at(16)) && !windows[0].contains(at(17)));
+        // Never healed: open to the end of the run.
+        assert!(windows[1].contains(at(1_000)));
+        assert_eq!(windows_at(&windows, at(11)), ["fault #1 broker_kill (broker)"]);
+        assert!(windows_at(&windows, at(5)).is_empty());
+    }
+
+    #[test]
+    fn op_records_round_trip_with_string_amounts() {
+        let record = OpRecord {
+            op_id: 7,
+            kind: OpKind::Transfer,
+            wallet_index: Some(1),
+            to_wallet_index: Some(2),
+            wallet_id: Some(Uuid::from_u128(1)),
+            to_wallet_id: Some(Uuid::from_u128(2)),
+            amount: Some("12.3400".parse().unwrap()),
+            idempotency_key: Some("k".into()),
+            outcome: Outcome::Indeterminate,
+            status: None,
+            error_code: Some("timeout".into()),
+            intended_at: at(0),
+            latency_us: 1_500,
+        };
+        let mut out = Vec::new();
+        write_jsonl(&mut out, std::slice::from_ref(&record)).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.contains(r#""amount":"12.3400""#), "{line}");
+        assert!(line.contains(r#""outcome":"indeterminate""#), "{line}");
+        let back: OpRecord = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(back, record);
+    }
+}
