@@ -406,6 +406,10 @@ fn build_command(spec: &ProcessSpec, log: &File) -> Result<Command> {
     let stdout = log.try_clone().context("duplicating the log file handle")?;
     let stderr = log.try_clone().context("duplicating the log file handle")?;
     command.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+    // A process group of its own: a Ctrl-C at the terminal reaches only the
+    // owner, which then stops its children in order (services before the
+    // broker and the database) instead of all of them dying at once.
+    command.process_group(0);
     if let Some(user) = &spec.run_as {
         command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
     }

@@ -109,9 +109,9 @@ pub struct HistoryEntry {
     pub user_id: String,
     pub seq: i64,
     pub kind: String,
-    #[serde(serialize_with = "money")]
+    #[serde(with = "wallet_events::money_str")]
     pub amount: Decimal,
-    #[serde(serialize_with = "money")]
+    #[serde(with = "wallet_events::money_str")]
     pub balance_after: Decimal,
     pub transfer_id: Option<Uuid>,
     pub counterparty_wallet_id: Option<Uuid>,
@@ -124,10 +124,6 @@ pub struct Page {
     pub entries: Vec<HistoryEntry>,
     /// Pass as `cursor` to get the next (older) page; null on the last page.
     pub next_cursor: Option<String>,
-}
-
-fn money<S: serde::Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&wallet_events::format_money(*value))
 }
 
 const COLUMNS: &str = "event_id, wallet_id, user_id, seq, kind, amount, balance_after, transfer_id, \

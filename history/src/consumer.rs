@@ -29,6 +29,9 @@ const BATCH_FILL_WAIT_MS: u64 = 2;
 /// down); the batch is retried until it commits, never skipped.
 const RETRY_FIRST_MS: u64 = 100;
 const RETRY_MAX_MS: u64 = 5_000;
+/// How long a clean shutdown waits for the final offset commit and the
+/// group leave; a clean leave hands the partitions over at once.
+const CLOSE_TIMEOUT_MS: u64 = 3_000;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -154,10 +157,19 @@ pub async fn run(
         }
     }
     set_state(&status, "stopping");
-    if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(error = %err, "final commit");
+    // Committing and leaving the group talk to the broker, which may be
+    // gone; a plain thread bounds the wait (a blocking task would hold up
+    // the runtime's shutdown), and exiting the process abandons it.
+    let closing = std::thread::spawn(move || {
+        if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %err, "final commit");
+        }
+        drop(consumer);
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(CLOSE_TIMEOUT_MS);
+    while !closing.is_finished() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    drop(consumer);
     set_state(&status, "stopped");
     Ok(())
 }

@@ -12,12 +12,10 @@ pub mod consumer;
 use std::{
     net::IpAddr,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use anyhow::Context;
 use clap::Parser;
-use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -26,9 +24,6 @@ pub use consumer::{ConsumerStatus, SharedStatus};
 
 /// Migrations of the history database, applied at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// How long start-up keeps trying to reach the database.
-const DATABASE_WAIT_MS: u64 = 60_000;
 
 /// The history service's command line and environment.
 #[derive(Debug, Clone, Parser)]
@@ -82,31 +77,13 @@ pub struct Config {
     pub db_pool_size: u32,
 }
 
-/// Connects lazily and migrates, retrying while the database is not up.
-pub async fn connect(database_url: &str, pool_size: u32) -> anyhow::Result<PgPool> {
-    let pool = PgPoolOptions::new()
-        .max_connections(pool_size)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(database_url)
-        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(DATABASE_WAIT_MS);
-    loop {
-        match MIGRATOR.run(&pool).await {
-            Ok(()) => return Ok(pool),
-            Err(err) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(error = %err, "database not ready, retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(err) => return Err(err).context("migrating the history database"),
-        }
-    }
-}
-
 /// The whole service: database, consumer, HTTP, until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let pool = connect(&config.database_url, config.db_pool_size).await?;
+    let pool = service_kit::connect_and_migrate(&config.database_url, config.db_pool_size, &MIGRATOR)
+        .await
+        .context("the history database")?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    tokio::spawn(service_kit::shutdown_on_signal(shutdown.clone()));
     let status: SharedStatus = Arc::new(Mutex::new(ConsumerStatus {
         state: "starting",
         ..ConsumerStatus::default()
@@ -144,24 +121,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-async fn shutdown_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("shutting down");
-    shutdown.cancel();
-}
-
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn,rdkafka=warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    service_kit::init_tracing("info,sqlx=warn,tower_http=warn,rdkafka=warn");
 }

@@ -54,6 +54,5 @@ async fn serve(role: Serve) -> anyhow::Result<()> {
 }
 
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    service_kit::init_tracing(default);
 }

@@ -11,7 +11,7 @@ mod envelope;
 mod money;
 
 pub use envelope::Envelope;
-pub use money::{AmountError, MONEY_MAX, MONEY_SCALE, format_money, parse_amount};
+pub use money::{AmountError, MONEY_MAX, MONEY_SCALE, format_money, parse_amount, serde_str as money_str};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

@@ -57,8 +57,9 @@ pub fn format_money(value: Decimal) -> String {
     scaled.to_string()
 }
 
-/// Serde adapter: money as a four-digit decimal string, read strictly.
-pub(crate) mod serde_str {
+/// Serde adapter: money as a four-digit decimal string
+/// (`#[serde(with = "wallet_events::money_str")]`).
+pub mod serde_str {
     use rust_decimal::Decimal;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 

@@ -14,11 +14,11 @@ pub mod error;
 pub mod relay;
 pub mod store;
 
-use std::{net::IpAddr, time::Duration};
+use std::net::IpAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -26,10 +26,6 @@ pub use api::{AppState, router};
 
 /// Migrations of the wallet database, applied at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// How long start-up keeps trying to reach the database (it may be
-/// restarting, for instance under chaos) before giving up.
-const DATABASE_WAIT_MS: u64 = 60_000;
 
 /// The wallet service's command line and environment.
 #[derive(Debug, Clone, Parser)]
@@ -72,25 +68,11 @@ pub struct Config {
     pub no_relay: bool,
 }
 
-/// Connects lazily and runs the migrations, retrying while the database is
-/// not reachable yet.
+/// Connects and migrates, waiting for a database that is still starting.
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
-    let pool = PgPoolOptions::new()
-        .max_connections(config.db_pool_size)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(&config.database_url)
-        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(DATABASE_WAIT_MS);
-    loop {
-        match MIGRATOR.run(&pool).await {
-            Ok(()) => return Ok(pool),
-            Err(err) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(error = %err, "database not ready, retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(err) => return Err(err).context("migrating the wallet database"),
-        }
-    }
+    service_kit::connect_and_migrate(&config.database_url, config.db_pool_size, &MIGRATOR)
+        .await
+        .context("the wallet database")
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets
@@ -110,7 +92,7 @@ pub async fn serve(
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let pool = connect(&config).await?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    tokio::spawn(service_kit::shutdown_on_signal(shutdown.clone()));
 
     let relay = (!config.no_relay).then(|| {
         let relay_config = relay::RelayConfig {
@@ -137,24 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-pub async fn shutdown_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("shutting down");
-    shutdown.cancel();
-}
-
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    service_kit::init_tracing("info,sqlx=warn,tower_http=warn,rdkafka=warn");
 }

@@ -23,7 +23,7 @@ const CONFLICT_RETRIES_MAX: u32 = 5;
 pub struct Wallet {
     pub id: Uuid,
     pub user_id: String,
-    #[serde(serialize_with = "money")]
+    #[serde(with = "wallet_events::money_str")]
     pub balance: Decimal,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -36,9 +36,9 @@ pub struct LedgerEntry {
     pub wallet_id: Uuid,
     pub seq: i64,
     pub kind: EventKind,
-    #[serde(serialize_with = "money")]
+    #[serde(with = "wallet_events::money_str")]
     pub amount: Decimal,
-    #[serde(serialize_with = "money")]
+    #[serde(with = "wallet_events::money_str")]
     pub balance_after: Decimal,
     pub transfer_id: Option<Uuid>,
     pub counterparty_wallet_id: Option<Uuid>,
@@ -51,10 +51,6 @@ pub struct TransferReceipt {
     pub transfer_id: Uuid,
     pub debit: LedgerEntry,
     pub credit: LedgerEntry,
-}
-
-fn money<S: serde::Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&wallet_events::format_money(*value))
 }
 
 /// An idempotency key with the fingerprint of the request that carries it.

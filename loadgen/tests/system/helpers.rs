@@ -1,0 +1,146 @@
+use std::time::{Duration, Instant};
+
+use harness::system::{Launcher, System, SystemOptions};
+use serde_json::{Value, json};
+
+/// A started system, a client for it, and the directory of its logs.
+pub struct TestSystem {
+    pub system: System,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn start() -> TestSystem {
+    let dir = tempfile::Builder::new().prefix("wallet-system-test-").tempdir().unwrap();
+    let server = harness::test_server().await.expect("test PostgreSQL");
+    let mut options = SystemOptions::isolated(dir.path(), Launcher::multi_call(env!("CARGO_BIN_EXE_loadgen")));
+    options.database_url = Some(server.admin_url().to_owned());
+    let system = System::start(options).await.expect("system starts");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    TestSystem { system, http, dir }
+}
+
+impl TestSystem {
+    pub async fn post(&self, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.system.wallet_url)).json(&body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.expect("wallet answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_history(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(format!("{}{path}", self.system.history_url)).send().await.expect("history answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn history_health(&self) -> String {
+        let url = format!("{}/health", self.system.history_url);
+        self.http.get(url).send().await.unwrap().text().await.unwrap()
+    }
+
+    pub async fn create_wallet(&self, user: &str) -> String {
+        let (status, body) = self.post("/wallets", json!({ "user_id": user }), None).await;
+        assert_eq!(status, 201, "{body}");
+        body["data"]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn fund(&self, wallet: &str, amount: &str) {
+        let (status, body) = self.post(&format!("/wallets/{wallet}/fund"), json!({ "amount": amount }), None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Funded wallets to move money between.
+    pub async fn wallets(&self, count: usize, funds: &str) -> Vec<String> {
+        let mut wallets = Vec::new();
+        for i in 0..count {
+            let id = self.create_wallet(&format!("user{}", i % 3)).await;
+            self.fund(&id, funds).await;
+            wallets.push(id);
+        }
+        wallets
+    }
+
+    /// Waits until the checker finds every invariant held: outbox drained,
+    /// history an exact image of the ledger. Panics with its report if that
+    /// does not happen within `within`.
+    pub async fn converge(&self, within: Duration) -> consistency_checker::Report {
+        let start = Instant::now();
+        loop {
+            let snapshot = consistency_checker::load(&self.system.wallet_db, &self.system.history_db)
+                .await
+                .expect("snapshot loads");
+            let report = consistency_checker::check(&snapshot);
+            if report.passed {
+                return report;
+            }
+            if start.elapsed() > within {
+                panic!(
+                    "not converged after {within:?}:\n{}\nlogs in {}",
+                    consistency_checker::render_text(&report),
+                    self.dir.path().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn count(&self, database: &str, sql: &str) -> i64 {
+        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(database).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut connection).await.unwrap()
+    }
+}
+
+/// Transfers between `wallets` from `workers` concurrent clients until
+/// `stop` is set; returns (succeeded, every non-2xx or transport error).
+pub async fn transfer_load(
+    target: &TestSystem,
+    wallets: &[String],
+    workers: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u64, Vec<String>) {
+    let tasks: Vec<_> = (0..workers)
+        .map(|worker| {
+            let http = target.http.clone();
+            let url = target.system.wallet_url.clone();
+            let wallets = wallets.to_vec();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut errors) = (0u64, Vec::new());
+                let mut n: usize = worker * 7919;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 1;
+                    let from = &wallets[n % wallets.len()];
+                    let to = &wallets[(n / 7 + 1 + n % (wallets.len() - 1)) % wallets.len()];
+                    if from == to {
+                        continue;
+                    }
+                    let body = json!({ "to_wallet_id": to, "amount": format!("{}.{:02}", n % 5 + 1, n % 100) });
+                    let key = format!("w{worker}-{ok}-{}", errors.len());
+                    let sent = http
+                        .post(format!("{url}/wallets/{from}/transfer"))
+                        .header("Idempotency-Key", key)
+                        .json(&body)
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) if response.status().is_success() => ok += 1,
+                        Ok(response) => errors.push(format!("{} {}", response.status(), response.text().await.unwrap_or_default())),
+                        Err(err) => errors.push(err.to_string()),
+                    }
+                }
+                (ok, errors)
+            })
+        })
+        .collect();
+    let mut total = (0, Vec::new());
+    for task in tasks {
+        let (ok, errors) = task.await.unwrap();
+        total.0 += ok;
+        total.1.extend(errors);
+    }
+    total
+}

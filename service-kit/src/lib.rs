@@ -1,0 +1,68 @@
+//! What the wallet and history services do the same way at their edges:
+//! logging set-up, turning SIGTERM/SIGINT into a cancellation, and reaching
+//! a database that may still be starting (or restarting under chaos)
+//! before migrating it.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+
+/// How long start-up keeps trying to reach the database before giving up.
+const DATABASE_WAIT_MS: u64 = 60_000;
+const DATABASE_RETRY_MS: u64 = 500;
+/// A request waits at most this long for a free connection.
+const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+
+/// Logs to stderr, filtered by `RUST_LOG`, else `default_filter`.
+pub fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A pool on `database_url`, migrated by `migrator`; retries while the
+/// database does not answer yet.
+pub async fn connect_and_migrate(
+    database_url: &str,
+    pool_size: u32,
+    migrator: &Migrator,
+) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(pool_size)
+        .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS))
+        .connect_lazy(database_url)
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(DATABASE_WAIT_MS);
+    loop {
+        match migrator.run(&pool).await {
+            Ok(()) => return Ok(pool),
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %err, "database not ready, retrying");
+                tokio::time::sleep(Duration::from_millis(DATABASE_RETRY_MS)).await;
+            }
+            Err(err) => return Err(err).context("migrating the database"),
+        }
+    }
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+pub async fn shutdown_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
