@@ -204,7 +204,11 @@ pub fn render_text(report: &Report) -> String {
             ),
             Status::NotEvaluated => ('–', "not evaluated".to_owned()),
         };
-        let _ = writeln!(out, "{mark} {:<width$}  {summary}", check.invariant.as_str());
+        let _ = writeln!(
+            out,
+            "{mark} {:<width$}  {summary}",
+            check.invariant.as_str()
+        );
         for violation in &check.violations {
             let _ = writeln!(out, "    {}", violation.message);
         }
@@ -243,7 +247,11 @@ pub fn render_text(report: &Report) -> String {
         let _ = writeln!(
             out,
             "       convergence: {} after {} ms (bound {} ms)",
-            if c.converged { "converged" } else { "did not converge" },
+            if c.converged {
+                "converged"
+            } else {
+                "did not converge"
+            },
             c.took_ms,
             c.bound_ms
         );

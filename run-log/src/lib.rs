@@ -241,7 +241,7 @@ mod opt_money {
 
     pub fn serialize<S: Serializer>(value: &Option<Decimal>, serializer: S) -> Result<S::Ok, S::Error> {
         match value {
-            Some(amount) => serializer.serialize_str(&amount.to_string()),
+            Some(amount) => serializer.serialize_str(&wallet_events::format_money(*amount)),
             None => serializer.serialize_none(),
         }
     }

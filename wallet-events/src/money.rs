@@ -57,7 +57,8 @@ pub fn format_money(value: Decimal) -> String {
     scaled.to_string()
 }
 
-/// Serde adapter: money as a four-digit decimal string
+/// Serde adapter: money written as a four-digit decimal string, read as
+/// any decimal string (never a JSON number)
 /// (`#[serde(with = "wallet_events::money_str")]`).
 pub mod serde_str {
     use rust_decimal::Decimal;

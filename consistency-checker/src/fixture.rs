@@ -1,0 +1,310 @@
+//! Test fixture: a small in-memory world that writes ledger, outbox,
+//! history and operation log the way the real system does, so a test can
+//! build a consistent snapshot and then break exactly one thing.
+//!
+//! Ids are deterministic (`Uuid::from_u128` with a per-kind prefix) and
+//! time is a counter, so failures are reproducible and readable.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use run_log::{OpKind, OpRecord, Outcome};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+use wallet_events::EventKind;
+
+use crate::snapshot::{Convergence, HistoryRow, LedgerRow, OutboxRow, Snapshot, WalletRow};
+
+const EPOCH_S: i64 = 1_700_000_000;
+const WALLET_SPACE: u128 = 0xA;
+const EVENT_SPACE: u128 = 0xE;
+const TRANSFER_SPACE: u128 = 0x7;
+
+/// What one fund or transfer wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    pub op_id: u64,
+    pub key: String,
+    /// Ledger event ids, in write order (debit before credit).
+    pub events: Vec<Uuid>,
+    pub transfer_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Default)]
+pub struct World {
+    pub snap: Snapshot,
+    seconds: i64,
+    ids: u128,
+    ops: u64,
+    /// Wallet id to its position in `snap.wallets`, so run-sized worlds
+    /// build in linear time.
+    index: HashMap<Uuid, usize>,
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The snapshot, in the orders `load` produces.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snap = self.snap.clone();
+        snap.wallets.sort_by_key(|w| w.id);
+        snap.ledger.sort_by_key(|e| (e.wallet_id, e.seq));
+        snap
+    }
+
+    /// Advances the clock by one second and returns it.
+    pub fn now(&mut self) -> DateTime<Utc> {
+        self.seconds += 1;
+        at(self.seconds)
+    }
+
+    fn id(&mut self, space: u128) -> Uuid {
+        self.ids += 1;
+        Uuid::from_u128((space << 120) | self.ids)
+    }
+
+    pub fn create(&mut self, user: &str) -> Uuid {
+        let now = self.now();
+        let id = self.id(WALLET_SPACE);
+        self.index.insert(id, self.snap.wallets.len());
+        self.snap.wallets.push(WalletRow {
+            id,
+            user_id: user.to_owned(),
+            balance: Decimal::ZERO,
+            last_seq: 0,
+            created_at: now,
+            updated_at: now,
+        });
+        self.entry(id, EventKind::Created, Decimal::ZERO, None, None, None);
+        let op = self.op(OpKind::CreateWallet, Some(id), None, None, Outcome::Ok);
+        self.snap.ops.push(OpRecord {
+            idempotency_key: None,
+            ..op
+        });
+        id
+    }
+
+    /// A fund the log records with `outcome`, applied `times` times.
+    pub fn fund(
+        &mut self,
+        wallet: Uuid,
+        amount: Decimal,
+        outcome: Outcome,
+        times: usize,
+    ) -> Written {
+        let op = self.op(OpKind::Fund, Some(wallet), None, Some(amount), outcome);
+        let key = op.idempotency_key.clone().unwrap_or_default();
+        let mut written = Written {
+            op_id: op.op_id,
+            key: key.clone(),
+            ..Written::default()
+        };
+        self.snap.ops.push(op);
+        for _ in 0..times {
+            let event = self.entry(wallet, EventKind::Funded, amount, None, None, Some(&key));
+            written.events.push(event);
+        }
+        written
+    }
+
+    /// A transfer the log records with `outcome`, applied `times` times.
+    /// Funds are not checked: a test may overdraw on purpose.
+    pub fn transfer(
+        &mut self,
+        from: Uuid,
+        to: Uuid,
+        amount: Decimal,
+        outcome: Outcome,
+        times: usize,
+    ) -> Written {
+        let op = self.op(
+            OpKind::Transfer,
+            Some(from),
+            Some(to),
+            Some(amount),
+            outcome,
+        );
+        let key = op.idempotency_key.clone().unwrap_or_default();
+        let mut written = Written {
+            op_id: op.op_id,
+            key: key.clone(),
+            ..Written::default()
+        };
+        self.snap.ops.push(op);
+        for _ in 0..times {
+            let (transfer_id, out, credit) = self.legs(from, to, amount, Some(&key), true);
+            written.transfer_ids.push(transfer_id);
+            written.events.push(out);
+            written.events.extend(credit);
+        }
+        written
+    }
+
+    /// Only the debit of a transfer, outside the operation log.
+    pub fn half_transfer(&mut self, from: Uuid, to: Uuid, amount: Decimal) -> (Uuid, Uuid) {
+        let (transfer_id, out, _) = self.legs(from, to, amount, None, false);
+        (transfer_id, out)
+    }
+
+    /// Another attempt of the same operation (same key), e.g. a retry.
+    pub fn retry(&mut self, op_id: u64, outcome: Outcome) {
+        let original = self
+            .snap
+            .ops
+            .iter()
+            .find(|op| op.op_id == op_id)
+            .cloned()
+            .expect("retry of a logged op");
+        let intended_at = self.now();
+        self.snap.ops.push(OpRecord {
+            outcome,
+            intended_at,
+            ..original
+        });
+    }
+
+    pub fn read(&mut self, wallet: Uuid) {
+        let op = self.op(OpKind::GetWallet, Some(wallet), None, None, Outcome::Ok);
+        self.snap.ops.push(OpRecord {
+            idempotency_key: None,
+            ..op
+        });
+    }
+
+    pub fn converged(&mut self, took_ms: u64, bound_ms: u64) {
+        self.snap.convergence = Some(Convergence {
+            converged: true,
+            took_ms,
+            bound_ms,
+        });
+    }
+
+    fn legs(
+        &mut self,
+        from: Uuid,
+        to: Uuid,
+        amount: Decimal,
+        key: Option<&str>,
+        credit: bool,
+    ) -> (Uuid, Uuid, Option<Uuid>) {
+        let transfer_id = self.id(TRANSFER_SPACE);
+        let out = self.entry(
+            from,
+            EventKind::TransferOut,
+            amount,
+            Some(transfer_id),
+            Some(to),
+            key,
+        );
+        let credit = credit.then(|| {
+            self.entry(
+                to,
+                EventKind::TransferIn,
+                amount,
+                Some(transfer_id),
+                Some(from),
+                key,
+            )
+        });
+        (transfer_id, out, credit)
+    }
+
+    fn op(
+        &mut self,
+        kind: OpKind,
+        wallet_id: Option<Uuid>,
+        to_wallet_id: Option<Uuid>,
+        amount: Option<Decimal>,
+        outcome: Outcome,
+    ) -> OpRecord {
+        self.ops += 1;
+        let op_id = self.ops;
+        OpRecord {
+            op_id,
+            kind,
+            wallet_index: None,
+            to_wallet_index: None,
+            wallet_id,
+            to_wallet_id,
+            amount,
+            idempotency_key: Some(format!("k-{op_id}")),
+            outcome,
+            status: match outcome {
+                Outcome::Ok => Some(200),
+                Outcome::Failed => Some(422),
+                Outcome::Indeterminate => None,
+            },
+            error_code: match outcome {
+                Outcome::Ok => None,
+                Outcome::Failed => Some("insufficient_funds".into()),
+                Outcome::Indeterminate => Some("timeout".into()),
+            },
+            intended_at: self.now(),
+            latency_us: 1_000,
+        }
+    }
+
+    /// Writes one entry as the wallet would (balance, ledger, outbox) and
+    /// the history as a healthy consumer would.
+    fn entry(
+        &mut self,
+        wallet_id: Uuid,
+        kind: EventKind,
+        amount: Decimal,
+        transfer_id: Option<Uuid>,
+        counterparty_wallet_id: Option<Uuid>,
+        key: Option<&str>,
+    ) -> Uuid {
+        let now = self.now();
+        let event_id = self.id(EVENT_SPACE);
+        let wallet = &mut self.snap.wallets[self.index[&wallet_id]];
+        wallet.last_seq += 1;
+        wallet.balance += kind.signed(amount);
+        wallet.updated_at = now;
+        let (seq, balance_after, user_id) =
+            (wallet.last_seq, wallet.balance, wallet.user_id.clone());
+        self.snap.ledger.push(LedgerRow {
+            event_id,
+            wallet_id,
+            seq,
+            kind,
+            amount,
+            balance_after,
+            transfer_id,
+            counterparty_wallet_id,
+            created_at: now,
+            request_key: key.map(str::to_owned),
+        });
+        let outbox_id = self.snap.outbox.len() as i64 + 1;
+        self.snap.outbox.push(OutboxRow {
+            id: outbox_id,
+            event_id,
+            wallet_id,
+            created_at: now,
+            published_at: Some(now + Duration::milliseconds(100)),
+        });
+        self.snap.history.push(HistoryRow {
+            event_id,
+            wallet_id,
+            user_id,
+            seq,
+            kind: kind.as_str().to_owned(),
+            amount,
+            balance_after,
+            transfer_id,
+            counterparty_wallet_id,
+            committed_at: now,
+            applied_at: now + Duration::milliseconds(200),
+            source_partition: 0,
+            source_offset: outbox_id - 1,
+        });
+        event_id
+    }
+}
+
+/// `seconds` after the fixture's epoch.
+pub fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(EPOCH_S + seconds, 0).expect("in range")
+}

@@ -1,0 +1,833 @@
+//! One clean world that must pass every invariant, then one defect per
+//! test: the right invariant must fail and name the culprit, and the
+//! invariants the defect does not touch must still hold.
+
+use chrono::Duration;
+use run_log::{FaultKind, FaultWindow, OpKind, OpRecord, Outcome};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use uuid::Uuid;
+
+use super::*;
+use crate::fixture::{World, Written};
+use crate::report::render_text;
+use crate::snapshot::{Convergence, ParkedRow};
+
+/// The clean world and the handles the tests break it through.
+struct Clean {
+    world: World,
+    alice: Uuid,
+    bob: Uuid,
+    carol: Uuid,
+    fund_alice: Written,
+    fund_bob: Written,
+    alice_to_bob: Written,
+}
+
+/// Three wallets; funds; transfers; a refused transfer; an indeterminate
+/// fund that did not apply; an indeterminate transfer that did; an
+/// indeterminate transfer retried to success; a read.
+fn clean() -> Clean {
+    let mut world = World::new();
+    let alice = world.create("alice");
+    let bob = world.create("bob");
+    let carol = world.create("carol");
+    let fund_alice = world.fund(alice, dec!(100), Outcome::Ok, 1);
+    let fund_bob = world.fund(bob, dec!(50), Outcome::Ok, 1);
+    let alice_to_bob = world.transfer(alice, bob, dec!(30), Outcome::Ok, 1);
+    world.transfer(bob, carol, dec!(12.5), Outcome::Ok, 1);
+    world.transfer(carol, alice, dec!(1000), Outcome::Failed, 0);
+    world.fund(carol, dec!(7.25), Outcome::Indeterminate, 0);
+    world.transfer(alice, carol, dec!(0.0001), Outcome::Indeterminate, 1);
+    let retried = world.transfer(bob, alice, dec!(5), Outcome::Indeterminate, 1);
+    world.retry(retried.op_id, Outcome::Ok);
+    world.read(alice);
+    world.converged(1_200, 30_000);
+    Clean {
+        world,
+        alice,
+        bob,
+        carol,
+        fund_alice,
+        fund_bob,
+        alice_to_bob,
+    }
+}
+
+fn result(report: &Report, invariant: Invariant) -> &CheckResult {
+    report.check(invariant).expect("every invariant is checked")
+}
+
+/// Exactly `violated` fail; every other invariant passed.
+#[track_caller]
+fn assert_violated_exactly(report: &Report, violated: &[Invariant]) {
+    for check in &report.checks {
+        let expected = if violated.contains(&check.invariant) {
+            Status::Violated
+        } else {
+            Status::Passed
+        };
+        assert_eq!(
+            check.status,
+            expected,
+            "{}: {:#?}\n{}",
+            check.invariant,
+            check.violations,
+            render_text(report)
+        );
+    }
+    assert_eq!(report.passed, violated.is_empty());
+}
+
+/// The single stored violation of `invariant`.
+#[track_caller]
+fn only_violation(report: &Report, invariant: Invariant) -> &Violation {
+    let check = result(report, invariant);
+    assert_eq!(
+        check.violations.len(),
+        1,
+        "{invariant}: {:#?}",
+        check.violations
+    );
+    assert_eq!(check.violations_total, 1);
+    &check.violations[0]
+}
+
+fn wallet_mut(snap: &mut Snapshot, id: Uuid) -> &mut crate::snapshot::WalletRow {
+    snap.wallets
+        .iter_mut()
+        .find(|w| w.id == id)
+        .expect("wallet")
+}
+
+#[test]
+fn clean_world_passes_every_invariant() {
+    let c = clean();
+    let snap = c.world.snapshot();
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[]);
+    assert_eq!(report.checks.len(), Invariant::ALL.len());
+    // Every invariant looked at something.
+    for check in &report.checks {
+        assert!(check.examined > 0, "{} examined nothing", check.invariant);
+    }
+    let balances: Vec<Decimal> = [c.alice, c.bob, c.carol]
+        .iter()
+        .map(|id| snap.wallets.iter().find(|w| w.id == *id).unwrap().balance)
+        .collect();
+    assert_eq!(balances, [dec!(74.9999), dec!(62.5), dec!(12.5001)]);
+    assert_eq!(report.facts.total_balance, dec!(150));
+    assert_eq!(report.facts.total_funded, dec!(150));
+    // 3 creates + fund, fund, transfer, transfer; refused transfer; two
+    // indeterminate; one indeterminate + its ok retry; the read.
+    assert_eq!(report.facts.ops, 13);
+    assert_eq!(report.facts.ops_ok, 9);
+    assert_eq!(report.facts.ops_failed, 1);
+    assert_eq!(report.facts.ops_indeterminate, 3);
+    assert_eq!(report.facts.ops_unverifiable, 0);
+    // 3 creates and 8 key groups.
+    assert_eq!(result(&report, Invariant::AckedWriteDurable).examined, 11);
+}
+
+#[test]
+fn the_same_snapshot_gives_the_same_report() {
+    let snap = clean().world.snapshot();
+    let mut broken = snap.clone();
+    broken.history.clear();
+    assert_eq!(check(&snap), check(&snap));
+    assert_eq!(check(&broken), check(&broken));
+}
+
+#[test]
+fn missing_history_row_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    // The credit of alice -> bob: seq 3 of bob's four entries.
+    let credit = c.alice_to_bob.events[1];
+    snap.history.retain(|h| h.event_id != credit);
+    let report = check(&snap);
+    assert_violated_exactly(
+        &report,
+        &[
+            Invariant::HistoryNoMissing,
+            // The gap it leaves, and the money it leaves out.
+            Invariant::HistoryOrdered,
+            Invariant::HistoryBalanceMatches,
+        ],
+    );
+    let missing = only_violation(&report, Invariant::HistoryNoMissing);
+    assert_eq!(missing.event_id, Some(credit));
+    assert_eq!(missing.wallet_id, Some(c.bob));
+    assert_eq!(missing.transfer_id, Some(c.alice_to_bob.transfer_ids[0]));
+    assert_eq!(missing.expected, Some(dec!(30)));
+    assert!(
+        missing.message.contains("transfer_in 30.0000"),
+        "{}",
+        missing.message
+    );
+    assert!(
+        missing.message.contains("not in history"),
+        "{}",
+        missing.message
+    );
+    let gap = only_violation(&report, Invariant::HistoryOrdered);
+    assert_eq!(gap.wallet_id, Some(c.bob));
+    assert!(
+        gap.message.contains("jumps from seq 2 to seq 4"),
+        "{}",
+        gap.message
+    );
+    let sum = only_violation(&report, Invariant::HistoryBalanceMatches);
+    assert_eq!(sum.wallet_id, Some(c.bob));
+    assert_eq!(
+        (sum.expected, sum.actual),
+        (Some(dec!(62.5)), Some(dec!(32.5)))
+    );
+}
+
+#[test]
+fn duplicated_history_row_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let funded = c.fund_alice.events[0];
+    let mut copy = snap
+        .history
+        .iter()
+        .find(|h| h.event_id == funded)
+        .unwrap()
+        .clone();
+    copy.applied_at = snap.history.last().unwrap().applied_at + Duration::seconds(1);
+    snap.history.push(copy);
+    let report = check(&snap);
+    assert_violated_exactly(
+        &report,
+        &[
+            Invariant::HistoryNoDuplicate,
+            Invariant::HistoryBalanceMatches,
+        ],
+    );
+    let duplicate = only_violation(&report, Invariant::HistoryNoDuplicate);
+    assert_eq!(duplicate.event_id, Some(funded));
+    assert_eq!(duplicate.wallet_id, Some(c.alice));
+    assert_eq!(
+        (duplicate.expected, duplicate.actual),
+        (Some(dec!(100)), Some(dec!(200)))
+    );
+    assert!(
+        duplicate.message.contains("2 times"),
+        "{}",
+        duplicate.message
+    );
+    assert!(
+        duplicate.message.contains("off by +100.0000"),
+        "{}",
+        duplicate.message
+    );
+    let sum = only_violation(&report, Invariant::HistoryBalanceMatches);
+    assert_eq!(sum.wallet_id, Some(c.alice));
+    assert!(sum.message.contains("off by 100.0000"), "{}", sum.message);
+}
+
+#[test]
+fn phantom_history_row_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let mut phantom = snap
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.wallet_id == c.carol)
+        .unwrap()
+        .clone();
+    let phantom_id = Uuid::from_u128(0xBAD);
+    phantom.event_id = phantom_id;
+    phantom.seq += 1;
+    phantom.kind = "funded".into();
+    phantom.amount = dec!(20);
+    phantom.balance_after += dec!(20);
+    phantom.transfer_id = None;
+    phantom.counterparty_wallet_id = None;
+    phantom.applied_at += Duration::seconds(60);
+    snap.history.push(phantom);
+    let report = check(&snap);
+    // The phantom continues carol's sequence, so the order still holds.
+    assert_violated_exactly(
+        &report,
+        &[
+            Invariant::HistoryNoPhantom,
+            Invariant::HistoryBalanceMatches,
+        ],
+    );
+    let v = only_violation(&report, Invariant::HistoryNoPhantom);
+    assert_eq!(v.event_id, Some(phantom_id));
+    assert_eq!(v.wallet_id, Some(c.carol));
+    assert_eq!(v.actual, Some(dec!(20)));
+    assert!(v.message.starts_with("phantom:"), "{}", v.message);
+    assert!(v.message.contains("has no ledger entry"), "{}", v.message);
+}
+
+#[test]
+fn balance_off_by_a_hundredth_of_a_cent_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    wallet_mut(&mut snap, c.alice).balance += dec!(0.0001);
+    let report = check(&snap);
+    assert_violated_exactly(
+        &report,
+        &[
+            Invariant::BalanceMatchesLedger,
+            // The extra 0.0001 came from nowhere, and the history disagrees.
+            Invariant::MoneyConserved,
+            Invariant::HistoryBalanceMatches,
+        ],
+    );
+    let v = only_violation(&report, Invariant::BalanceMatchesLedger);
+    assert_eq!(v.wallet_id, Some(c.alice));
+    assert_eq!(
+        (v.expected, v.actual),
+        (Some(dec!(74.9999)), Some(dec!(75.0000)))
+    );
+    assert_eq!(
+        v.message,
+        format!(
+            "wallet {}: balance 75.0000 but its ledger sums to 74.9999 (off by 0.0001)",
+            c.alice
+        )
+    );
+    let conserved = only_violation(&report, Invariant::MoneyConserved);
+    assert!(
+        conserved.message.contains("0.0001 created"),
+        "{}",
+        conserved.message
+    );
+}
+
+#[test]
+fn lost_acked_transfer_is_named_with_its_fault_window() {
+    let mut c = clean();
+    let lost = c
+        .world
+        .transfer(c.alice, c.carol, dec!(12.5), Outcome::Ok, 0);
+    let mut snap = c.world.snapshot();
+    let intended_at = snap
+        .ops
+        .iter()
+        .find(|op| op.op_id == lost.op_id)
+        .unwrap()
+        .intended_at;
+    snap.faults = vec![
+        FaultWindow {
+            fault_id: 1,
+            kind: FaultKind::HistoryKill,
+            target: "history".into(),
+            start: intended_at - Duration::seconds(100),
+            healed: Some(intended_at - Duration::seconds(90)),
+            recovered: Some(intended_at - Duration::seconds(89)),
+        },
+        FaultWindow {
+            fault_id: 2,
+            kind: FaultKind::BrokerKill,
+            target: "broker".into(),
+            start: intended_at - Duration::seconds(1),
+            healed: Some(intended_at + Duration::seconds(5)),
+            recovered: None,
+        },
+    ];
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::AckedWriteDurable]);
+    let v = only_violation(&report, Invariant::AckedWriteDurable);
+    assert_eq!(v.op_id, Some(lost.op_id));
+    assert_eq!(v.wallet_id, Some(c.alice));
+    assert_eq!((v.expected, v.actual), (Some(dec!(12.5)), Some(dec!(0))));
+    assert_eq!(v.at, Some(intended_at));
+    assert_eq!(v.fault_windows, ["fault #2 broker_kill (broker)"]);
+    assert_eq!(
+        v.message,
+        format!(
+            "acked transfer op {} (12.5000 from wallet {} to wallet {}, key {}) is not in the ledger \
+             [during fault #2 broker_kill (broker)]",
+            lost.op_id, c.alice, c.carol, lost.key
+        )
+    );
+}
+
+#[test]
+fn applied_failed_op_is_named() {
+    let mut c = clean();
+    let refused = c
+        .world
+        .transfer(c.carol, c.bob, dec!(1), Outcome::Failed, 1);
+    let report = check(&c.world.snapshot());
+    assert_violated_exactly(&report, &[Invariant::AckedWriteDurable]);
+    let v = only_violation(&report, Invariant::AckedWriteDurable);
+    assert_eq!(v.op_id, Some(refused.op_id));
+    assert_eq!(v.transfer_id, Some(refused.transfer_ids[0]));
+    assert_eq!((v.expected, v.actual), (Some(dec!(0)), Some(dec!(1))));
+    assert!(
+        v.message.starts_with("refused transfer op"),
+        "{}",
+        v.message
+    );
+    assert!(
+        v.message.contains("is in the ledger anyway"),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
+fn indeterminate_op_applied_twice_is_named() {
+    let mut c = clean();
+    let twice = c
+        .world
+        .transfer(c.alice, c.bob, dec!(2), Outcome::Indeterminate, 2);
+    let report = check(&c.world.snapshot());
+    // Each application is a well-formed transfer; only the log shows the
+    // double spend.
+    assert_violated_exactly(&report, &[Invariant::AckedWriteDurable]);
+    let v = only_violation(&report, Invariant::AckedWriteDurable);
+    assert_eq!(v.op_id, Some(twice.op_id));
+    assert_eq!((v.expected, v.actual), (Some(dec!(2)), Some(dec!(4))));
+    assert!(
+        v.message.contains("applied more than once: 4 rows"),
+        "{}",
+        v.message
+    );
+    assert!(v.message.contains(&twice.key), "{}", v.message);
+}
+
+#[test]
+fn acked_retry_wins_over_earlier_attempts() {
+    let mut c = clean();
+    let op = c
+        .world
+        .transfer(c.alice, c.bob, dec!(3), Outcome::Indeterminate, 0);
+    c.world.retry(op.op_id, Outcome::Failed);
+    c.world.retry(op.op_id, Outcome::Ok);
+    let report = check(&c.world.snapshot());
+    assert_violated_exactly(&report, &[Invariant::AckedWriteDurable]);
+    let v = only_violation(&report, Invariant::AckedWriteDurable);
+    assert!(v.message.starts_with("acked transfer op"), "{}", v.message);
+    assert!(v.message.contains("3 attempts"), "{}", v.message);
+}
+
+#[test]
+fn acked_create_without_wallet_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let create = snap
+        .ops
+        .iter()
+        .find(|op| op.kind == OpKind::CreateWallet)
+        .unwrap()
+        .clone();
+    let ghost = Uuid::from_u128(0x6057);
+    snap.ops.push(OpRecord {
+        op_id: 99,
+        wallet_id: Some(ghost),
+        ..create
+    });
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::AckedWriteDurable]);
+    let v = only_violation(&report, Invariant::AckedWriteDurable);
+    assert_eq!((v.op_id, v.wallet_id), (Some(99), Some(ghost)));
+    assert!(
+        v.message.contains("the wallet does not exist"),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
+fn unpaired_leg_is_named() {
+    let mut c = clean();
+    let (transfer_id, debit) = c.world.half_transfer(c.alice, c.bob, dec!(3));
+    let report = check(&c.world.snapshot());
+    // The wallet, its ledger and its history agree; the money just left.
+    assert_violated_exactly(
+        &report,
+        &[Invariant::TransferLegsPaired, Invariant::MoneyConserved],
+    );
+    let v = only_violation(&report, Invariant::TransferLegsPaired);
+    assert_eq!(v.transfer_id, Some(transfer_id));
+    assert_eq!(v.event_id, Some(debit));
+    assert_eq!(v.wallet_id, Some(c.alice));
+    assert_eq!((v.expected, v.actual), (Some(dec!(3)), Some(dec!(0))));
+    assert!(
+        v.message.contains("no transfer_in credits"),
+        "{}",
+        v.message
+    );
+    let conserved = only_violation(&report, Invariant::MoneyConserved);
+    assert_eq!(
+        (conserved.expected, conserved.actual),
+        (Some(dec!(150)), Some(dec!(147)))
+    );
+    assert!(
+        conserved.message.contains("3.0000 lost"),
+        "{}",
+        conserved.message
+    );
+    assert!(
+        conserved.message.contains("net -3.0000"),
+        "{}",
+        conserved.message
+    );
+}
+
+#[test]
+fn mismatched_transfer_legs_are_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let transfer_id = c.alice_to_bob.transfer_ids[0];
+    let credit = snap
+        .ledger
+        .iter_mut()
+        .find(|e| e.event_id == c.alice_to_bob.events[1])
+        .unwrap();
+    credit.counterparty_wallet_id = Some(c.carol);
+    let report = check(&snap);
+    let v = only_violation(&report, Invariant::TransferLegsPaired);
+    assert_eq!(v.transfer_id, Some(transfer_id));
+    assert!(
+        v.message
+            .contains(&format!("names counterparty {}", c.carol)),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
+fn unpublished_outbox_row_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let event = c.fund_bob.events[0];
+    snap.outbox
+        .iter_mut()
+        .find(|o| o.event_id == event)
+        .unwrap()
+        .published_at = None;
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::OutboxDrained]);
+    let v = only_violation(&report, Invariant::OutboxDrained);
+    assert_eq!((v.event_id, v.wallet_id), (Some(event), Some(c.bob)));
+    assert!(v.message.contains("was never published"), "{}", v.message);
+    assert!(v.message.contains("funded 50.0000"), "{}", v.message);
+    assert_eq!(report.facts.outbox_unpublished, 1);
+}
+
+#[test]
+fn ledger_entry_without_outbox_row_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let event = c.fund_bob.events[0];
+    snap.outbox.retain(|o| o.event_id != event);
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::OutboxDrained]);
+    let v = only_violation(&report, Invariant::OutboxDrained);
+    assert_eq!(v.event_id, Some(event));
+    assert!(v.message.contains("has no outbox row"), "{}", v.message);
+}
+
+#[test]
+fn out_of_order_history_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    // Swap the applied order of bob's funding (seq 2) and alice's credit to
+    // him (seq 3).
+    let second = snap
+        .history
+        .iter()
+        .position(|h| h.wallet_id == c.bob && h.seq == 2)
+        .unwrap();
+    let third = snap
+        .history
+        .iter()
+        .position(|h| h.wallet_id == c.bob && h.seq == 3)
+        .unwrap();
+    let (early, late) = (
+        snap.history[second].applied_at,
+        snap.history[third].applied_at,
+    );
+    snap.history[second].applied_at = late;
+    snap.history[third].applied_at = early;
+    snap.history.swap(second, third);
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryOrdered]);
+    let check = result(&report, Invariant::HistoryOrdered);
+    assert_eq!(check.violations_total, 2);
+    assert!(check.violations.iter().all(|v| v.wallet_id == Some(c.bob)));
+    assert!(
+        check.violations[0]
+            .message
+            .contains("jumps from seq 1 to seq 3")
+    );
+    assert!(
+        check.violations[1].message.contains("applied seq 2"),
+        "{}",
+        check.violations[1].message
+    );
+    assert!(check.violations[1].message.contains("after seq 3"));
+}
+
+#[test]
+fn negative_balance_is_named() {
+    let mut c = clean();
+    // Carol holds 12.5001; the fixture does not check funds.
+    let overdraft = c.world.transfer(c.carol, c.alice, dec!(20), Outcome::Ok, 1);
+    let report = check(&c.world.snapshot());
+    assert_violated_exactly(&report, &[Invariant::NoNegativeBalance]);
+    let check = result(&report, Invariant::NoNegativeBalance);
+    // The final balance, and the entry that took it there.
+    assert_eq!(check.violations_total, 2);
+    let wallet = &check.violations[0];
+    assert_eq!(wallet.wallet_id, Some(c.carol));
+    assert_eq!(wallet.actual, Some(dec!(-7.4999)));
+    assert_eq!(
+        wallet.message,
+        format!("wallet {}: balance is -7.4999", c.carol)
+    );
+    let dip = &check.violations[1];
+    assert_eq!(dip.event_id, Some(overdraft.events[0]));
+    assert!(dip.message.contains("went to -7.4999"), "{}", dip.message);
+}
+
+#[test]
+fn history_amount_differing_from_ledger_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let event = c.fund_alice.events[0];
+    snap.history
+        .iter_mut()
+        .find(|h| h.event_id == event)
+        .unwrap()
+        .amount = dec!(100.0001);
+    let report = check(&snap);
+    assert_violated_exactly(
+        &report,
+        &[
+            Invariant::HistoryNoPhantom,
+            Invariant::HistoryBalanceMatches,
+        ],
+    );
+    let v = only_violation(&report, Invariant::HistoryNoPhantom);
+    assert_eq!((v.event_id, v.wallet_id), (Some(event), Some(c.alice)));
+    assert_eq!(
+        (v.expected, v.actual),
+        (Some(dec!(100)), Some(dec!(100.0001)))
+    );
+    assert!(v.message.starts_with("mismatch:"), "{}", v.message);
+    assert!(
+        v.message.contains("amount 100.0001 vs ledger 100.0000"),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
+fn not_converging_in_time_is_violated() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    snap.convergence = Some(Convergence {
+        converged: false,
+        took_ms: 30_005,
+        bound_ms: 30_000,
+    });
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::ConvergedInTime]);
+    let v = only_violation(&report, Invariant::ConvergedInTime);
+    assert!(
+        v.message.contains("gave up after 30005 ms"),
+        "{}",
+        v.message
+    );
+
+    snap.convergence = Some(Convergence {
+        converged: true,
+        took_ms: 45_000,
+        bound_ms: 30_000,
+    });
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::ConvergedInTime]);
+
+    snap.convergence = None;
+    let report = check(&snap);
+    assert!(report.passed);
+    assert_eq!(
+        result(&report, Invariant::ConvergedInTime).status,
+        Status::NotEvaluated
+    );
+}
+
+#[test]
+fn without_an_operation_log_durability_is_not_evaluated() {
+    let mut snap = clean().world.snapshot();
+    snap.ops.clear();
+    let report = check(&snap);
+    assert!(report.passed);
+    assert_eq!(
+        result(&report, Invariant::AckedWriteDurable).status,
+        Status::NotEvaluated
+    );
+}
+
+#[test]
+fn parked_events_after_convergence_are_missing_history() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    // Carol's seq 2 never arrived, so seq 3 waits in parked_events.
+    let carol_rows: Vec<_> = snap
+        .history
+        .iter()
+        .filter(|h| h.wallet_id == c.carol)
+        .cloned()
+        .collect();
+    let (lost, waiting) = (&carol_rows[1], &carol_rows[2]);
+    snap.history
+        .retain(|h| h.event_id != lost.event_id && h.event_id != waiting.event_id);
+    snap.parked.push(ParkedRow {
+        event_id: waiting.event_id,
+        wallet_id: c.carol,
+        seq: waiting.seq,
+        source_partition: 0,
+        source_offset: 40,
+        parked_at: waiting.applied_at,
+    });
+    // And a stale parked copy of an event that was applied long ago.
+    let applied = snap
+        .history
+        .iter()
+        .find(|h| h.wallet_id == c.alice)
+        .unwrap()
+        .clone();
+    snap.parked.push(ParkedRow {
+        event_id: applied.event_id,
+        wallet_id: c.alice,
+        seq: applied.seq,
+        source_partition: 0,
+        source_offset: 41,
+        parked_at: applied.applied_at,
+    });
+    let report = check(&snap);
+    let check = result(&report, Invariant::HistoryNoMissing);
+    assert_eq!(check.status, Status::Violated);
+    let messages: Vec<&str> = check
+        .violations
+        .iter()
+        .map(|v| v.message.as_str())
+        .collect();
+    assert_eq!(check.violations_total, 3, "{messages:#?}");
+    assert_eq!(check.violations[0].event_id, Some(lost.event_id));
+    assert!(!messages[0].contains("parked"), "{}", messages[0]);
+    assert_eq!(check.violations[1].event_id, Some(waiting.event_id));
+    assert!(
+        messages[1].contains("it is parked, waiting for seq 2"),
+        "{}",
+        messages[1]
+    );
+    assert_eq!(check.violations[2].event_id, Some(applied.event_id));
+    assert!(
+        messages[2].contains("still parked after convergence"),
+        "{}",
+        messages[2]
+    );
+    assert_eq!(report.facts.parked_events, 2);
+}
+
+#[test]
+fn stored_violations_are_capped_but_counted() {
+    let mut world = World::new();
+    for i in 0..60 {
+        world.create(&format!("user-{i}"));
+    }
+    let mut snap = world.snapshot();
+    snap.history.clear();
+    let report = check(&snap);
+    let check = result(&report, Invariant::HistoryNoMissing);
+    assert_eq!(check.violations.len(), crate::report::VIOLATIONS_STORED_MAX);
+    assert_eq!(check.violations_total, 60);
+    assert!(render_text(&report).contains("… and 10 more"));
+}
+
+#[test]
+fn report_serializes_names_and_money_as_strings() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    wallet_mut(&mut snap, c.alice).balance += dec!(0.0001);
+    snap.convergence = None;
+    let report = check(&snap);
+    let json = serde_json::to_value(&report).unwrap();
+    let checks = json["checks"].as_array().unwrap();
+    assert_eq!(checks[0]["invariant"], "balance-matches-ledger");
+    assert_eq!(checks[0]["status"], "violated");
+    assert_eq!(checks[0]["violations"][0]["expected"], "74.9999");
+    assert_eq!(checks[0]["violations"][0]["actual"], "75.0000");
+    assert_eq!(checks[0]["violations"][0]["wallet_id"], c.alice.to_string());
+    assert_eq!(checks[11]["invariant"], "converged-in-time");
+    assert_eq!(checks[11]["status"], "not_evaluated");
+    assert_eq!(json["facts"]["total_funded"], "150.0000");
+    assert_eq!(json["passed"], false);
+    let back: Report = serde_json::from_value(json).unwrap();
+    assert_eq!(back, report);
+}
+
+#[test]
+fn text_report_marks_each_invariant() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let credit = c.alice_to_bob.events[1];
+    snap.history.retain(|h| h.event_id != credit);
+    snap.convergence = None;
+    let text = render_text(&check(&snap));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("✔ balance-matches-ledger"), "{text}");
+    assert!(lines[0].ends_with("examined 3"), "{text}");
+    let missing = lines
+        .iter()
+        .position(|l| l.starts_with("✘ history-no-missing"))
+        .expect(&text);
+    assert!(
+        lines[missing].ends_with("1 violation (examined 13)"),
+        "{text}"
+    );
+    assert!(
+        lines[missing + 1].starts_with(&format!("    wallet {}:", c.bob)),
+        "{text}"
+    );
+    assert!(lines[missing + 1].contains(&credit.to_string()), "{text}");
+    assert!(text.contains("– converged-in-time"), "{text}");
+    assert!(text.contains("0 parked events, 0 dead letters"), "{text}");
+    assert!(text.trim_end().ends_with(
+        "FAILED: 3 of 12 invariants violated (history-no-missing, history-ordered, history-balance-matches)"
+    ));
+}
+
+/// A run-sized snapshot (300k ledger rows) checks in linear time; a
+/// quadratic loop anywhere would take hours here.
+#[test]
+fn a_run_sized_snapshot_checks_quickly() {
+    const WALLETS: usize = 20_000;
+    const TRANSFERS: usize = 130_000;
+    let mut world = World::new();
+    let ids: Vec<Uuid> = (0..WALLETS)
+        .map(|i| world.create(&format!("u{i}")))
+        .collect();
+    for &id in &ids {
+        world.fund(id, dec!(100), Outcome::Ok, 1);
+    }
+    for n in 0..TRANSFERS {
+        let (from, to) = (ids[n % WALLETS], ids[(n + 1) % WALLETS]);
+        world.transfer(from, to, dec!(0.0001), Outcome::Ok, 1);
+    }
+    world.converged(1_000, 30_000);
+    let snap = world.snapshot();
+    assert!(snap.ledger.len() >= 300_000, "{}", snap.ledger.len());
+    let started = std::time::Instant::now();
+    let report = check(&snap);
+    let took = started.elapsed();
+    assert_violated_exactly(&report, &[]);
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "check took {took:?}"
+    );
+}
