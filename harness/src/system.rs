@@ -71,6 +71,33 @@ impl Launcher {
     }
 }
 
+impl Launcher {
+    /// The multi-call `loadgen` binary of this build, for tests of crates
+    /// other than loadgen (which has `CARGO_BIN_EXE_loadgen`): the
+    /// `WALLET_SYSTEM_BIN` variable, else `loadgen` beside the running
+    /// executable or one directory up (test binaries live in `deps/`).
+    /// `cargo test --workspace` builds it before any test runs.
+    pub fn locate() -> Result<Self> {
+        if let Some(path) = std::env::var_os("WALLET_SYSTEM_BIN") {
+            return Ok(Self::multi_call(PathBuf::from(path)));
+        }
+        let exe = std::env::current_exe().context("locating the running executable")?;
+        let candidates: Vec<PathBuf> = exe
+            .ancestors()
+            .skip(1)
+            .take(2)
+            .map(|dir| dir.join("loadgen"))
+            .collect();
+        match candidates.iter().find(|path| path.is_file()) {
+            Some(path) => Ok(Self::multi_call(path.clone())),
+            None => bail!(
+                "the loadgen binary was not found at {candidates:?}: build it first \
+                 (`cargo build -p loadgen`, with the same profile) or set WALLET_SYSTEM_BIN"
+            ),
+        }
+    }
+}
+
 /// What to start, and where.
 #[derive(Debug, Clone)]
 pub struct SystemOptions {

@@ -19,6 +19,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a seeded load + chaos experiment, then check every invariant (exit 0 held, 1 violated, 2 harness failed, 3 threshold missed).
+    Run(RunArgs),
+    /// List the built-in scenarios.
+    Scenarios,
     /// Start the whole system locally (PostgreSQL, broker, wallet, history) and keep it up until Ctrl-C.
     Up(UpArgs),
     /// Run one process role in the foreground (the harness starts these).
@@ -82,4 +86,59 @@ pub struct UpArgs {
     /// Send a little demo traffic (two wallets, a fund, a transfer) and show the history it produced.
     #[arg(long)]
     pub demo: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A built-in scenario (see `loadgen scenarios`); ignored with --scenario-file.
+    #[arg(default_value = "smoke")]
+    pub scenario: String,
+
+    /// A scenario written in TOML (see README, "Scenario files").
+    #[arg(long, value_name = "FILE")]
+    pub scenario_file: Option<PathBuf>,
+
+    /// Seed of every random choice: wallets, operations, amounts, faults. Default: drawn and printed.
+    #[arg(long, env = "LOADGEN_SEED")]
+    pub seed: Option<u64>,
+
+    /// Override the scenario's load duration (e.g. 90s, 2m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+
+    /// Override the scenario's number of goose users.
+    #[arg(long)]
+    pub users: Option<u32>,
+
+    /// Override the scenario's rate in operations per second (0: as fast as the users go).
+    #[arg(long)]
+    pub rate: Option<u32>,
+
+    /// Override the scenario's wallet count.
+    #[arg(long)]
+    pub wallets: Option<u32>,
+
+    /// Inject no faults.
+    #[arg(long, conflicts_with = "faults")]
+    pub no_faults: bool,
+
+    /// Inject the scenario's faults even where it has them off by default.
+    #[arg(long)]
+    pub faults: bool,
+
+    /// How long history may take to catch up once load stops and faults heal.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub converge_timeout: std::time::Duration,
+
+    /// Fail the run (exit 3) when a latency bound is missed: `p99<200ms`,
+    /// `max<2s`, or per endpoint `POST /wallets/{id}/transfer:p90<50ms`. Repeatable.
+    #[arg(long = "threshold", value_name = "BOUND")]
+    pub thresholds: Vec<String>,
+
+    /// Where run directories are created.
+    #[arg(long, default_value = "runs")]
+    pub out_dir: PathBuf,
+
+    #[command(flatten)]
+    pub infra: InfraArgs,
 }

@@ -1,38 +1,72 @@
-//! The front door of the proving ground. `loadgen up` starts the system on
-//! this machine; `loadgen serve <role>` is how the harness runs each role of
-//! the system as its own process from this one binary (so `cargo run` builds
-//! everything a run needs).
+//! The front door of the proving ground.
+//!
+//! - `loadgen run`: one seeded experiment: provision, load + chaos, heal,
+//!   converge, check, report ([`run`]); its exit code is the verdict.
+//! - `loadgen scenarios`: the built-in scenarios ([`scenario`]).
+//! - `loadgen up`: the system on fixed local ports until Ctrl-C.
+//! - `loadgen serve <role>`: how the harness runs each role of the system as
+//!   its own process from this one binary, so `cargo run` builds all a run needs.
+//!
+//! The load itself: [`workload`] (the seed's operations), [`attack`] (the
+//! goose attack that executes them), [`recorder`] (HdrHistograms from each
+//! operation's intended start), [`thresholds`] (latency bounds).
 
+pub mod attack;
 pub mod cli;
+pub mod recorder;
+pub mod run;
+pub mod scenario;
+pub mod thresholds;
 mod up;
+pub mod workload;
 
 use std::process::ExitCode;
 
 use cli::{Cli, Command, Serve};
-
-/// Exit code when the harness itself failed (bad arguments, could not start).
-pub const EXIT_HARNESS_FAILED: u8 = 2;
+use tokio_util::sync::CancellationToken;
 
 pub fn main(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(EXIT_HARNESS_FAILED);
+            return ExitCode::from(run::EXIT_HARNESS);
         }
     };
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(role) => serve(role).await.map(|()| ExitCode::SUCCESS),
             Command::Up(args) => {
-                init_tracing("warn");
+                service_kit::init_tracing("warn");
                 up::up(args).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Scenarios => {
+                for scenario in scenario::builtin() {
+                    println!("{:<10} {}", scenario.name, scenario.description);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Run(args) => {
+                // Before goose starts: its own logger and Ctrl-C handler then
+                // stand down (they install only if none is installed yet).
+                service_kit::init_tracing("warn,goose=error");
+                let interrupted = CancellationToken::new();
+                let on_interrupt = interrupted.clone();
+                let installed = ctrlc::set_handler(move || {
+                    eprintln!("interrupted: stopping the load, then every process");
+                    goose::trigger_killswitch("interrupted");
+                    on_interrupt.cancel();
+                });
+                if let Err(err) = installed {
+                    tracing::warn!(error = %err, "no Ctrl-C handler");
+                }
+                run::run(args, interrupted).await
             }
         }
     });
     result.unwrap_or_else(|err| {
         eprintln!("error: {err:#}");
-        ExitCode::from(EXIT_HARNESS_FAILED)
+        ExitCode::from(run::EXIT_HARNESS)
     })
 }
 
@@ -51,8 +85,4 @@ async fn serve(role: Serve) -> anyhow::Result<()> {
             broker::run(config).await
         }
     }
-}
-
-fn init_tracing(default: &str) {
-    service_kit::init_tracing(default);
 }

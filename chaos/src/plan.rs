@@ -1,0 +1,400 @@
+//! The fault schedule of a run, as pure data: no I/O, no clock.
+//!
+//! [`plan_faults`] turns a seed and a weighted [`FaultMenu`] into a list of
+//! [`PlannedFault`]s spread over the load window; the same seed always gives
+//! the same plan, so a run can be replayed fault for fault. [`explicit`]
+//! builds a plan by hand (tests, reproductions), and [`describe`] renders a
+//! plan as the lines printed before a run starts.
+//!
+//! Layout of the window: the first [`LEAD_MARGIN_PERCENT`] of the load runs
+//! fault-free (a baseline for the latency graphs), the last
+//! [`END_MARGIN_PERCENT`] too (the system is seen working again under load).
+//! What is between is cut into `count` equal slots with one fault each. A
+//! fault starts in the early part of its slot, and its hold plus
+//! [`RECOVERY_ALLOWANCE_MS`] ends inside the slot, so faults never overlap
+//! and each one's recovery can be told apart from the next one's damage.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use run_log::FaultKind;
+use serde::{Deserialize, Serialize};
+
+/// Mixed into the run seed so the fault stream is independent of the other
+/// streams drawn from the same seed (wallets, operations): changing the
+/// workload does not move the faults, and vice versa. ASCII "chaosflt".
+pub const FAULT_STREAM_SALT: u64 = 0x6368_616f_7366_6c74;
+
+/// The fault-free share at the start of the load: a baseline to compare
+/// the fault windows against.
+pub const LEAD_MARGIN_PERCENT: u64 = 15;
+/// The fault-free share at the end of the load: the system is seen serving
+/// load again after the last fault, before the load stops.
+pub const END_MARGIN_PERCENT: u64 = 10;
+/// Time kept free after each fault heals, for the part to answer again
+/// (a restarted history member waits for the group to hand it partitions).
+pub const RECOVERY_ALLOWANCE_MS: u64 = 8_000;
+/// A fault starts within this share of its slot, so the rest of the slot
+/// is left for the hold and the recovery.
+pub const EARLY_PART_PERCENT: u64 = 25;
+
+/// A dead broker: long enough for producers and consumers to notice and
+/// back off, short enough for the outbox to stay small.
+pub const BROKER_KILL_HOLD_MS: (u64, u64) = (2_000, 6_000);
+/// A dead history member: its partitions stay with the dead member until
+/// its session times out.
+pub const HISTORY_KILL_HOLD_MS: (u64, u64) = (1_000, 3_000);
+/// Added to the session timeout for a paused history member, so the group
+/// really evicts it and it has to rejoin when it continues.
+pub const HISTORY_PAUSE_EXTRA_HOLD_MS: (u64, u64) = (1_000, 4_000);
+/// A dead wallet: clients see refused connections, the outbox waits.
+pub const WALLET_KILL_HOLD_MS: (u64, u64) = (1_000, 3_000);
+/// PostgreSQL down: both services' pools fail and must reconnect.
+pub const POSTGRES_RESTART_HOLD_MS: (u64, u64) = (1_000, 3_000);
+
+/// Which faults a run may draw, how often relative to each other, and how
+/// many. A kind with weight 0 (or absent) is never drawn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultMenu {
+    pub weights: BTreeMap<FaultKind, u32>,
+    /// Faults wanted; fewer are planned when the load window is too short.
+    pub count: u32,
+}
+
+impl FaultMenu {
+    /// Every kind with the same weight.
+    pub fn uniform(count: u32) -> Self {
+        Self {
+            weights: FaultKind::ALL.iter().map(|&kind| (kind, 1)).collect(),
+            count,
+        }
+    }
+
+    /// The menu of a run with faults turned off.
+    pub fn none() -> Self {
+        Self {
+            weights: BTreeMap::new(),
+            count: 0,
+        }
+    }
+}
+
+/// One fault of a plan. Times are relative to the start of the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedFault {
+    /// From 1, in time order; the phases in chaos.jsonl carry it.
+    pub fault_id: u32,
+    pub kind: FaultKind,
+    /// When to inject, in ms since the load started.
+    pub at_ms: u64,
+    /// How long the fault lasts before it is healed.
+    pub hold_ms: u64,
+}
+
+/// The hold bounds of `kind`, in ms, both inclusive.
+pub fn hold_bounds_ms(kind: FaultKind, session_timeout_ms: u64) -> (u64, u64) {
+    match kind {
+        FaultKind::BrokerKill => BROKER_KILL_HOLD_MS,
+        FaultKind::HistoryKill => HISTORY_KILL_HOLD_MS,
+        FaultKind::HistoryPause => (
+            session_timeout_ms.saturating_add(HISTORY_PAUSE_EXTRA_HOLD_MS.0),
+            session_timeout_ms.saturating_add(HISTORY_PAUSE_EXTRA_HOLD_MS.1),
+        ),
+        FaultKind::WalletKill => WALLET_KILL_HOLD_MS,
+        FaultKind::PostgresRestart => POSTGRES_RESTART_HOLD_MS,
+    }
+}
+
+/// The seeded fault schedule for a load of `load_ms`.
+///
+/// Never panics: a menu without positive weights, a zero count or a window
+/// too short for even one fault gives an empty plan, and a count larger
+/// than the window holds is cut to what fits.
+pub fn plan_faults(
+    seed: u64,
+    menu: &FaultMenu,
+    load_ms: u64,
+    session_timeout_ms: u64,
+) -> Vec<PlannedFault> {
+    let choices: Vec<(FaultKind, u64)> = menu
+        .weights
+        .iter()
+        .filter(|&(_, &weight)| weight > 0)
+        .map(|(&kind, &weight)| (kind, u64::from(weight)))
+        .collect();
+    let total_weight: u64 = choices.iter().map(|&(_, weight)| weight).sum();
+    let window_start_ms = percent_of(load_ms, LEAD_MARGIN_PERCENT);
+    let window_end_ms = load_ms - percent_of(load_ms, END_MARGIN_PERCENT);
+    let window_ms = window_end_ms.saturating_sub(window_start_ms);
+
+    // Every fault needs at least the shortest hold plus the allowance; this
+    // bounds the draws below whatever `count` asks for.
+    let shortest_need_ms = choices
+        .iter()
+        .map(|&(kind, _)| hold_bounds_ms(kind, session_timeout_ms).0)
+        .min()
+        .unwrap_or(0)
+        .saturating_add(RECOVERY_ALLOWANCE_MS);
+    let wanted = u64::from(menu.count).min(window_ms / shortest_need_ms);
+    if total_weight == 0 || wanted == 0 {
+        return Vec::new();
+    }
+
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ FAULT_STREAM_SALT);
+    let drawn: Vec<(FaultKind, u64)> = (0..wanted)
+        .map(|_| {
+            let kind = pick_kind(&mut rng, &choices, total_weight);
+            let (low, high) = hold_bounds_ms(kind, session_timeout_ms);
+            (kind, rng.random_range(low..=high))
+        })
+        .collect();
+
+    // Keep the longest prefix whose faults each fit an equal slot. Cutting
+    // from the end keeps the first faults of a seed the same whatever the
+    // load length.
+    let mut need_ms = Vec::with_capacity(drawn.len());
+    let mut longest_ms = 0;
+    for &(_, hold_ms) in &drawn {
+        longest_ms = longest_ms.max(hold_ms.saturating_add(RECOVERY_ALLOWANCE_MS));
+        need_ms.push(longest_ms);
+    }
+    let mut planned = drawn.len();
+    while planned > 0 && window_ms / (planned as u64) < need_ms[planned - 1] {
+        planned -= 1;
+    }
+    if planned == 0 {
+        return Vec::new();
+    }
+
+    let slot_ms = window_ms / planned as u64;
+    drawn
+        .into_iter()
+        .take(planned)
+        .zip(1u32..)
+        .map(|((kind, hold_ms), fault_id)| {
+            let slot_start_ms = window_start_ms + u64::from(fault_id - 1) * slot_ms;
+            let slack_ms = slot_ms - hold_ms - RECOVERY_ALLOWANCE_MS;
+            let early_ms = slack_ms.min(percent_of(slot_ms, EARLY_PART_PERCENT));
+            PlannedFault {
+                fault_id,
+                kind,
+                at_ms: slot_start_ms + rng.random_range(0..=early_ms),
+                hold_ms,
+            }
+        })
+        .collect()
+}
+
+/// A hand-written plan: `(at_ms, kind, hold_ms)` entries, numbered from 1
+/// in time order (entries at the same time keep their given order).
+pub fn explicit(mut schedule: Vec<(u64, FaultKind, u64)>) -> Vec<PlannedFault> {
+    schedule.sort_by_key(|&(at_ms, _, _)| at_ms);
+    schedule
+        .into_iter()
+        .zip(1u32..)
+        .map(|((at_ms, kind, hold_ms), fault_id)| PlannedFault {
+            fault_id,
+            kind,
+            at_ms,
+            hold_ms,
+        })
+        .collect()
+}
+
+/// One line per fault, e.g. `#1 broker_kill at 8.0s for 4.2s`.
+pub fn describe(plan: &[PlannedFault]) -> String {
+    let mut text = String::new();
+    for fault in plan {
+        let _ = writeln!(
+            text,
+            "#{} {} at {} for {}",
+            fault.fault_id,
+            fault.kind,
+            seconds(fault.at_ms),
+            seconds(fault.hold_ms)
+        );
+    }
+    text
+}
+
+/// `ms` as seconds with one decimal, rounded: `4250` → `4.3s`.
+pub(crate) fn seconds(ms: u64) -> String {
+    format!("{}s", tenths(ms))
+}
+
+/// `ms` as seconds with one decimal, rounded, without a unit: `4250` → `4.3`.
+/// Integer arithmetic, so the same plan always prints the same text.
+pub(crate) fn tenths(ms: u64) -> String {
+    let tenths = ms.saturating_add(50) / 100;
+    format!("{}.{}", tenths / 10, tenths % 10)
+}
+
+fn pick_kind(rng: &mut ChaCha8Rng, choices: &[(FaultKind, u64)], total_weight: u64) -> FaultKind {
+    let mut ticket = rng.random_range(0..total_weight);
+    for &(kind, weight) in choices {
+        if ticket < weight {
+            return kind;
+        }
+        ticket -= weight;
+    }
+    unreachable!("the ticket is below the sum of the weights")
+}
+
+/// `percent`% of `value`, without overflow for any `u64`.
+fn percent_of(value: u64, percent: u64) -> u64 {
+    (u128::from(value) * u128::from(percent) / 100) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEN_MINUTES_MS: u64 = 600_000;
+    const SESSION_TIMEOUT_MS: u64 = 6_000;
+
+    fn plan(seed: u64, menu: &FaultMenu, load_ms: u64) -> Vec<PlannedFault> {
+        plan_faults(seed, menu, load_ms, SESSION_TIMEOUT_MS)
+    }
+
+    fn assert_well_formed(plan: &[PlannedFault], load_ms: u64) {
+        let window_start_ms = percent_of(load_ms, LEAD_MARGIN_PERCENT);
+        for (index, fault) in plan.iter().enumerate() {
+            assert_eq!(fault.fault_id as usize, index + 1, "{plan:?}");
+            assert!(fault.at_ms >= window_start_ms, "{fault:?} starts in the lead margin");
+            let end_ms = fault.at_ms + fault.hold_ms + RECOVERY_ALLOWANCE_MS;
+            assert!(end_ms <= load_ms, "{fault:?} recovers after the load ({load_ms} ms)");
+            let (low, high) = hold_bounds_ms(fault.kind, SESSION_TIMEOUT_MS);
+            assert!((low..=high).contains(&fault.hold_ms), "{fault:?}");
+            if let Some(next) = plan.get(index + 1) {
+                assert!(end_ms <= next.at_ms, "{fault:?} overlaps {next:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn same_seed_gives_the_same_plan() {
+        let menu = FaultMenu::uniform(12);
+        let first = plan(42, &menu, TEN_MINUTES_MS);
+        assert_eq!(first.len(), 12);
+        assert_eq!(first, plan(42, &menu, TEN_MINUTES_MS));
+        assert_well_formed(&first, TEN_MINUTES_MS);
+    }
+
+    #[test]
+    fn another_seed_gives_another_plan() {
+        let menu = FaultMenu::uniform(12);
+        assert_ne!(plan(42, &menu, TEN_MINUTES_MS), plan(43, &menu, TEN_MINUTES_MS));
+    }
+
+    #[test]
+    fn zero_weight_kinds_are_never_planned() {
+        let mut menu = FaultMenu::uniform(20);
+        menu.weights.insert(FaultKind::PostgresRestart, 0);
+        menu.weights.insert(FaultKind::WalletKill, 0);
+        menu.weights.remove(&FaultKind::HistoryPause);
+        for seed in 0..50 {
+            let plan = plan(seed, &menu, TEN_MINUTES_MS);
+            assert!(!plan.is_empty());
+            assert!(
+                plan.iter().all(|f| matches!(f.kind, FaultKind::BrokerKill | FaultKind::HistoryKill)),
+                "seed {seed}: {plan:?}"
+            );
+        }
+        let only_zero = FaultMenu {
+            weights: [(FaultKind::BrokerKill, 0)].into(),
+            count: 5,
+        };
+        assert!(plan(1, &only_zero, TEN_MINUTES_MS).is_empty());
+        assert!(plan(1, &FaultMenu::none(), TEN_MINUTES_MS).is_empty());
+    }
+
+    #[test]
+    fn weights_shape_the_mix() {
+        let menu = FaultMenu {
+            weights: [(FaultKind::BrokerKill, 9), (FaultKind::WalletKill, 1)].into(),
+            count: 40,
+        };
+        let plan = plan(7, &menu, 3_600_000);
+        assert_eq!(plan.len(), 40);
+        let brokers = plan.iter().filter(|f| f.kind == FaultKind::BrokerKill).count();
+        assert!(brokers > 25, "{brokers} of 40 broker kills at weight 9:1");
+    }
+
+    #[test]
+    fn faults_never_overlap_and_recover_inside_the_load() {
+        let menu = FaultMenu::uniform(10);
+        for seed in 0..200 {
+            for load_ms in [120_000, 300_000, TEN_MINUTES_MS] {
+                assert_well_formed(&plan(seed, &menu, load_ms), load_ms);
+            }
+        }
+    }
+
+    #[test]
+    fn history_pause_outlasts_the_session_timeout() {
+        let menu = FaultMenu {
+            weights: [(FaultKind::HistoryPause, 1)].into(),
+            count: 8,
+        };
+        for session_timeout_ms in [3_000, 6_000, 45_000] {
+            let plan = plan_faults(5, &menu, 1_200_000, session_timeout_ms);
+            assert_eq!(plan.len(), 8);
+            for fault in &plan {
+                assert!(fault.hold_ms > session_timeout_ms, "{fault:?}");
+                assert!(fault.hold_ms <= session_timeout_ms + HISTORY_PAUSE_EXTRA_HOLD_MS.1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_count_larger_than_fits_is_capped() {
+        let menu = FaultMenu::uniform(1_000);
+        let load_ms = 120_000;
+        let plan = plan(3, &menu, load_ms);
+        assert!(!plan.is_empty());
+        // 75% of two minutes is 90 s; each fault needs at least 9 s.
+        assert!(plan.len() <= 10, "{} faults", plan.len());
+        assert_well_formed(&plan, load_ms);
+
+        // Too short for anything, or absurd inputs: empty, no panic.
+        assert!(self::plan(3, &menu, 5_000).is_empty());
+        assert!(self::plan(3, &menu, 0).is_empty());
+        let huge = FaultMenu::uniform(u32::MAX);
+        assert_eq!(plan_faults(3, &FaultMenu::uniform(2), u64::MAX, SESSION_TIMEOUT_MS).len(), 2);
+        assert!(plan_faults(3, &huge, 60_000, u64::MAX).len() <= 5);
+    }
+
+    #[test]
+    fn menus_round_trip_through_json() {
+        let menu = FaultMenu::uniform(3);
+        let text = serde_json::to_string(&menu).unwrap();
+        assert!(text.contains(r#""history_pause":1"#), "{text}");
+        assert_eq!(serde_json::from_str::<FaultMenu>(&text).unwrap(), menu);
+    }
+
+    #[test]
+    fn explicit_plans_are_numbered_in_time_order() {
+        let plan = explicit(vec![
+            (9_000, FaultKind::WalletKill, 1_000),
+            (1_000, FaultKind::BrokerKill, 4_200),
+            (5_000, FaultKind::HistoryPause, 7_000),
+        ]);
+        let order: Vec<(u32, FaultKind, u64)> = plan.iter().map(|f| (f.fault_id, f.kind, f.at_ms)).collect();
+        assert_eq!(
+            order,
+            [
+                (1, FaultKind::BrokerKill, 1_000),
+                (2, FaultKind::HistoryPause, 5_000),
+                (3, FaultKind::WalletKill, 9_000),
+            ]
+        );
+        assert_eq!(
+            describe(&plan[..2]),
+            "#1 broker_kill at 1.0s for 4.2s\n#2 history_pause at 5.0s for 7.0s\n"
+        );
+        assert_eq!(seconds(8_049), "8.0s");
+        assert_eq!(seconds(8_050), "8.1s");
+    }
+}

@@ -1,0 +1,309 @@
+//! Full tier: a real system (private PostgreSQL cluster, our broker, wallet
+//! and history processes) with chaos acting on its processes.
+//!
+//! The services are started through the multi-call `loadgen` binary
+//! (`cargo build -p loadgen` first; `cargo test --workspace` builds it);
+//! without it the tests fail and say so, they never skip. Set `TEST_LOG`
+//! (e.g. `TEST_LOG=info`) to see the harness's and the runner's tracing,
+//! and `TEST_KEEP_RUN_DIR=1` to keep the run directories (process logs,
+//! chaos.jsonl) for a look afterwards.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Once,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, ensure};
+use chaos::{
+    ChaosEvent, ChaosLog, ChaosStatus, FaultKind, FaultPhase, explicit, heal_all, run_plan,
+    runner::{RECOVERY_TIMEOUT_MS, SKIPPED_NOT_STARTED, process_state, wait_recovered},
+};
+use harness::system::{Launcher, Role, System, SystemOptions};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// Short, so a paused history member is evicted within seconds.
+const SESSION_TIMEOUT_MS: u32 = 3_000;
+/// The whole of one test, system start to shutdown; far above the minute
+/// or two a test takes, low enough that a hang fails rather than stalls CI.
+const TEST_TIMEOUT_MS: u64 = 400_000;
+/// How often the pause watcher re-reads chaos.jsonl.
+const WATCH_POLL_MS: u64 = 20;
+/// A stop must end `run_plan` long before its next fault is due.
+const STOP_REACTION_MAX_MS: u64 = 5_000;
+
+fn init_tracing() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+fn launcher() -> Result<Launcher> {
+    Launcher::locate().context(
+        "the chaos tests run the real services through the loadgen binary: \
+         run `cargo build -p loadgen` (same profile) before `cargo test -p chaos`",
+    )
+}
+
+fn http() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+/// Starts a system in `dir`, runs `scenario` on it with a time bound, and
+/// shuts it down whatever the scenario's outcome.
+async fn with_system<F>(dir: &Path, configure: impl FnOnce(&mut SystemOptions), scenario: F) -> Result<()>
+where
+    F: AsyncFnOnce(&mut System) -> Result<()>,
+{
+    init_tracing();
+    let mut options = SystemOptions::isolated(dir.join("run"), launcher()?);
+    options.session_timeout_ms = SESSION_TIMEOUT_MS;
+    configure(&mut options);
+    let mut system = System::start(options).await.context("starting the system")?;
+    let outcome = tokio::time::timeout(Duration::from_millis(TEST_TIMEOUT_MS), scenario(&mut system))
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the scenario took over {TEST_TIMEOUT_MS} ms")));
+    let stopped = system.shutdown().await;
+    if std::env::var_os("TEST_KEEP_RUN_DIR").is_some() {
+        println!("run directory kept: {}", dir.join("run").display());
+    }
+    outcome?;
+    stopped
+}
+
+/// A temporary directory, kept when `TEST_KEEP_RUN_DIR` is set.
+fn temp_dir() -> Result<tempfile::TempDir> {
+    let mut dir = tempfile::Builder::new().prefix("chaos-test-").tempdir()?;
+    if std::env::var_os("TEST_KEEP_RUN_DIR").is_some() {
+        dir.disable_cleanup(true);
+    }
+    Ok(dir)
+}
+
+async fn create_wallet(client: &reqwest::Client, system: &System) -> Result<String> {
+    let response = client
+        .post(format!("{}/wallets", system.wallet_url))
+        .json(&json!({ "user_id": "x" }))
+        .send()
+        .await?;
+    ensure!(response.status() == 201, "POST /wallets: {}", response.status());
+    let body: Value = response.json().await?;
+    body["data"]["id"].as_str().map(str::to_owned).context("no data.id in the answer")
+}
+
+async fn get_status(client: &reqwest::Client, url: &str) -> Result<u16> {
+    Ok(client.get(url).send().await?.status().as_u16())
+}
+
+fn pid_of(system: &mut System, role: Role) -> Result<u32> {
+    system
+        .process_mut(role)
+        .and_then(|process| process.pid())
+        .with_context(|| format!("{} has no pid", role.as_str()))
+}
+
+/// Tails chaos.jsonl (which must be flushed line by line) until the
+/// history_pause fault is injected, then reads the paused pid's state.
+async fn watch_pause(path: PathBuf) -> Result<(u32, char)> {
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let injected = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<ChaosEvent>(line).ok())
+            .find(|e| e.kind == FaultKind::HistoryPause && e.phase == FaultPhase::Injected);
+        if let Some(event) = injected {
+            let pid = event.pid.context("pause recorded without a pid")?;
+            let state = process_state(pid).context("no /proc entry for the paused pid")?;
+            return Ok((pid, state));
+        }
+        tokio::time::sleep(Duration::from_millis(WATCH_POLL_MS)).await;
+    }
+}
+
+/// `detail` of a Recovered line → seconds as printed ("recovered in 6.8 s").
+fn recovery_seconds(event: &ChaosEvent) -> Option<&str> {
+    event.detail.strip_prefix("recovered in ")?.strip_suffix(" s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_survives() -> Result<()> {
+    let dir = temp_dir()?;
+    let test_started = Instant::now();
+    with_system(dir.path(), |_| {}, async |system: &mut System| {
+        let started_in = test_started.elapsed();
+        let client = http()?;
+        let wallet_id = create_wallet(&client, system).await?;
+        let roles = [Role::Broker, Role::History, Role::Wallet, Role::Postgres];
+        let before: Vec<(Role, u32)> = roles
+            .into_iter()
+            .map(|role| Ok((role, pid_of(system, role)?)))
+            .collect::<Result<_>>()?;
+
+        // The history member holds the partitions before it is killed, so
+        // the kill measures a real takeover from a dead member.
+        wait_recovered(system, Role::History, Duration::from_millis(RECOVERY_TIMEOUT_MS)).await?;
+
+        let path = system.options.run_dir.join("chaos.jsonl");
+        let mut log = ChaosLog::create_now(&path)?;
+        let status = ChaosStatus::new();
+        // Each fault is due at once; the runner starts it as soon as the one
+        // before has recovered.
+        let pause_hold_ms = u64::from(SESSION_TIMEOUT_MS) + 1_000;
+        let plan = explicit(vec![
+            (0, FaultKind::HistoryKill, 1_000),
+            (1, FaultKind::HistoryPause, pause_hold_ms),
+            (2, FaultKind::BrokerKill, 1_500),
+            (3, FaultKind::WalletKill, 1_000),
+            (4, FaultKind::PostgresRestart, 1_000),
+        ]);
+
+        // A stop that fired before the first fault acts on nothing.
+        let stopped = CancellationToken::new();
+        stopped.cancel();
+        run_plan(system, &plan, &mut log, &status, &stopped).await?;
+        ensure!(log.events().is_empty(), "a stopped run injected {:?}", log.events());
+
+        let watcher = tokio::spawn(watch_pause(path.clone()));
+        let faults_started = Instant::now();
+        run_plan(system, &plan, &mut log, &status, &CancellationToken::new()).await?;
+        let faults_took = faults_started.elapsed();
+        let (paused_pid, paused_state) = tokio::time::timeout(Duration::from_secs(10), watcher)
+            .await
+            .context("the pause watcher never saw the pause")???;
+        ensure!(paused_state == 'T', "paused history pid {paused_pid} was in state {paused_state}, not T");
+
+        // The timeline: per fault, Injected, Healed, Recovered, in plan order.
+        let events: Vec<ChaosEvent> = run_log::read_jsonl(&path)?;
+        ensure!(events == log.events(), "file and memory disagree");
+        ensure!(events.len() == 15, "{} events: {events:#?}", events.len());
+        let mut recovery = Vec::new();
+        for (fault, phases) in plan.iter().zip(events.chunks(3)) {
+            let got: Vec<(u32, FaultKind, FaultPhase)> = phases.iter().map(|e| (e.fault_id, e.kind, e.phase)).collect();
+            let want: Vec<(u32, FaultKind, FaultPhase)> = [FaultPhase::Injected, FaultPhase::Healed, FaultPhase::Recovered]
+                .into_iter()
+                .map(|phase| (fault.fault_id, fault.kind, phase))
+                .collect();
+            ensure!(got == want, "fault #{}: {phases:#?}", fault.fault_id);
+            let (injected, healed, recovered) = (&phases[0], &phases[1], &phases[2]);
+            let seconds = recovery_seconds(recovered)
+                .with_context(|| format!("fault #{} did not recover: {}", fault.fault_id, recovered.detail))?;
+            recovery.push(format!("{} {seconds} s", fault.kind));
+            let old = injected.pid.context("Injected without a pid")?;
+            let new = healed.pid.context("Healed without a pid")?;
+            let hold_ms = healed.offset_ms - injected.offset_ms;
+            ensure!(hold_ms >= fault.hold_ms, "fault #{} held {hold_ms} ms < {}", fault.fault_id, fault.hold_ms);
+            if fault.kind == FaultKind::HistoryPause {
+                ensure!(old == new && old == paused_pid, "a pause keeps the pid: {old} → {new}");
+            } else {
+                ensure!(old != new, "{} was healed with the same pid {old}", fault.kind);
+            }
+        }
+        ensure!(status.injected() == 5 && status.recovered() == 5, "{}", status.progress());
+        ensure!(status.active().is_empty(), "{}", status.progress());
+        for (role, old) in before {
+            ensure!(pid_of(system, role)? != old, "{} still has its first pid {old}", role.as_str());
+        }
+
+        // heal_all brings back what a run left broken: a dead wallet and a
+        // stopped history member.
+        let wallet_pid = pid_of(system, Role::Wallet)?;
+        let history_pid = pid_of(system, Role::History)?;
+        system.wallet.kill().await?;
+        system.history.pause()?;
+        heal_all(system, Some(&mut log)).await?;
+        ensure!(pid_of(system, Role::Wallet)? != wallet_pid, "the dead wallet was not restarted");
+        ensure!(pid_of(system, Role::History)? == history_pid, "the paused history was replaced");
+        ensure!(process_state(history_pid) != Some('T'), "history is still stopped");
+        let heals: Vec<(u32, &str, FaultPhase)> = log.events()[15..]
+            .iter()
+            .map(|e| (e.fault_id, e.target.as_str(), e.phase))
+            .collect();
+        ensure!(
+            heals == [(0, "wallet", FaultPhase::Healed), (0, "history", FaultPhase::Healed)],
+            "{heals:?}"
+        );
+
+        // The wallet serves, and the wallet made before the faults is there.
+        let health = get_status(&client, &format!("{}/health", system.wallet_url)).await?;
+        ensure!(health == 200, "wallet /health answered {health}");
+        let url = format!("{}/wallets/{wallet_id}", system.wallet_url);
+        let response = client.get(&url).send().await?;
+        ensure!(response.status() == 200, "GET {url}: {}", response.status());
+        let body: Value = response.json().await?;
+        ensure!(body["data"]["id"] == wallet_id.as_str(), "{body}");
+
+        println!(
+            "system started in {:.1} s; five faults took {:.1} s; recovery: {}",
+            started_in.as_secs_f64(),
+            faults_took.as_secs_f64(),
+            recovery.join(", ")
+        );
+        Ok(())
+    })
+    .await?;
+    println!("test took {:.1} s", test_started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_parts_this_run_did_not_start_are_skipped_and_stop_ends_the_run() -> Result<()> {
+    let dir = temp_dir()?;
+    let server = harness::test_server().await?;
+    let admin_url = server.admin_url().to_owned();
+    with_system(dir.path(), |options| options.database_url = Some(admin_url), async |system: &mut System| {
+        ensure!(system.postgres.is_none(), "the system started its own PostgreSQL");
+        let path = system.options.run_dir.join("chaos.jsonl");
+        let mut log = ChaosLog::create_now(&path)?;
+        let status = ChaosStatus::new();
+        // The second fault is far away: the stop must end the wait for it.
+        let plan = explicit(vec![
+            (0, FaultKind::PostgresRestart, 1_000),
+            (600_000, FaultKind::BrokerKill, 1_000),
+        ]);
+        let stop = CancellationToken::new();
+        let stopper = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                stop.cancel();
+            })
+        };
+        let broker_pid = pid_of(system, Role::Broker)?;
+        let began = Instant::now();
+        run_plan(system, &plan, &mut log, &status, &stop).await?;
+        stopper.await?;
+        let took = began.elapsed();
+        ensure!(
+            took < Duration::from_millis(STOP_REACTION_MAX_MS),
+            "run_plan took {took:?} to notice the stop"
+        );
+
+        let events: Vec<ChaosEvent> = run_log::read_jsonl(&path)?;
+        let got: Vec<(u32, FaultPhase, Option<u32>, &str)> = events
+            .iter()
+            .map(|e| (e.fault_id, e.phase, e.pid, e.detail.as_str()))
+            .collect();
+        ensure!(
+            got == [
+                (1, FaultPhase::Injected, None, SKIPPED_NOT_STARTED),
+                (1, FaultPhase::Healed, None, SKIPPED_NOT_STARTED),
+            ],
+            "{got:#?}"
+        );
+        ensure!(status.skipped() == 1 && status.injected() == 0, "{}", status.progress());
+        ensure!(pid_of(system, Role::Broker)? == broker_pid, "the stopped plan touched the broker");
+        ensure!(status.active().is_empty(), "faults still active: {}", status.progress());
+        Ok(())
+    })
+    .await
+}

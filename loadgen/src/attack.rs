@@ -1,0 +1,210 @@
+//! The load: a goose attack whose one transaction executes the seed's
+//! operations. User `u` runs slots `u, u + users, u + 2·users, ...`, each
+//! paced to its intended start when the scenario has a rate, so the same
+//! seed issues the same operations; latency runs from the intended start.
+//! Every attempt goes to the operation log with its outcome.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use goose::{config::GooseConfiguration, prelude::*};
+use run_log::{OpKind, OpRecord, Outcome};
+use serde_json::json;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::{recorder::Recorder, workload::Workload};
+
+pub const CREATE: &str = "POST /wallets";
+pub const FUND: &str = "POST /wallets/{id}/fund";
+pub const TRANSFER: &str = "POST /wallets/{id}/transfer";
+pub const GET_WALLET: &str = "GET /wallets/{id}";
+pub const GET_HISTORY: &str = "GET /wallets/{id}/history";
+
+/// Attempts of a mutating operation whose outcome was indeterminate; each
+/// retry carries the same idempotency key, so it can never apply twice.
+const ATTEMPTS_MAX: u32 = 3;
+const RETRY_PAUSE_MS: u64 = 200;
+/// A request that takes longer than this is indeterminate.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// What every goose user shares.
+pub struct LoadContext {
+    pub workload: Workload,
+    pub seed: u64,
+    pub wallet_ids: Vec<Uuid>,
+    pub wallet_url: String,
+    pub history_url: String,
+    pub users: u64,
+    /// Time between one user's slots when paced; None runs closed loop.
+    pub slot_interval: Option<Duration>,
+    /// Op ids of the load start after the setup phase's.
+    pub op_id_base: u64,
+    pub recorder: Arc<Recorder>,
+    pub ops: mpsc::UnboundedSender<OpRecord>,
+    /// Per user: the next slot it runs.
+    pub next_slot: Vec<AtomicU64>,
+    pub started_wall: chrono::DateTime<chrono::Utc>,
+}
+
+impl LoadContext {
+    fn intended_at(&self, slot: u64, now: Instant) -> Instant {
+        match self.slot_interval {
+            Some(interval) => self.recorder.started() + interval * u32::try_from(slot).unwrap_or(u32::MAX),
+            None => now,
+        }
+    }
+}
+
+/// Runs the attack for `run_time` and returns when every user stopped.
+pub async fn run(context: Arc<LoadContext>, run_time: Duration) -> anyhow::Result<()> {
+    let mut config = GooseConfiguration::default();
+    config.host = Some(context.wallet_url.clone());
+    config.users = Some(context.users as usize);
+    // Every user starts at once; the run time counts from then.
+    config.increase_rate = Some("100000".into());
+    config.run_time = Some(run_time.as_secs().max(1).to_string());
+    config.no_print_metrics = true;
+    config.no_telnet = true;
+    config.quiet = 1;
+    config.timeout = Some((REQUEST_TIMEOUT_MS / 1000).to_string());
+
+    let transaction: TransactionFunction = Arc::new(move |user| {
+        let context = context.clone();
+        Box::pin(async move { run_slot(&context, user).await })
+    });
+    GooseAttack::initialize_with_config(config)?
+        .register_scenario(scenario!("wallet-load").register_transaction(Transaction::new(transaction).set_name("operation")))
+        .execute()
+        .await?;
+    Ok(())
+}
+
+async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionResult {
+    let u = user.weighted_users_index as u64;
+    let Some(counter) = context.next_slot.get(u as usize) else {
+        return Ok(());
+    };
+    let k = counter.fetch_add(1, Ordering::Relaxed);
+    let slot = k * context.users + u;
+    let intended = context.intended_at(k, Instant::now());
+    tokio::time::sleep_until(intended.into()).await;
+    let planned = context.workload.op(slot);
+    let op_id = context.op_id_base + slot;
+    let wallet = context.wallet_ids[planned.wallet_index as usize];
+    let to = planned.to_wallet_index.map(|i| context.wallet_ids[i as usize]);
+    let key = planned.kind.is_mutating().then(|| format!("seed{}-op{op_id}", context.seed));
+    let (endpoint, method, url, body) = match planned.kind {
+        OpKind::Transfer => (
+            TRANSFER,
+            GooseMethod::Post,
+            format!("{}/wallets/{wallet}/transfer", context.wallet_url),
+            Some(json!({"to_wallet_id": to, "amount": planned.amount.map(wallet_events::format_money)})),
+        ),
+        OpKind::Fund => (
+            FUND,
+            GooseMethod::Post,
+            format!("{}/wallets/{wallet}/fund", context.wallet_url),
+            Some(json!({"amount": planned.amount.map(wallet_events::format_money)})),
+        ),
+        OpKind::GetWallet => (GET_WALLET, GooseMethod::Get, format!("{}/wallets/{wallet}", context.wallet_url), None),
+        OpKind::GetHistory | OpKind::CreateWallet => (
+            GET_HISTORY,
+            GooseMethod::Get,
+            format!("{}/wallets/{wallet}/history?limit=20", context.history_url),
+            None,
+        ),
+    };
+
+    let mut attempt = 0;
+    let (outcome, status, error_code) = loop {
+        attempt += 1;
+        let mut builder = user.get_request_builder(&method, &url)?;
+        if let Some(key) = &key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        if let Some(body) = &body {
+            builder = builder.json(body);
+        }
+        let request = GooseRequest::builder().method(method.clone()).name(endpoint_path(endpoint)).set_request_builder(builder).build();
+        let mut sent = user.request(request).await?;
+        let result = classify(sent.response).await;
+        match result.0 {
+            // A definite refusal is an expected answer, not a load failure.
+            Outcome::Failed if result.1.is_some() => {
+                let _ = user.set_success(&mut sent.request);
+            }
+            _ => {}
+        }
+        if result.0 != Outcome::Indeterminate || key.is_none() || attempt >= ATTEMPTS_MAX {
+            break result;
+        }
+        tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS)).await;
+    };
+    let latency = intended.elapsed();
+    context.recorder.record(endpoint, outcome, latency, error_code.as_deref());
+    let _ = context.ops.send(OpRecord {
+        op_id,
+        kind: planned.kind,
+        wallet_index: Some(planned.wallet_index),
+        to_wallet_index: planned.to_wallet_index,
+        wallet_id: Some(wallet),
+        to_wallet_id: to,
+        amount: planned.amount,
+        idempotency_key: key,
+        outcome,
+        status,
+        error_code,
+        intended_at: context.started_wall
+            + chrono::Duration::from_std(intended.saturating_duration_since(context.recorder.started())).unwrap_or_default(),
+        latency_us: latency.as_micros() as u64,
+    });
+    Ok(())
+}
+
+fn endpoint_path(endpoint: &'static str) -> &'static str {
+    endpoint.split_once(' ').map(|(_, path)| path).unwrap_or(endpoint)
+}
+
+/// ok (2xx), failed (4xx: a definite refusal, or a connection that was
+/// never made), indeterminate (5xx, timeout, reset: it may have applied).
+pub async fn classify(response: Result<reqwest::Response, reqwest::Error>) -> (Outcome, Option<u16>, Option<String>) {
+    match response {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            if response.status().is_success() {
+                let _ = response.bytes().await;
+                return (Outcome::Ok, Some(status), None);
+            }
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let code = body["code"].as_str().map(str::to_owned).unwrap_or_else(|| format!("http_{status}"));
+            let outcome = if status < 500 { Outcome::Failed } else { Outcome::Indeterminate };
+            (outcome, Some(status), Some(code))
+        }
+        Err(err) if err.is_connect() => (Outcome::Failed, None, Some("connect_refused".into())),
+        Err(err) if err.is_timeout() => (Outcome::Indeterminate, None, Some("timeout".into())),
+        Err(_) => (Outcome::Indeterminate, None, Some("connection_error".into())),
+    }
+}
+
+/// [`classify`], keeping the JSON body of a successful response.
+pub async fn classify_json(
+    response: Result<reqwest::Response, reqwest::Error>,
+) -> ((Outcome, Option<serde_json::Value>), Option<u16>, Option<String>) {
+    match response {
+        Ok(response) if response.status().is_success() => {
+            let status = response.status().as_u16();
+            let body = response.json().await.ok();
+            ((Outcome::Ok, body), Some(status), None)
+        }
+        other => {
+            let (outcome, status, code) = classify(other).await;
+            ((outcome, None), status, code)
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Latency and outcome recording: HdrHistograms per endpoint for each
+//! second of the load and for the whole run, and outcome counts per second.
+//! Latency is measured from an operation's intended start (its schedule
+//! slot), so a stalled service shows up as latency, not as missing requests
+//! (coordinated omission). At the end the per-second histograms are written
+//! as an HdrHistogram interval log (`latency.hlog`, one tag per endpoint).
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    sync::Mutex,
+    time::{Duration, Instant, SystemTime},
+};
+
+use hdrhistogram::{
+    Histogram,
+    serialization::{V2DeflateSerializer, interval_log::{IntervalLogWriterBuilder, Tag}},
+};
+use run_log::Outcome;
+use serde::Serialize;
+
+/// Latencies above this (µs) are clamped: 10 minutes is longer than any
+/// request can wait (the client times out first).
+const LATENCY_MAX_US: u64 = 600_000_000;
+/// Per-second histograms need less precision than the run totals.
+const INTERVAL_SIGFIGS: u8 = 2;
+const TOTAL_SIGFIGS: u8 = 3;
+
+/// Counts of outcomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Outcomes {
+    pub ok: u64,
+    pub failed: u64,
+    pub indeterminate: u64,
+}
+
+impl Outcomes {
+    pub fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Ok => self.ok += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Indeterminate => self.indeterminate += 1,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.ok + self.failed + self.indeterminate
+    }
+}
+
+struct Interval {
+    latency: Histogram<u64>,
+    outcomes: Outcomes,
+}
+
+struct Inner {
+    totals: BTreeMap<&'static str, (Histogram<u64>, Outcomes)>,
+    /// (second since load start, endpoint) → that second's data.
+    intervals: BTreeMap<(u64, &'static str), Interval>,
+    errors: BTreeMap<(&'static str, String), u64>,
+}
+
+pub struct Recorder {
+    started: Instant,
+    started_wall: SystemTime,
+    inner: Mutex<Inner>,
+}
+
+/// One endpoint's figures over the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointSummary {
+    pub endpoint: String,
+    pub count: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub indeterminate: u64,
+    pub rps: f64,
+    pub min_ms: f64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p75_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+fn ms(us: u64) -> f64 {
+    (us as f64) / 1000.0
+}
+
+impl Recorder {
+    pub fn new(started: Instant) -> Self {
+        Self {
+            started,
+            started_wall: SystemTime::now(),
+            inner: Mutex::new(Inner { totals: BTreeMap::new(), intervals: BTreeMap::new(), errors: BTreeMap::new() }),
+        }
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Records one finished operation; `latency` runs from its intended start.
+    pub fn record(&self, endpoint: &'static str, outcome: Outcome, latency: Duration, error_code: Option<&str>) {
+        let us = (latency.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        let second = self.started.elapsed().as_secs();
+        let mut inner = self.inner.lock().expect("recorder lock");
+        let (total, outcomes) = inner.totals.entry(endpoint).or_insert_with(|| {
+            (Histogram::new_with_bounds(1, LATENCY_MAX_US, TOTAL_SIGFIGS).expect("valid bounds"), Outcomes::default())
+        });
+        let _ = total.record(us);
+        outcomes.add(outcome);
+        let interval = inner.intervals.entry((second, endpoint)).or_insert_with(|| Interval {
+            latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, INTERVAL_SIGFIGS).expect("valid bounds"),
+            outcomes: Outcomes::default(),
+        });
+        let _ = interval.latency.record(us);
+        interval.outcomes.add(outcome);
+        if let Some(code) = error_code {
+            *inner.errors.entry((endpoint, code.to_owned())).or_default() += 1;
+        }
+    }
+
+    /// Requests, errors (not ok) and the p99 (ms) over all endpoints so far:
+    /// the progress line.
+    pub fn progress(&self) -> (u64, u64, f64) {
+        let inner = self.inner.lock().expect("recorder lock");
+        let mut all: Option<Histogram<u64>> = None;
+        let (mut count, mut errors) = (0, 0);
+        for (histogram, outcomes) in inner.totals.values() {
+            count += outcomes.total();
+            errors += outcomes.failed + outcomes.indeterminate;
+            match &mut all {
+                Some(h) => {
+                    let _ = h.add(histogram);
+                }
+                None => all = Some(histogram.clone()),
+            }
+        }
+        let p99 = all.map(|h| ms(h.value_at_quantile(0.99))).unwrap_or(0.0);
+        (count, errors, p99)
+    }
+
+    pub fn summaries(&self, load_seconds: f64) -> Vec<EndpointSummary> {
+        let inner = self.inner.lock().expect("recorder lock");
+        inner
+            .totals
+            .iter()
+            .map(|(endpoint, (h, o))| EndpointSummary {
+                endpoint: (*endpoint).to_owned(),
+                count: o.total(),
+                ok: o.ok,
+                failed: o.failed,
+                indeterminate: o.indeterminate,
+                rps: if load_seconds > 0.0 { o.total() as f64 / load_seconds } else { 0.0 },
+                min_ms: ms(h.min()),
+                mean_ms: h.mean() / 1000.0,
+                p50_ms: ms(h.value_at_quantile(0.50)),
+                p75_ms: ms(h.value_at_quantile(0.75)),
+                p90_ms: ms(h.value_at_quantile(0.90)),
+                p99_ms: ms(h.value_at_quantile(0.99)),
+                p999_ms: ms(h.value_at_quantile(0.999)),
+                max_ms: ms(h.max()),
+            })
+            .collect()
+    }
+
+    /// Error counts by (endpoint, code).
+    pub fn errors(&self) -> Vec<(String, String, u64)> {
+        let inner = self.inner.lock().expect("recorder lock");
+        inner.errors.iter().map(|((e, c), n)| ((*e).to_owned(), c.clone(), *n)).collect()
+    }
+
+    /// Per second and endpoint: outcomes and p50/p90/p99/max (ms).
+    pub fn timeline(&self) -> Vec<serde_json::Value> {
+        let inner = self.inner.lock().expect("recorder lock");
+        inner
+            .intervals
+            .iter()
+            .map(|((second, endpoint), interval)| {
+                let h = &interval.latency;
+                serde_json::json!({
+                    "second": second,
+                    "endpoint": endpoint,
+                    "ok": interval.outcomes.ok,
+                    "failed": interval.outcomes.failed,
+                    "indeterminate": interval.outcomes.indeterminate,
+                    "p50_ms": ms(h.value_at_quantile(0.5)),
+                    "p90_ms": ms(h.value_at_quantile(0.9)),
+                    "p99_ms": ms(h.value_at_quantile(0.99)),
+                    "max_ms": ms(h.max()),
+                })
+            })
+            .collect()
+    }
+
+    /// Writes the per-second histograms as an HdrHistogram interval log.
+    pub fn write_interval_log(&self, out: &mut impl Write) -> anyhow::Result<()> {
+        let inner = self.inner.lock().expect("recorder lock");
+        let mut serializer = V2DeflateSerializer::new();
+        let mut log = IntervalLogWriterBuilder::new()
+            .add_comment("wallet-system loadgen: latency from intended start, microseconds; tag = endpoint")
+            .with_start_time(self.started_wall)
+            .with_base_time(self.started_wall)
+            .with_max_value_divisor(1000.0)
+            .begin_log_with(out, &mut serializer)?;
+        for ((second, endpoint), interval) in &inner.intervals {
+            let tag_text = endpoint.replace(' ', "_");
+            let tag = Tag::new(&tag_text);
+            log.write_histogram(&interval.latency, Duration::from_secs(*second), Duration::from_secs(1), tag)
+                .map_err(|err| anyhow::anyhow!("writing the interval log: {err:?}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_and_interval_log_hold_what_was_recorded() {
+        let recorder = Recorder::new(Instant::now());
+        for ms in 1..=100u64 {
+            recorder.record("POST /x", Outcome::Ok, Duration::from_millis(ms), None);
+        }
+        recorder.record("POST /x", Outcome::Failed, Duration::from_millis(5), Some("insufficient_funds"));
+        let summary = &recorder.summaries(10.0)[0];
+        assert_eq!((summary.count, summary.ok, summary.failed), (101, 100, 1));
+        assert!((summary.p50_ms - 50.0).abs() < 1.0, "{}", summary.p50_ms);
+        assert!((summary.max_ms - 100.0).abs() < 0.2, "{}", summary.max_ms);
+        assert!((summary.rps - 10.1).abs() < 1e-9);
+        assert_eq!(recorder.errors(), [("POST /x".to_owned(), "insufficient_funds".to_owned(), 1)]);
+        let mut log = Vec::new();
+        recorder.write_interval_log(&mut log).unwrap();
+        let text = String::from_utf8(log).unwrap();
+        assert!(text.contains("Tag=POST_/x"), "{text}");
+    }
+}

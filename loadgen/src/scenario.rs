@@ -1,0 +1,305 @@
+//! Scenarios: what a run does. The built-in ones (`loadgen scenarios` lists
+//! them) and user-written TOML files (`--scenario-file`) share one shape:
+//! wallet count and funds, operation mix, wallet-choice skew, amounts,
+//! users, rate, duration, and the fault schedule.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use anyhow::{Context, bail};
+use rust_decimal::Decimal;
+use run_log::FaultKind;
+use serde::{Deserialize, Serialize};
+
+/// A scenario, as written in a TOML file (every field has a default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// Wallets created before the load starts.
+    pub wallets: u32,
+    /// Each wallet is funded with a seed-drawn amount between these.
+    #[serde(with = "wallet_events::money_str")]
+    pub initial_balance_min: Decimal,
+    #[serde(with = "wallet_events::money_str")]
+    pub initial_balance_max: Decimal,
+    /// Concurrent goose users.
+    pub users: u32,
+    /// How long the load runs (`30s`, `2m`).
+    #[serde(with = "humantime_serde_shim")]
+    pub duration: Duration,
+    /// Operations per second over all users; 0 runs each user as fast as
+    /// the system answers (closed loop).
+    pub rate: u32,
+    /// 0 picks wallets uniformly; above 0 it is the Zipf exponent of the
+    /// wallet choice (1.1 puts most traffic on a few hot wallets).
+    pub skew: f64,
+    /// Transfer and fund amounts are drawn uniformly between these.
+    #[serde(with = "wallet_events::money_str")]
+    pub amount_min: Decimal,
+    #[serde(with = "wallet_events::money_str")]
+    pub amount_max: Decimal,
+    pub mix: Mix,
+    pub faults: Faults,
+}
+
+/// Relative weights of the operations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mix {
+    pub transfer: u32,
+    pub fund: u32,
+    pub get_wallet: u32,
+    pub get_history: u32,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self { transfer: 80, fund: 10, get_wallet: 5, get_history: 5 }
+    }
+}
+
+/// The fault schedule: drawn from the seed over a weighted menu, or written
+/// out explicitly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    pub enabled: bool,
+    /// How many faults to draw over the load window.
+    pub count: u32,
+    /// Relative weights by fault kind; kinds left out are never drawn.
+    pub menu: BTreeMap<FaultKind, u32>,
+    /// Explicit faults; when present, replaces the drawn schedule.
+    pub schedule: Vec<ScheduledFault>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self { enabled: false, count: 0, menu: BTreeMap::new(), schedule: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledFault {
+    #[serde(with = "humantime_serde_shim")]
+    pub at: Duration,
+    pub kind: FaultKind,
+    #[serde(with = "humantime_serde_shim")]
+    pub hold: Duration,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            name: "custom".into(),
+            description: String::new(),
+            wallets: 100,
+            initial_balance_min: Decimal::new(500, 0),
+            initial_balance_max: Decimal::new(2_000, 0),
+            users: 16,
+            duration: Duration::from_secs(60),
+            rate: 0,
+            skew: 0.0,
+            amount_min: Decimal::new(1, 2),
+            amount_max: Decimal::new(50, 0),
+            mix: Mix::default(),
+            faults: Faults::default(),
+        }
+    }
+}
+
+fn menu(kinds: &[(FaultKind, u32)]) -> BTreeMap<FaultKind, u32> {
+    kinds.iter().copied().collect()
+}
+
+/// The built-in scenarios, in the order `loadgen scenarios` lists them.
+pub fn builtin() -> Vec<Scenario> {
+    use FaultKind::*;
+    vec![
+        Scenario {
+            name: "smoke".into(),
+            description: "30 s, 8 users at 150 ops/s, 40 wallets; kills the broker, then the history consumer (the CI gate)".into(),
+            wallets: 40,
+            users: 8,
+            duration: Duration::from_secs(30),
+            rate: 150,
+            faults: Faults {
+                enabled: true,
+                schedule: vec![
+                    ScheduledFault { at: Duration::from_secs(6), kind: BrokerKill, hold: Duration::from_secs(4) },
+                    ScheduledFault { at: Duration::from_secs(16), kind: HistoryKill, hold: Duration::from_secs(2) },
+                ],
+                ..Faults::default()
+            },
+            ..Scenario::default()
+        },
+        Scenario {
+            name: "transfers".into(),
+            description: "uniform random transfers among 1000 wallets, with some funds and reads; no faults unless --faults".into(),
+            wallets: 1_000,
+            users: 32,
+            duration: Duration::from_secs(60),
+            faults: Faults {
+                enabled: false,
+                count: 3,
+                menu: menu(&[(BrokerKill, 1), (HistoryKill, 1), (HistoryPause, 1)]),
+                ..Faults::default()
+            },
+            ..Scenario::default()
+        },
+        Scenario {
+            name: "hotspot".into(),
+            description: "Zipf-skewed wallet choice (s = 1.2) over 200 wallets: heavy lock contention on a few".into(),
+            wallets: 200,
+            users: 32,
+            duration: Duration::from_secs(60),
+            skew: 1.2,
+            faults: Faults {
+                enabled: false,
+                count: 3,
+                menu: menu(&[(BrokerKill, 1), (HistoryKill, 1), (WalletKill, 1)]),
+                ..Faults::default()
+            },
+            ..Scenario::default()
+        },
+        Scenario {
+            name: "chaos".into(),
+            description: "3 min at 200 ops/s with the full fault menu: broker, history, wallet kills, history pause, PostgreSQL restart".into(),
+            wallets: 300,
+            users: 16,
+            duration: Duration::from_secs(180),
+            rate: 200,
+            faults: Faults {
+                enabled: true,
+                count: 8,
+                menu: menu(&[(BrokerKill, 2), (HistoryKill, 2), (HistoryPause, 1), (WalletKill, 2), (PostgresRestart, 1)]),
+                ..Faults::default()
+            },
+            ..Scenario::default()
+        },
+    ]
+}
+
+pub fn find_builtin(name: &str) -> anyhow::Result<Scenario> {
+    let all = builtin();
+    let names: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
+    all.into_iter()
+        .find(|s| s.name == name)
+        .with_context(|| format!("no scenario named {name:?}; built-in scenarios: {}", names.join(", ")))
+}
+
+pub fn from_file(path: &Path) -> anyhow::Result<Scenario> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let scenario: Scenario = toml::from_str(&text).with_context(|| format!("{} is not a valid scenario", path.display()))?;
+    scenario.validate().with_context(|| format!("in {}", path.display()))?;
+    Ok(scenario)
+}
+
+impl Scenario {
+    /// Refuses scenarios that cannot run, with a message naming the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.wallets < 2 {
+            bail!("wallets must be at least 2 (transfers need two wallets)");
+        }
+        if self.users == 0 {
+            bail!("users must be at least 1");
+        }
+        if self.duration < Duration::from_secs(1) {
+            bail!("duration must be at least 1s");
+        }
+        if self.mix.transfer + self.mix.fund + self.mix.get_wallet + self.mix.get_history == 0 {
+            bail!("mix: at least one operation needs a weight above 0");
+        }
+        if !(self.skew >= 0.0 && self.skew.is_finite()) {
+            bail!("skew must be 0 (uniform) or a positive Zipf exponent");
+        }
+        let positive = |name: &str, value: Decimal| {
+            if value <= Decimal::ZERO || value.scale() > wallet_events::MONEY_SCALE {
+                bail!("{name} must be a positive amount with at most 4 decimals");
+            }
+            Ok(())
+        };
+        positive("amount_min", self.amount_min)?;
+        positive("amount_max", self.amount_max)?;
+        positive("initial_balance_min", self.initial_balance_min)?;
+        positive("initial_balance_max", self.initial_balance_max)?;
+        if self.amount_min > self.amount_max || self.initial_balance_min > self.initial_balance_max {
+            bail!("a *_min amount is above its *_max");
+        }
+        for fault in &self.faults.schedule {
+            if fault.at + fault.hold > self.duration {
+                bail!("fault {} at {:?} holding {:?} ends after the load ({:?})", fault.kind, fault.at, fault.hold, self.duration);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Durations written like `30s`, `2m`, `1m30s`.
+mod humantime_serde_shim {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_are_valid_and_smoke_kills_broker_and_consumer() {
+        for scenario in builtin() {
+            scenario.validate().unwrap();
+        }
+        let smoke = find_builtin("smoke").unwrap();
+        let kinds: Vec<FaultKind> = smoke.faults.schedule.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, [FaultKind::BrokerKill, FaultKind::HistoryKill]);
+        assert!(find_builtin("nope").unwrap_err().to_string().contains("smoke"));
+    }
+
+    #[test]
+    fn a_toml_file_overrides_defaults() {
+        let text = r#"
+            name = "mine"
+            wallets = 10
+            duration = "1m30s"
+            amount_max = "5.00"
+            [mix]
+            transfer = 1
+            fund = 0
+            get_wallet = 0
+            get_history = 0
+            [faults]
+            enabled = true
+            [[faults.schedule]]
+            at = "10s"
+            kind = "broker_kill"
+            hold = "5s"
+        "#;
+        let scenario: Scenario = toml::from_str(text).unwrap();
+        scenario.validate().unwrap();
+        assert_eq!(scenario.duration, Duration::from_secs(90));
+        assert_eq!(scenario.amount_max, Decimal::new(5, 0));
+        assert_eq!(scenario.users, 16, "unset fields keep their defaults");
+        assert_eq!(scenario.faults.schedule[0].kind, FaultKind::BrokerKill);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert!(toml::from_str::<Scenario>("walets = 3").is_err(), "unknown field");
+        let bad = Scenario { wallets: 1, ..Scenario::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("wallets"));
+        let bad = Scenario { amount_min: Decimal::new(1, 5), ..Scenario::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("amount_min"));
+    }
+}
