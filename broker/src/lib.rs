@@ -20,7 +20,11 @@ use url::Url;
 
 /// Command line and environment of the broker process.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "broker", version, about = "Kafka-protocol broker (nisshi) for the wallet system")]
+#[command(
+    name = "broker",
+    version,
+    about = "Kafka-protocol broker (nisshi) for the wallet system"
+)]
 pub struct Config {
     /// Address the broker listens on.
     #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1:9092")]
@@ -46,7 +50,11 @@ pub struct Config {
 
     /// How long an empty consumer group waits for more members before its
     /// first assignment (Kafka's group.initial.rebalance.delay.ms).
-    #[arg(long, env = "BROKER_INITIAL_REBALANCE_DELAY_MS", default_value_t = 3000)]
+    #[arg(
+        long,
+        env = "BROKER_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3000
+    )]
     pub initial_rebalance_delay_ms: u64,
 }
 

@@ -139,21 +139,42 @@ mod tests {
         let start = Instant::now() - Duration::from_millis(1_500);
         let mut log = ChaosLog::create(&path, start, started_at).unwrap();
 
-        log.record(1, FaultKind::BrokerKill, FaultPhase::Injected, "broker", Some(42), "SIGKILL")
-            .unwrap();
+        log.record(
+            1,
+            FaultKind::BrokerKill,
+            FaultPhase::Injected,
+            "broker",
+            Some(42),
+            "SIGKILL",
+        )
+        .unwrap();
         // Read while the log is still open: the line is already there.
         let events: Vec<ChaosEvent> = run_log::read_jsonl(&path).unwrap();
         assert_eq!(events.len(), 1, "the file was truncated and holds one line");
         let event = &events[0];
-        assert_eq!((event.fault_id, event.pid, event.target.as_str()), (1, Some(42), "broker"));
-        assert!((1_500..60_000).contains(&event.offset_ms), "{}", event.offset_ms);
+        assert_eq!(
+            (event.fault_id, event.pid, event.target.as_str()),
+            (1, Some(42), "broker")
+        );
+        assert!(
+            (1_500..60_000).contains(&event.offset_ms),
+            "{}",
+            event.offset_ms
+        );
         assert_eq!(
             (event.at - started_at).num_milliseconds(),
             i64::try_from(event.offset_ms).unwrap()
         );
 
-        log.record(1, FaultKind::BrokerKill, FaultPhase::Healed, "broker", Some(43), "")
-            .unwrap();
+        log.record(
+            1,
+            FaultKind::BrokerKill,
+            FaultPhase::Healed,
+            "broker",
+            Some(43),
+            "",
+        )
+        .unwrap();
         let events: Vec<ChaosEvent> = run_log::read_jsonl(&path).unwrap();
         assert_eq!(events, log.events());
         assert!(events[1].offset_ms >= events[0].offset_ms);

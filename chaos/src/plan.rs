@@ -143,9 +143,19 @@ pub fn plan_faults(
     }
 
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ FAULT_STREAM_SALT);
+    // Every kind on the menu comes up once (in a seeded order) before the
+    // weights decide the rest, so a run long enough for the whole menu
+    // exercises all of it.
+    let mut coverage: Vec<FaultKind> = choices.iter().map(|&(kind, _)| kind).collect();
+    for i in (1..coverage.len()).rev() {
+        coverage.swap(i, rng.random_range(0..=i));
+    }
     let drawn: Vec<(FaultKind, u64)> = (0..wanted)
-        .map(|_| {
-            let kind = pick_kind(&mut rng, &choices, total_weight);
+        .map(|index| {
+            let kind = match coverage.get(index as usize) {
+                Some(&kind) => kind,
+                None => pick_kind(&mut rng, &choices, total_weight),
+            };
             let (low, high) = hold_bounds_ms(kind, session_timeout_ms);
             (kind, rng.random_range(low..=high))
         })
@@ -262,9 +272,15 @@ mod tests {
         let window_start_ms = percent_of(load_ms, LEAD_MARGIN_PERCENT);
         for (index, fault) in plan.iter().enumerate() {
             assert_eq!(fault.fault_id as usize, index + 1, "{plan:?}");
-            assert!(fault.at_ms >= window_start_ms, "{fault:?} starts in the lead margin");
+            assert!(
+                fault.at_ms >= window_start_ms,
+                "{fault:?} starts in the lead margin"
+            );
             let end_ms = fault.at_ms + fault.hold_ms + RECOVERY_ALLOWANCE_MS;
-            assert!(end_ms <= load_ms, "{fault:?} recovers after the load ({load_ms} ms)");
+            assert!(
+                end_ms <= load_ms,
+                "{fault:?} recovers after the load ({load_ms} ms)"
+            );
             let (low, high) = hold_bounds_ms(fault.kind, SESSION_TIMEOUT_MS);
             assert!((low..=high).contains(&fault.hold_ms), "{fault:?}");
             if let Some(next) = plan.get(index + 1) {
@@ -285,7 +301,10 @@ mod tests {
     #[test]
     fn another_seed_gives_another_plan() {
         let menu = FaultMenu::uniform(12);
-        assert_ne!(plan(42, &menu, TEN_MINUTES_MS), plan(43, &menu, TEN_MINUTES_MS));
+        assert_ne!(
+            plan(42, &menu, TEN_MINUTES_MS),
+            plan(43, &menu, TEN_MINUTES_MS)
+        );
     }
 
     #[test]
@@ -298,7 +317,8 @@ mod tests {
             let plan = plan(seed, &menu, TEN_MINUTES_MS);
             assert!(!plan.is_empty());
             assert!(
-                plan.iter().all(|f| matches!(f.kind, FaultKind::BrokerKill | FaultKind::HistoryKill)),
+                plan.iter()
+                    .all(|f| matches!(f.kind, FaultKind::BrokerKill | FaultKind::HistoryKill)),
                 "seed {seed}: {plan:?}"
             );
         }
@@ -318,7 +338,10 @@ mod tests {
         };
         let plan = plan(7, &menu, 3_600_000);
         assert_eq!(plan.len(), 40);
-        let brokers = plan.iter().filter(|f| f.kind == FaultKind::BrokerKill).count();
+        let brokers = plan
+            .iter()
+            .filter(|f| f.kind == FaultKind::BrokerKill)
+            .count();
         assert!(brokers > 25, "{brokers} of 40 broker kills at weight 9:1");
     }
 
@@ -362,7 +385,10 @@ mod tests {
         assert!(self::plan(3, &menu, 5_000).is_empty());
         assert!(self::plan(3, &menu, 0).is_empty());
         let huge = FaultMenu::uniform(u32::MAX);
-        assert_eq!(plan_faults(3, &FaultMenu::uniform(2), u64::MAX, SESSION_TIMEOUT_MS).len(), 2);
+        assert_eq!(
+            plan_faults(3, &FaultMenu::uniform(2), u64::MAX, SESSION_TIMEOUT_MS).len(),
+            2
+        );
         assert!(plan_faults(3, &huge, 60_000, u64::MAX).len() <= 5);
     }
 
@@ -381,7 +407,8 @@ mod tests {
             (1_000, FaultKind::BrokerKill, 4_200),
             (5_000, FaultKind::HistoryPause, 7_000),
         ]);
-        let order: Vec<(u32, FaultKind, u64)> = plan.iter().map(|f| (f.fault_id, f.kind, f.at_ms)).collect();
+        let order: Vec<(u32, FaultKind, u64)> =
+            plan.iter().map(|f| (f.fault_id, f.kind, f.at_ms)).collect();
         assert_eq!(
             order,
             [

@@ -114,7 +114,10 @@ impl ChaosStatus {
             self.injected(),
             self.recovered()
         );
-        for (count, what) in [(self.not_recovered(), "not recovered"), (self.skipped(), "skipped")] {
+        for (count, what) in [
+            (self.not_recovered(), "not recovered"),
+            (self.skipped(), "skipped"),
+        ] {
             if count > 0 {
                 let _ = write!(line, ", {count} {what}");
             }
@@ -127,12 +130,24 @@ impl ChaosStatus {
 
     fn begin(&self, fault_id: u32, kind: FaultKind) {
         self.inner.injected.fetch_add(1, Ordering::Relaxed);
-        self.inner.active.lock().expect("status lock").push((fault_id, kind));
+        self.inner
+            .active
+            .lock()
+            .expect("status lock")
+            .push((fault_id, kind));
     }
 
     fn end(&self, fault_id: u32, recovered: bool) {
-        self.inner.active.lock().expect("status lock").retain(|&(id, _)| id != fault_id);
-        let counter = if recovered { &self.inner.recovered } else { &self.inner.not_recovered };
+        self.inner
+            .active
+            .lock()
+            .expect("status lock")
+            .retain(|&(id, _)| id != fault_id);
+        let counter = if recovered {
+            &self.inner.recovered
+        } else {
+            &self.inner.not_recovered
+        };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -195,7 +210,9 @@ async fn run_fault(
         Some(process) => (!process.is_running()).then(|| {
             format!(
                 "skipped: {target} was not running (last exit: {})",
-                process.exit_status().map_or("unknown".to_owned(), |s| s.to_string())
+                process
+                    .exit_status()
+                    .map_or("unknown".to_owned(), |s| s.to_string())
             )
         }),
     };
@@ -214,7 +231,11 @@ async fn run_fault(
     status.begin(fault_id, kind);
     let mut detail = injection_detail(kind).to_owned();
     if late_ms >= LATE_NOTE_MS {
-        let _ = write!(detail, "; {} s late (the previous fault was still recovering)", tenths(late_ms));
+        let _ = write!(
+            detail,
+            "; {} s late (the previous fault was still recovering)",
+            tenths(late_ms)
+        );
     }
     log.record(fault_id, kind, FaultPhase::Injected, target, pid, detail)?;
 
@@ -227,18 +248,35 @@ async fn run_fault(
     let new_pid = match heal(system, kind).await {
         Ok(pid) => pid,
         Err(err) => {
-            log.record(fault_id, kind, FaultPhase::Healed, target, None, format!("heal failed: {err:#}"))?;
+            log.record(
+                fault_id,
+                kind,
+                FaultPhase::Healed,
+                target,
+                None,
+                format!("heal failed: {err:#}"),
+            )?;
             status.end(fault_id, false);
             return Err(err.context(format!("healing fault #{fault_id} {kind}")));
         }
     };
-    log.record(fault_id, kind, FaultPhase::Healed, target, new_pid, heal_detail(kind))?;
+    log.record(
+        fault_id,
+        kind,
+        FaultPhase::Healed,
+        target,
+        new_pid,
+        heal_detail(kind),
+    )?;
 
     let recovery = wait_recovered(system, role, Duration::from_millis(RECOVERY_TIMEOUT_MS)).await;
     let took = tenths(millis(heal_started.elapsed()));
     let (recovered, detail) = match recovery {
         Ok(()) => (true, format!("recovered in {took} s")),
-        Err(err) => (false, format!("not recovered {took} s after healing: {err:#}")),
+        Err(err) => (
+            false,
+            format!("not recovered {took} s after healing: {err:#}"),
+        ),
     };
     status.end(fault_id, recovered);
     let pid = system.process_mut(role).and_then(|process| process.pid());
@@ -268,7 +306,10 @@ fn heal_detail(kind: FaultKind) -> &'static str {
 pub async fn inject(system: &mut System, kind: FaultKind) -> Result<Option<u32>> {
     let role = target_role(kind);
     if kind == FaultKind::PostgresRestart {
-        let cluster = system.postgres.as_mut().context("PostgreSQL was not started by this run")?;
+        let cluster = system
+            .postgres
+            .as_mut()
+            .context("PostgreSQL was not started by this run")?;
         let pid = cluster.pid();
         cluster.fast_shutdown().await?;
         return Ok(pid);
@@ -292,7 +333,10 @@ pub async fn inject(system: &mut System, kind: FaultKind) -> Result<Option<u32>>
 pub async fn heal(system: &mut System, kind: FaultKind) -> Result<Option<u32>> {
     let role = target_role(kind);
     if kind == FaultKind::PostgresRestart {
-        let cluster = system.postgres.as_mut().context("PostgreSQL was not started by this run")?;
+        let cluster = system
+            .postgres
+            .as_mut()
+            .context("PostgreSQL was not started by this run")?;
         cluster.start_again().await?;
         return Ok(cluster.pid());
     }
@@ -314,7 +358,11 @@ pub async fn wait_recovered(system: &System, role: Role, within: Duration) -> Re
         Role::History => wait_history_takeover(system, within).await,
         _ => match tokio::time::timeout(within, system.wait_ready(role)).await {
             Ok(ready) => ready,
-            Err(_) => bail!("{} did not answer within {} ms", role.as_str(), within.as_millis()),
+            Err(_) => bail!(
+                "{} did not answer within {} ms",
+                role.as_str(),
+                within.as_millis()
+            ),
         },
     }
 }
@@ -326,7 +374,11 @@ async fn wait_history_takeover(system: &System, within: Duration) -> Result<()> 
         .timeout(Duration::from_millis(PROBE_TIMEOUT_MS))
         .build()?;
     let url = format!("{}/health", system.history_url);
-    let probe = GroupProbe::new(&system.kafka_brokers, &system.options.topic, &system.options.group_id)?;
+    let probe = GroupProbe::new(
+        &system.kafka_brokers,
+        &system.options.topic,
+        &system.options.group_id,
+    )?;
     let outcome = loop {
         let waiting_for = match history_partitions(&client, &url).await {
             Ok(held) if held.is_empty() => "history holds no partitions".to_owned(),
@@ -367,7 +419,10 @@ async fn history_partitions(client: &reqwest::Client, url: &str) -> Result<Vec<i
     line.split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
-        .map(|part| part.parse().with_context(|| format!("bad partition {part:?}")))
+        .map(|part| {
+            part.parse()
+                .with_context(|| format!("bad partition {part:?}"))
+        })
         .collect()
 }
 
@@ -416,7 +471,9 @@ impl GroupProbe {
             }
             let all = (0..partitions).all(|p| i32::try_from(p).is_ok_and(|p| held.contains(&p)));
             if !all {
-                return Ok(Some(format!("history holds {held:?} of {partitions} partitions")));
+                return Ok(Some(format!(
+                    "history holds {held:?} of {partitions} partitions"
+                )));
             }
             let list = client.fetch_group_list(Some(&group), timeout)?;
             let Some(info) = list.groups().iter().find(|info| info.name() == group) else {
@@ -426,7 +483,10 @@ impl GroupProbe {
             if info.state().eq_ignore_ascii_case("stable") && members > 0 {
                 Ok(None)
             } else {
-                Ok(Some(format!("group {group} is {} with {members} members", info.state())))
+                Ok(Some(format!(
+                    "group {group} is {} with {members} members",
+                    info.state()
+                )))
             }
         })
         .await?
@@ -442,18 +502,37 @@ pub async fn heal_all(system: &mut System, mut log: Option<&mut ChaosLog>) -> Re
     if let Some(cluster) = system.postgres.as_mut() {
         let process = cluster.process_mut();
         if let Some(detail) = continue_if_stopped(process)? {
-            note(&mut log, FaultKind::PostgresRestart, Role::Postgres, process.pid(), &detail)?;
+            note(
+                &mut log,
+                FaultKind::PostgresRestart,
+                Role::Postgres,
+                process.pid(),
+                &detail,
+            )?;
         }
         if !process.is_running() {
             let detail = not_running_detail(process);
-            cluster.start_again().await.context("starting PostgreSQL again")?;
-            note(&mut log, FaultKind::PostgresRestart, Role::Postgres, cluster.pid(), &detail)?;
+            cluster
+                .start_again()
+                .await
+                .context("starting PostgreSQL again")?;
+            note(
+                &mut log,
+                FaultKind::PostgresRestart,
+                Role::Postgres,
+                cluster.pid(),
+                &detail,
+            )?;
         }
     }
     for (role, dead, stopped) in [
         (Role::Broker, FaultKind::BrokerKill, FaultKind::BrokerKill),
         (Role::Wallet, FaultKind::WalletKill, FaultKind::WalletKill),
-        (Role::History, FaultKind::HistoryKill, FaultKind::HistoryPause),
+        (
+            Role::History,
+            FaultKind::HistoryKill,
+            FaultKind::HistoryPause,
+        ),
     ] {
         let Some(process) = system.process_mut(role) else {
             continue;
@@ -480,14 +559,18 @@ fn continue_if_stopped(process: &mut harness::ManagedProcess) -> Result<Option<S
     match process.pid() {
         Some(pid) if process_state(pid) == Some('T') => {
             process.resume()?;
-            Ok(Some("heal_all: continued a stopped process (SIGCONT)".to_owned()))
+            Ok(Some(
+                "heal_all: continued a stopped process (SIGCONT)".to_owned(),
+            ))
         }
         _ => Ok(None),
     }
 }
 
 fn not_running_detail(process: &harness::ManagedProcess) -> String {
-    let exit = process.exit_status().map_or("unknown".to_owned(), |status| status.to_string());
+    let exit = process
+        .exit_status()
+        .map_or("unknown".to_owned(), |status| status.to_string());
     format!("heal_all: started again; it was not running (last exit: {exit})")
 }
 
@@ -547,7 +630,10 @@ mod tests {
         status.end(1, true);
         status.skip();
         assert_eq!(printer.active(), [(2, FaultKind::HistoryPause)]);
-        assert_eq!((printer.injected(), printer.recovered(), printer.skipped()), (2, 1, 1));
+        assert_eq!(
+            (printer.injected(), printer.recovered(), printer.skipped()),
+            (2, 1, 1)
+        );
         assert_eq!(
             printer.progress(),
             "faults: 2 injected, 1 recovered, 1 skipped, active #2 history_pause"
@@ -559,8 +645,14 @@ mod tests {
 
     #[test]
     fn every_kind_targets_its_part() {
-        let targets: Vec<&str> = FaultKind::ALL.iter().map(|&kind| target_role(kind).as_str()).collect();
-        assert_eq!(targets, ["broker", "history", "history", "wallet", "postgres"]);
+        let targets: Vec<&str> = FaultKind::ALL
+            .iter()
+            .map(|&kind| target_role(kind).as_str())
+            .collect();
+        assert_eq!(
+            targets,
+            ["broker", "history", "history", "wallet", "postgres"]
+        );
     }
 
     #[test]

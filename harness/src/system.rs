@@ -195,7 +195,9 @@ impl System {
                 let address = format!("127.0.0.1:{port}");
                 wait_for_tcp(address.parse()?, Duration::from_millis(READY_TIMEOUT_MS))
                     .await
-                    .with_context(|| log_hint("the broker did not start", &run_dir.join("broker.log")))?;
+                    .with_context(|| {
+                        log_hint("the broker did not start", &run_dir.join("broker.log"))
+                    })?;
                 (Some(broker), address)
             }
         };
@@ -203,10 +205,20 @@ impl System {
         let wallet_port = pick(options.wallet_port)?;
         let history_port = pick(options.history_port)?;
         let wallet = ManagedProcess::start(service_spec(
-            &options, &run_dir, Role::Wallet, wallet_port, &wallet_db, &kafka_brokers,
+            &options,
+            &run_dir,
+            Role::Wallet,
+            wallet_port,
+            &wallet_db,
+            &kafka_brokers,
         ))?;
         let history = ManagedProcess::start(service_spec(
-            &options, &run_dir, Role::History, history_port, &history_db, &kafka_brokers,
+            &options,
+            &run_dir,
+            Role::History,
+            history_port,
+            &history_db,
+            &kafka_brokers,
         ))?;
         let system = System {
             postgres,
@@ -233,7 +245,9 @@ impl System {
         let log = self.log_path(role);
         let result = match role {
             Role::Wallet => wait_for_http_ok(&format!("{}/health", self.wallet_url), within).await,
-            Role::History => wait_for_http_ok(&format!("{}/health", self.history_url), within).await,
+            Role::History => {
+                wait_for_http_ok(&format!("{}/health", self.history_url), within).await
+            }
             Role::Broker => match self.kafka_brokers.split(',').next() {
                 Some(address) => wait_for_tcp(address.parse()?, within).await,
                 None => bail!("no broker address"),
@@ -290,19 +304,23 @@ fn pick(port: u16) -> Result<u16> {
 fn broker_spec(options: &SystemOptions, run_dir: &Path, port: u16) -> ProcessSpec {
     let storage_dir = run_dir.join("broker-data");
     let _ = std::fs::create_dir_all(&storage_dir);
-    ProcessSpec::new("broker", &options.launcher.program, run_dir.join("broker.log"))
-        .args(options.launcher.broker_args.clone())
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        // Durable: a SIGKILLed broker serves every acknowledged message again.
-        .arg("--storage")
-        .arg("sqlite://broker.db")
-        // New groups get their assignment quickly; nothing waits for
-        // stragglers in a harness-run system.
-        .arg("--initial-rebalance-delay-ms")
-        .arg("300")
-        .cwd(storage_dir)
-        .death_signal(Signal::SIGKILL)
+    ProcessSpec::new(
+        "broker",
+        &options.launcher.program,
+        run_dir.join("broker.log"),
+    )
+    .args(options.launcher.broker_args.clone())
+    .arg("--listen")
+    .arg(format!("127.0.0.1:{port}"))
+    // Durable: a SIGKILLed broker serves every acknowledged message again.
+    .arg("--storage")
+    .arg("sqlite://broker.db")
+    // New groups get their assignment quickly; nothing waits for
+    // stragglers in a harness-run system.
+    .arg("--initial-rebalance-delay-ms")
+    .arg("300")
+    .cwd(storage_dir)
+    .death_signal(Signal::SIGKILL)
 }
 
 fn service_spec(
@@ -317,19 +335,24 @@ fn service_spec(
         Role::Wallet => options.launcher.wallet_args.clone(),
         _ => options.launcher.history_args.clone(),
     };
-    let mut spec = ProcessSpec::new(role.as_str(), &options.launcher.program, run_dir.join(format!("{}.log", role.as_str())))
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .env("KAFKA_BROKERS", brokers)
-        .env("KAFKA_TOPIC", &options.topic)
-        .env("PORT", port.to_string())
-        .env("BIND_ADDRESS", "127.0.0.1")
-        .death_signal(Signal::SIGKILL);
+    let mut spec = ProcessSpec::new(
+        role.as_str(),
+        &options.launcher.program,
+        run_dir.join(format!("{}.log", role.as_str())),
+    )
+    .args(args)
+    .env("DATABASE_URL", database_url)
+    .env("KAFKA_BROKERS", brokers)
+    .env("KAFKA_TOPIC", &options.topic)
+    .env("PORT", port.to_string())
+    .env("BIND_ADDRESS", "127.0.0.1")
+    .death_signal(Signal::SIGKILL);
     spec = match role {
         Role::Wallet => spec.env("KAFKA_TOPIC_PARTITIONS", options.partitions.to_string()),
-        _ => spec
-            .env("KAFKA_GROUP_ID", &options.group_id)
-            .env("KAFKA_SESSION_TIMEOUT_MS", options.session_timeout_ms.to_string()),
+        _ => spec.env("KAFKA_GROUP_ID", &options.group_id).env(
+            "KAFKA_SESSION_TIMEOUT_MS",
+            options.session_timeout_ms.to_string(),
+        ),
     };
     for (key, value) in &options.service_env {
         spec = spec.env(key, value);

@@ -135,7 +135,8 @@ async fn wallet_history(
     Path(id): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Envelope<Page>>, ApiError> {
-    let wallet_id = Uuid::parse_str(&id).map_err(|_| ApiError::InvalidWalletId(id.chars().take(64).collect()))?;
+    let wallet_id = Uuid::parse_str(&id)
+        .map_err(|_| ApiError::InvalidWalletId(id.chars().take(64).collect()))?;
     let Query(query) = query?;
     let limit = limit(query.limit.as_deref())?;
     let before_seq = match query.cursor.as_deref() {
@@ -195,8 +196,16 @@ async fn health(State(state): State<AppState>) -> Response {
         Ok(Ok(_))
     );
     let consumer = state.consumer.lock().expect("status lock").clone();
-    let mut body = String::from(if database_ok { "OK\n" } else { "UNAVAILABLE: database unreachable\n" });
-    let partitions: Vec<String> = consumer.assigned_partitions.iter().map(i32::to_string).collect();
+    let mut body = String::from(if database_ok {
+        "OK\n"
+    } else {
+        "UNAVAILABLE: database unreachable\n"
+    });
+    let partitions: Vec<String> = consumer
+        .assigned_partitions
+        .iter()
+        .map(i32::to_string)
+        .collect();
     let _ = writeln!(body, "consumer: {}", consumer.state);
     let _ = writeln!(body, "assigned_partitions: {}", partitions.join(","));
     let _ = writeln!(body, "events_applied: {}", consumer.totals.applied);
@@ -206,7 +215,11 @@ async fn health(State(state): State<AppState>) -> Response {
     if let Some(at) = consumer.last_applied_at {
         let _ = writeln!(body, "last_applied_at: {}", at.to_rfc3339());
     }
-    let status = if database_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, body).into_response()
 }
 
@@ -236,8 +249,15 @@ fn paginate(
     let mut entries = rows.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
     let more = entries.len() as i64 > limit;
     entries.truncate(limit as usize);
-    let next_cursor = if more { entries.last().map(cursor_of) } else { None };
-    Ok(Page { entries, next_cursor })
+    let next_cursor = if more {
+        entries.last().map(cursor_of)
+    } else {
+        None
+    };
+    Ok(Page {
+        entries,
+        next_cursor,
+    })
 }
 
 fn entry(row: &PgRow) -> Result<HistoryEntry, sqlx::Error> {

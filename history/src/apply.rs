@@ -43,8 +43,9 @@ enum Effect {
 pub async fn apply_batch(pool: &PgPool, batch: &[Incoming]) -> Result<BatchStats, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut stats = BatchStats::default();
-    let mut parked_exist: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM parked_events)").fetch_one(&mut *tx).await?;
+    let mut parked_exist: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM parked_events)")
+        .fetch_one(&mut *tx)
+        .await?;
     for message in batch {
         let payload = message.payload.as_deref().unwrap_or_default();
         let event = match WalletEvent::decode(payload) {
@@ -94,12 +95,13 @@ async fn apply_event(
     let mut balance: Decimal = head.try_get("balance")?;
 
     if event.seq <= last_seq {
-        let applied: Option<Uuid> =
-            sqlx::query_scalar("SELECT event_id FROM history_entries WHERE wallet_id = $1 AND seq = $2")
-                .bind(event.wallet_id)
-                .bind(event.seq)
-                .fetch_optional(&mut **tx)
-                .await?;
+        let applied: Option<Uuid> = sqlx::query_scalar(
+            "SELECT event_id FROM history_entries WHERE wallet_id = $1 AND seq = $2",
+        )
+        .bind(event.wallet_id)
+        .bind(event.seq)
+        .fetch_optional(&mut **tx)
+        .await?;
         if applied != Some(event.event_id) {
             let reason = format!(
                 "event {} claims seq {} of wallet {}, already taken by {:?}",
@@ -147,8 +149,13 @@ async fn apply_event(
             let Ok(parked) = WalletEvent::decode(payload.as_bytes()) else {
                 break; // it decoded when it was parked; unreachable in practice
             };
-            insert_entry(tx, &parked, row.try_get("source_partition")?, row.try_get("source_offset")?)
-                .await?;
+            insert_entry(
+                tx,
+                &parked,
+                row.try_get("source_partition")?,
+                row.try_get("source_offset")?,
+            )
+            .await?;
             last_seq = parked.seq;
             balance += parked.signed_amount();
             applied += 1;

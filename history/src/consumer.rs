@@ -89,7 +89,10 @@ fn partitions(list: &TopicPartitionList) -> Vec<i32> {
     partitions
 }
 
-fn create(config: &ConsumerConfig, status: SharedStatus) -> anyhow::Result<StreamConsumer<StatusContext>> {
+fn create(
+    config: &ConsumerConfig,
+    status: SharedStatus,
+) -> anyhow::Result<StreamConsumer<StatusContext>> {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.brokers)
@@ -100,7 +103,10 @@ fn create(config: &ConsumerConfig, status: SharedStatus) -> anyhow::Result<Strea
         .set("auto.commit.interval.ms", "200")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (config.session_timeout_ms / 5).max(100).to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout_ms / 5).max(100).to_string(),
+        )
         // Some brokers (nisshi among them) do not wake a waiting fetch when
         // data arrives; a short wait bounds the added latency.
         .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
@@ -108,7 +114,8 @@ fn create(config: &ConsumerConfig, status: SharedStatus) -> anyhow::Result<Strea
     if let Some(instance) = &config.group_instance_id {
         client.set("group.instance.id", instance);
     }
-    let consumer: StreamConsumer<StatusContext> = client.create_with_context(StatusContext { status })?;
+    let consumer: StreamConsumer<StatusContext> =
+        client.create_with_context(StatusContext { status })?;
     consumer.subscribe(&[&config.topic])?;
     Ok(consumer)
 }
@@ -151,7 +158,9 @@ pub async fn run(
         for message in batch.drain(..) {
             // Fails only for a partition revoked meanwhile: its new owner
             // re-reads the message and the duplicate guard drops it.
-            if let Err(err) = consumer.store_offset(&message.topic, message.partition, message.offset) {
+            if let Err(err) =
+                consumer.store_offset(&message.topic, message.partition, message.offset)
+            {
                 tracing::debug!(error = %err, partition = message.partition, "offset not stored");
             }
         }

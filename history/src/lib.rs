@@ -27,7 +27,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The history service's command line and environment.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "history", version, about = "History service: applies wallet events exactly once and serves history")]
+#[command(
+    name = "history",
+    version,
+    about = "History service: applies wallet events exactly once and serves history"
+)]
 pub struct Config {
     /// PostgreSQL URL of the history database (migrated at start-up).
     #[arg(long, env = "DATABASE_URL")]
@@ -79,9 +83,10 @@ pub struct Config {
 
 /// The whole service: database, consumer, HTTP, until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let pool = service_kit::connect_and_migrate(&config.database_url, config.db_pool_size, &MIGRATOR)
-        .await
-        .context("the history database")?;
+    let pool =
+        service_kit::connect_and_migrate(&config.database_url, config.db_pool_size, &MIGRATOR)
+            .await
+            .context("the history database")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(service_kit::shutdown_on_signal(shutdown.clone()));
     let status: SharedStatus = Arc::new(Mutex::new(ConsumerStatus {
@@ -109,7 +114,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", config.bind_address, config.port))?;
     tracing::info!(address = %listener.local_addr()?, "history listening");
-    let app = router(AppState { pool: pool.clone(), consumer: status });
+    let app = router(AppState {
+        pool: pool.clone(),
+        consumer: status,
+    });
     let serving = shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { serving.cancelled().await })

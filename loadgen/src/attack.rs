@@ -55,7 +55,9 @@ pub struct LoadContext {
 impl LoadContext {
     fn intended_at(&self, slot: u64, now: Instant) -> Instant {
         match self.slot_interval {
-            Some(interval) => self.recorder.started() + interval * u32::try_from(slot).unwrap_or(u32::MAX),
+            Some(interval) => {
+                self.recorder.started() + interval * u32::try_from(slot).unwrap_or(u32::MAX)
+            }
             None => now,
         }
     }
@@ -79,7 +81,10 @@ pub async fn run(context: Arc<LoadContext>, run_time: Duration) -> anyhow::Resul
         Box::pin(async move { run_slot(&context, user).await })
     });
     GooseAttack::initialize_with_config(config)?
-        .register_scenario(scenario!("wallet-load").register_transaction(Transaction::new(transaction).set_name("operation")))
+        .register_scenario(
+            scenario!("wallet-load")
+                .register_transaction(Transaction::new(transaction).set_name("operation")),
+        )
         .execute()
         .await?;
     Ok(())
@@ -97,14 +102,21 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
     let planned = context.workload.op(slot);
     let op_id = context.op_id_base + slot;
     let wallet = context.wallet_ids[planned.wallet_index as usize];
-    let to = planned.to_wallet_index.map(|i| context.wallet_ids[i as usize]);
-    let key = planned.kind.is_mutating().then(|| format!("seed{}-op{op_id}", context.seed));
+    let to = planned
+        .to_wallet_index
+        .map(|i| context.wallet_ids[i as usize]);
+    let key = planned
+        .kind
+        .is_mutating()
+        .then(|| format!("seed{}-op{op_id}", context.seed));
     let (endpoint, method, url, body) = match planned.kind {
         OpKind::Transfer => (
             TRANSFER,
             GooseMethod::Post,
             format!("{}/wallets/{wallet}/transfer", context.wallet_url),
-            Some(json!({"to_wallet_id": to, "amount": planned.amount.map(wallet_events::format_money)})),
+            Some(
+                json!({"to_wallet_id": to, "amount": planned.amount.map(wallet_events::format_money)}),
+            ),
         ),
         OpKind::Fund => (
             FUND,
@@ -112,7 +124,12 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
             format!("{}/wallets/{wallet}/fund", context.wallet_url),
             Some(json!({"amount": planned.amount.map(wallet_events::format_money)})),
         ),
-        OpKind::GetWallet => (GET_WALLET, GooseMethod::Get, format!("{}/wallets/{wallet}", context.wallet_url), None),
+        OpKind::GetWallet => (
+            GET_WALLET,
+            GooseMethod::Get,
+            format!("{}/wallets/{wallet}", context.wallet_url),
+            None,
+        ),
         OpKind::GetHistory | OpKind::CreateWallet => (
             GET_HISTORY,
             GooseMethod::Get,
@@ -131,7 +148,11 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
         if let Some(body) = &body {
             builder = builder.json(body);
         }
-        let request = GooseRequest::builder().method(method.clone()).name(endpoint_path(endpoint)).set_request_builder(builder).build();
+        let request = GooseRequest::builder()
+            .method(method)
+            .name(endpoint_path(endpoint))
+            .set_request_builder(builder)
+            .build();
         let mut sent = user.request(request).await?;
         let result = classify(sent.response).await;
         match result.0 {
@@ -147,7 +168,9 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
         tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS)).await;
     };
     let latency = intended.elapsed();
-    context.recorder.record(endpoint, outcome, latency, error_code.as_deref());
+    context
+        .recorder
+        .record(endpoint, outcome, latency, error_code.as_deref());
     let _ = context.ops.send(OpRecord {
         op_id,
         kind: planned.kind,
@@ -161,19 +184,27 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
         status,
         error_code,
         intended_at: context.started_wall
-            + chrono::Duration::from_std(intended.saturating_duration_since(context.recorder.started())).unwrap_or_default(),
+            + chrono::Duration::from_std(
+                intended.saturating_duration_since(context.recorder.started()),
+            )
+            .unwrap_or_default(),
         latency_us: latency.as_micros() as u64,
     });
     Ok(())
 }
 
 fn endpoint_path(endpoint: &'static str) -> &'static str {
-    endpoint.split_once(' ').map(|(_, path)| path).unwrap_or(endpoint)
+    endpoint
+        .split_once(' ')
+        .map(|(_, path)| path)
+        .unwrap_or(endpoint)
 }
 
 /// ok (2xx), failed (4xx: a definite refusal, or a connection that was
 /// never made), indeterminate (5xx, timeout, reset: it may have applied).
-pub async fn classify(response: Result<reqwest::Response, reqwest::Error>) -> (Outcome, Option<u16>, Option<String>) {
+pub async fn classify(
+    response: Result<reqwest::Response, reqwest::Error>,
+) -> (Outcome, Option<u16>, Option<String>) {
     match response {
         Ok(response) => {
             let status = response.status().as_u16();
@@ -182,20 +213,35 @@ pub async fn classify(response: Result<reqwest::Response, reqwest::Error>) -> (O
                 return (Outcome::Ok, Some(status), None);
             }
             let body: serde_json::Value = response.json().await.unwrap_or_default();
-            let code = body["code"].as_str().map(str::to_owned).unwrap_or_else(|| format!("http_{status}"));
-            let outcome = if status < 500 { Outcome::Failed } else { Outcome::Indeterminate };
+            let code = body["code"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("http_{status}"));
+            let outcome = if status < 500 {
+                Outcome::Failed
+            } else {
+                Outcome::Indeterminate
+            };
             (outcome, Some(status), Some(code))
         }
         Err(err) if err.is_connect() => (Outcome::Failed, None, Some("connect_refused".into())),
         Err(err) if err.is_timeout() => (Outcome::Indeterminate, None, Some("timeout".into())),
-        Err(_) => (Outcome::Indeterminate, None, Some("connection_error".into())),
+        Err(_) => (
+            Outcome::Indeterminate,
+            None,
+            Some("connection_error".into()),
+        ),
     }
 }
 
 /// [`classify`], keeping the JSON body of a successful response.
 pub async fn classify_json(
     response: Result<reqwest::Response, reqwest::Error>,
-) -> ((Outcome, Option<serde_json::Value>), Option<u16>, Option<String>) {
+) -> (
+    (Outcome, Option<serde_json::Value>),
+    Option<u16>,
+    Option<String>,
+) {
     match response {
         Ok(response) if response.status().is_success() => {
             let status = response.status().as_u16();

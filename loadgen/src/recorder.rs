@@ -14,7 +14,10 @@ use std::{
 
 use hdrhistogram::{
     Histogram,
-    serialization::{V2DeflateSerializer, interval_log::{IntervalLogWriterBuilder, Tag}},
+    serialization::{
+        V2DeflateSerializer,
+        interval_log::{IntervalLogWriterBuilder, Tag},
+    },
 };
 use run_log::Outcome;
 use serde::Serialize;
@@ -94,7 +97,11 @@ impl Recorder {
         Self {
             started,
             started_wall: SystemTime::now(),
-            inner: Mutex::new(Inner { totals: BTreeMap::new(), intervals: BTreeMap::new(), errors: BTreeMap::new() }),
+            inner: Mutex::new(Inner {
+                totals: BTreeMap::new(),
+                intervals: BTreeMap::new(),
+                errors: BTreeMap::new(),
+            }),
         }
     }
 
@@ -103,19 +110,32 @@ impl Recorder {
     }
 
     /// Records one finished operation; `latency` runs from its intended start.
-    pub fn record(&self, endpoint: &'static str, outcome: Outcome, latency: Duration, error_code: Option<&str>) {
+    pub fn record(
+        &self,
+        endpoint: &'static str,
+        outcome: Outcome,
+        latency: Duration,
+        error_code: Option<&str>,
+    ) {
         let us = (latency.as_micros() as u64).clamp(1, LATENCY_MAX_US);
         let second = self.started.elapsed().as_secs();
         let mut inner = self.inner.lock().expect("recorder lock");
         let (total, outcomes) = inner.totals.entry(endpoint).or_insert_with(|| {
-            (Histogram::new_with_bounds(1, LATENCY_MAX_US, TOTAL_SIGFIGS).expect("valid bounds"), Outcomes::default())
+            (
+                Histogram::new_with_bounds(1, LATENCY_MAX_US, TOTAL_SIGFIGS).expect("valid bounds"),
+                Outcomes::default(),
+            )
         });
         let _ = total.record(us);
         outcomes.add(outcome);
-        let interval = inner.intervals.entry((second, endpoint)).or_insert_with(|| Interval {
-            latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, INTERVAL_SIGFIGS).expect("valid bounds"),
-            outcomes: Outcomes::default(),
-        });
+        let interval = inner
+            .intervals
+            .entry((second, endpoint))
+            .or_insert_with(|| Interval {
+                latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, INTERVAL_SIGFIGS)
+                    .expect("valid bounds"),
+                outcomes: Outcomes::default(),
+            });
         let _ = interval.latency.record(us);
         interval.outcomes.add(outcome);
         if let Some(code) = error_code {
@@ -154,7 +174,11 @@ impl Recorder {
                 ok: o.ok,
                 failed: o.failed,
                 indeterminate: o.indeterminate,
-                rps: if load_seconds > 0.0 { o.total() as f64 / load_seconds } else { 0.0 },
+                rps: if load_seconds > 0.0 {
+                    o.total() as f64 / load_seconds
+                } else {
+                    0.0
+                },
                 min_ms: ms(h.min()),
                 mean_ms: h.mean() / 1000.0,
                 p50_ms: ms(h.value_at_quantile(0.50)),
@@ -170,7 +194,11 @@ impl Recorder {
     /// Error counts by (endpoint, code).
     pub fn errors(&self) -> Vec<(String, String, u64)> {
         let inner = self.inner.lock().expect("recorder lock");
-        inner.errors.iter().map(|((e, c), n)| ((*e).to_owned(), c.clone(), *n)).collect()
+        inner
+            .errors
+            .iter()
+            .map(|((e, c), n)| ((*e).to_owned(), c.clone(), *n))
+            .collect()
     }
 
     /// Per second and endpoint: outcomes and p50/p90/p99/max (ms).
@@ -201,7 +229,9 @@ impl Recorder {
         let inner = self.inner.lock().expect("recorder lock");
         let mut serializer = V2DeflateSerializer::new();
         let mut log = IntervalLogWriterBuilder::new()
-            .add_comment("wallet-system loadgen: latency from intended start, microseconds; tag = endpoint")
+            .add_comment(
+                "wallet-system loadgen: latency from intended start, microseconds; tag = endpoint",
+            )
             .with_start_time(self.started_wall)
             .with_base_time(self.started_wall)
             .with_max_value_divisor(1000.0)
@@ -209,8 +239,13 @@ impl Recorder {
         for ((second, endpoint), interval) in &inner.intervals {
             let tag_text = endpoint.replace(' ', "_");
             let tag = Tag::new(&tag_text);
-            log.write_histogram(&interval.latency, Duration::from_secs(*second), Duration::from_secs(1), tag)
-                .map_err(|err| anyhow::anyhow!("writing the interval log: {err:?}"))?;
+            log.write_histogram(
+                &interval.latency,
+                Duration::from_secs(*second),
+                Duration::from_secs(1),
+                tag,
+            )
+            .map_err(|err| anyhow::anyhow!("writing the interval log: {err:?}"))?;
         }
         Ok(())
     }
@@ -226,13 +261,21 @@ mod tests {
         for ms in 1..=100u64 {
             recorder.record("POST /x", Outcome::Ok, Duration::from_millis(ms), None);
         }
-        recorder.record("POST /x", Outcome::Failed, Duration::from_millis(5), Some("insufficient_funds"));
+        recorder.record(
+            "POST /x",
+            Outcome::Failed,
+            Duration::from_millis(5),
+            Some("insufficient_funds"),
+        );
         let summary = &recorder.summaries(10.0)[0];
         assert_eq!((summary.count, summary.ok, summary.failed), (101, 100, 1));
         assert!((summary.p50_ms - 50.0).abs() < 1.0, "{}", summary.p50_ms);
         assert!((summary.max_ms - 100.0).abs() < 0.2, "{}", summary.max_ms);
         assert!((summary.rps - 10.1).abs() < 1e-9);
-        assert_eq!(recorder.errors(), [("POST /x".to_owned(), "insufficient_funds".to_owned(), 1)]);
+        assert_eq!(
+            recorder.errors(),
+            [("POST /x".to_owned(), "insufficient_funds".to_owned(), 1)]
+        );
         let mut log = Vec::new();
         recorder.write_interval_log(&mut log).unwrap();
         let text = String::from_utf8(log).unwrap();

@@ -60,7 +60,15 @@ struct Plan {
 
 pub async fn run(args: RunArgs, interrupted: CancellationToken) -> anyhow::Result<ExitCode> {
     let plan = prepare(&args)?;
-    println!("seed {}   (replay: {} --seed {})", plan.seed, plan.command.split(" --seed").next().unwrap_or(&plan.command), plan.seed);
+    println!(
+        "seed {}   (replay: {} --seed {})",
+        plan.seed,
+        plan.command
+            .split(" --seed")
+            .next()
+            .unwrap_or(&plan.command),
+        plan.seed
+    );
     println!("command: {}", plan.command);
     println!("run directory: {}", plan.run_dir.display());
     let s = &plan.scenario;
@@ -70,7 +78,11 @@ pub async fn run(args: RunArgs, interrupted: CancellationToken) -> anyhow::Resul
         s.wallets,
         s.users,
         humantime::format_duration(s.duration),
-        if s.rate == 0 { "closed loop".to_owned() } else { format!("{} ops/s", s.rate) },
+        if s.rate == 0 {
+            "closed loop".to_owned()
+        } else {
+            format!("{} ops/s", s.rate)
+        },
         plan.faults.len()
     );
     if !plan.faults.is_empty() {
@@ -80,7 +92,9 @@ pub async fn run(args: RunArgs, interrupted: CancellationToken) -> anyhow::Resul
     }
 
     println!("provisioning PostgreSQL, broker, wallet, history ...");
-    let mut system = System::start(system_options(&args, &plan)?).await.context("provisioning the system")?;
+    let mut system = System::start(system_options(&args, &plan)?)
+        .await
+        .context("provisioning the system")?;
     let outcome = experiment(&args, &plan, &mut system, &interrupted).await;
     println!("stopping every process ...");
     let stopped = system.shutdown().await;
@@ -130,17 +144,33 @@ fn prepare(args: &RunArgs) -> anyhow::Result<Plan> {
                 .collect(),
         )
     } else {
-        let menu = FaultMenu { weights: scenario.faults.menu.clone(), count: scenario.faults.count };
-        chaos::plan::plan_faults(seed, &menu, load_ms, u64::from(args.infra.session_timeout_ms))
+        let menu = FaultMenu {
+            weights: scenario.faults.menu.clone(),
+            count: scenario.faults.count,
+        };
+        chaos::plan::plan_faults(
+            seed,
+            &menu,
+            load_ms,
+            u64::from(args.infra.session_timeout_ms),
+        )
     };
     let mut command: Vec<String> = std::env::args().collect();
     if args.seed.is_none() {
         command.push(format!("--seed {seed}"));
     }
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-    let run_dir = args.out_dir.join(format!("{stamp}-{}-seed{seed}", scenario.name));
+    let run_dir = args
+        .out_dir
+        .join(format!("{stamp}-{}-seed{seed}", scenario.name));
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    Ok(Plan { scenario, seed, faults, run_dir, command: command.join(" ") })
+    Ok(Plan {
+        scenario,
+        seed,
+        faults,
+        run_dir,
+        command: command.join(" "),
+    })
 }
 
 fn system_options(args: &RunArgs, plan: &Plan) -> anyhow::Result<SystemOptions> {
@@ -150,7 +180,10 @@ fn system_options(args: &RunArgs, plan: &Plan) -> anyhow::Result<SystemOptions> 
     options.kafka_brokers = args.infra.kafka_brokers.clone();
     options.partitions = args.infra.partitions;
     options.session_timeout_ms = args.infra.session_timeout_ms;
-    options.service_env.push(("RUST_LOG".into(), "info,sqlx=warn,tower_http=warn,rdkafka=warn".into()));
+    options.service_env.push((
+        "RUST_LOG".into(),
+        "info,sqlx=warn,tower_http=warn,rdkafka=warn".into(),
+    ));
     Ok(options)
 }
 
@@ -161,24 +194,30 @@ async fn experiment(
     interrupted: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let scenario = &plan.scenario;
-    write_json(&plan.run_dir.join("config.json"), &json!({
-        "command": plan.command,
-        "seed": plan.seed,
-        "scenario": scenario,
-        "faults": plan.faults,
-        "system": {
-            "wallet_url": system.wallet_url,
-            "history_url": system.history_url,
-            "kafka_brokers": system.kafka_brokers,
-            "topic": system.options.topic,
-            "partitions": system.options.partitions,
-            "session_timeout_ms": system.options.session_timeout_ms,
-            "wallet_db": system.wallet_db,
-            "history_db": system.history_db,
-        },
-        "versions": versions(),
-    }))?;
-    std::fs::write(plan.run_dir.join("command.txt"), format!("{}\n", plan.command))?;
+    write_json(
+        &plan.run_dir.join("config.json"),
+        &json!({
+            "command": plan.command,
+            "seed": plan.seed,
+            "scenario": scenario,
+            "faults": plan.faults,
+            "system": {
+                "wallet_url": system.wallet_url,
+                "history_url": system.history_url,
+                "kafka_brokers": system.kafka_brokers,
+                "topic": system.options.topic,
+                "partitions": system.options.partitions,
+                "session_timeout_ms": system.options.session_timeout_ms,
+                "wallet_db": system.wallet_db,
+                "history_db": system.history_db,
+            },
+            "versions": versions(),
+        }),
+    )?;
+    std::fs::write(
+        plan.run_dir.join("command.txt"),
+        format!("{}\n", plan.command),
+    )?;
 
     let workload = Workload::new(plan.seed, scenario);
     let ops_file = BufWriter::new(std::fs::File::create(plan.run_dir.join("ops.jsonl"))?);
@@ -199,7 +238,8 @@ async fn experiment(
         wallet_url: system.wallet_url.clone(),
         history_url: system.history_url.clone(),
         users,
-        slot_interval: (scenario.rate > 0).then(|| Duration::from_secs_f64(users as f64 / f64::from(scenario.rate))),
+        slot_interval: (scenario.rate > 0)
+            .then(|| Duration::from_secs_f64(users as f64 / f64::from(scenario.rate))),
         op_id_base: 2 * u64::from(scenario.wallets),
         recorder: recorder.clone(),
         ops: ops_tx.clone(),
@@ -208,10 +248,22 @@ async fn experiment(
     });
     drop(ops_tx);
     let status = Arc::new(ChaosStatus::new());
-    let mut chaos_log = ChaosLog::create(plan.run_dir.join("chaos.jsonl"), load_start, context.started_wall)?;
+    let mut chaos_log = ChaosLog::create(
+        plan.run_dir.join("chaos.jsonl"),
+        load_start,
+        context.started_wall,
+    )?;
     let stop_chaos = interrupted.clone();
-    println!("load + chaos for {} ...", humantime::format_duration(scenario.duration));
-    let progress = tokio::spawn(show_progress(recorder.clone(), status.clone(), scenario.duration, interrupted.clone()));
+    println!(
+        "load + chaos for {} ...",
+        humantime::format_duration(scenario.duration)
+    );
+    let progress = tokio::spawn(show_progress(
+        recorder.clone(),
+        status.clone(),
+        scenario.duration,
+        interrupted.clone(),
+    ));
     let (attack_result, chaos_result) = tokio::join!(
         attack::run(context.clone(), scenario.duration),
         chaos::runner::run_plan(system, &plan.faults, &mut chaos_log, &status, &stop_chaos),
@@ -226,12 +278,19 @@ async fn experiment(
     }
 
     // The liveness phase: heal everything, then wait for history.
-    println!("healing every process, then waiting for history to converge (bound {}) ...", humantime::format_duration(args.converge_timeout));
+    println!(
+        "healing every process, then waiting for history to converge (bound {}) ...",
+        humantime::format_duration(args.converge_timeout)
+    );
     chaos::runner::heal_all(system, Some(&mut chaos_log)).await?;
     let convergence = converge(system, args.converge_timeout, interrupted).await?;
     println!(
         "{} in {:.1} s",
-        if convergence.converged { "converged" } else { "NOT converged" },
+        if convergence.converged {
+            "converged"
+        } else {
+            "NOT converged"
+        },
         convergence.took_ms as f64 / 1000.0
     );
     writer.await.context("ops writer")??;
@@ -244,19 +303,29 @@ async fn experiment(
         chaos: Some(plan.run_dir.join("chaos.jsonl")),
         json: false,
         out: Some(plan.run_dir.join("checker.json")),
-        convergence: Some(convergence.clone()),
+        convergence: Some(convergence),
     };
-    let report = consistency_checker::run(&checker_args).await.context("running the consistency checker")?;
+    let report = consistency_checker::run(&checker_args)
+        .await
+        .context("running the consistency checker")?;
     println!("{}", consistency_checker::render_text(&report));
 
     let summaries = recorder.summaries(load_seconds);
-    let parsed: Vec<_> = args.thresholds.iter().map(|t| thresholds::parse(t)).collect::<Result<_, _>>()?;
+    let parsed: Vec<_> = args
+        .thresholds
+        .iter()
+        .map(|t| thresholds::parse(t))
+        .collect::<Result<_, _>>()?;
     let missed = thresholds::missed(&parsed, &summaries);
     let mut hlog = BufWriter::new(std::fs::File::create(plan.run_dir.join("latency.hlog"))?);
     recorder.write_interval_log(&mut hlog)?;
     hlog.flush()?;
-    write_json(&plan.run_dir.join("timeline.json"), &json!(recorder.timeline()))?;
-    let faults = run_log::read_jsonl::<run_log::ChaosEvent>(&plan.run_dir.join("chaos.jsonl")).unwrap_or_default();
+    write_json(
+        &plan.run_dir.join("timeline.json"),
+        &json!(recorder.timeline()),
+    )?;
+    let faults = run_log::read_jsonl::<run_log::ChaosEvent>(&plan.run_dir.join("chaos.jsonl"))
+        .unwrap_or_default();
     let summary = json!({
         "scenario": scenario.name,
         "seed": plan.seed,
@@ -302,7 +371,9 @@ async fn seed_wallets(
     ops: &mpsc::UnboundedSender<OpRecord>,
 ) -> anyhow::Result<Vec<Uuid>> {
     use futures::{StreamExt, stream};
-    let http = reqwest::Client::builder().timeout(Duration::from_millis(attack::REQUEST_TIMEOUT_MS)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(attack::REQUEST_TIMEOUT_MS))
+        .build()?;
     let planned = workload.wallets();
     let results: Vec<anyhow::Result<Uuid>> = stream::iter(planned)
         .map(|wallet| {
@@ -310,9 +381,17 @@ async fn seed_wallets(
             async move {
                 let started = Instant::now();
                 let intended_at = chrono::Utc::now();
-                let create = http.post(format!("{wallet_url}/wallets")).json(&json!({"user_id": wallet.user_id})).send().await;
+                let create = http
+                    .post(format!("{wallet_url}/wallets"))
+                    .json(&json!({"user_id": wallet.user_id}))
+                    .send()
+                    .await;
                 let (outcome, status, code) = attack::classify_json(create).await;
-                let id = outcome.1.as_ref().and_then(|body| body["data"]["id"].as_str()).and_then(|id| Uuid::parse_str(id).ok());
+                let id = outcome
+                    .1
+                    .as_ref()
+                    .and_then(|body| body["data"]["id"].as_str())
+                    .and_then(|id| Uuid::parse_str(id).ok());
                 let op_id = 2 * u64::from(wallet.index);
                 let record = |kind, outcome, status, code, key: Option<String>, amount| OpRecord {
                     op_id: op_id + u64::from(kind == OpKind::Fund),
@@ -329,7 +408,14 @@ async fn seed_wallets(
                     intended_at,
                     latency_us: started.elapsed().as_micros() as u64,
                 };
-                let _ = ops.send(record(OpKind::CreateWallet, outcome.0, status, code, None, None));
+                let _ = ops.send(record(
+                    OpKind::CreateWallet,
+                    outcome.0,
+                    status,
+                    code,
+                    None,
+                    None,
+                ));
                 let id = id.with_context(|| format!("creating wallet {} failed", wallet.index))?;
                 let key = format!("seed{seed}-setup-fund-{}", wallet.index);
                 let fund = http
@@ -339,7 +425,14 @@ async fn seed_wallets(
                     .send()
                     .await;
                 let (fund_outcome, status, code) = attack::classify_json(fund).await;
-                let _ = ops.send(record(OpKind::Fund, fund_outcome.0, status, code, Some(key), Some(wallet.initial_balance)));
+                let _ = ops.send(record(
+                    OpKind::Fund,
+                    fund_outcome.0,
+                    status,
+                    code,
+                    Some(key),
+                    Some(wallet.initial_balance),
+                ));
                 if fund_outcome.0 != Outcome::Ok {
                     bail!("funding wallet {} failed", wallet.index);
                 }
@@ -362,33 +455,50 @@ async fn converge(
     let mut wallet_db = connect(&system.wallet_db).await?;
     let mut history_db = connect(&system.history_db).await?;
     loop {
-        let (unpublished, ledger): (i64, i64) =
-            sqlx::query_as("SELECT count(*) FILTER (WHERE published_at IS NULL), count(*) FROM outbox")
-                .fetch_one(&mut wallet_db)
-                .await
-                .unwrap_or((-1, -1));
-        let (history, parked): (i64, i64) =
-            sqlx::query_as("SELECT (SELECT count(*) FROM history_entries), (SELECT count(*) FROM parked_events)")
-                .fetch_one(&mut history_db)
-                .await
-                .unwrap_or((-1, -1));
+        let (unpublished, ledger): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE published_at IS NULL), count(*) FROM outbox",
+        )
+        .fetch_one(&mut wallet_db)
+        .await
+        .unwrap_or((-1, -1));
+        let (history, parked): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM history_entries), (SELECT count(*) FROM parked_events)",
+        )
+        .fetch_one(&mut history_db)
+        .await
+        .unwrap_or((-1, -1));
         let took_ms = started.elapsed().as_millis() as u64;
         if unpublished == 0 && parked == 0 && history >= ledger && ledger >= 0 {
-            return Ok(consistency_checker::Convergence { converged: true, took_ms, bound_ms: bound.as_millis() as u64 });
+            return Ok(consistency_checker::Convergence {
+                converged: true,
+                took_ms,
+                bound_ms: bound.as_millis() as u64,
+            });
         }
         if started.elapsed() > bound || interrupted.is_cancelled() {
-            println!("  outbox unpublished {unpublished}, ledger {ledger}, history {history}, parked {parked}");
-            return Ok(consistency_checker::Convergence { converged: false, took_ms, bound_ms: bound.as_millis() as u64 });
+            println!(
+                "  outbox unpublished {unpublished}, ledger {ledger}, history {history}, parked {parked}"
+            );
+            return Ok(consistency_checker::Convergence {
+                converged: false,
+                took_ms,
+                bound_ms: bound.as_millis() as u64,
+            });
         }
         tokio::time::sleep(Duration::from_millis(CONVERGE_POLL_MS)).await;
     }
 }
 
 async fn connect(url: &str) -> anyhow::Result<sqlx::PgConnection> {
-    <sqlx::PgConnection as sqlx::Connection>::connect(url).await.with_context(|| format!("connecting to {url}"))
+    <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))
 }
 
-async fn write_ops(mut out: BufWriter<std::fs::File>, mut records: mpsc::UnboundedReceiver<OpRecord>) -> anyhow::Result<()> {
+async fn write_ops(
+    mut out: BufWriter<std::fs::File>,
+    mut records: mpsc::UnboundedReceiver<OpRecord>,
+) -> anyhow::Result<()> {
     while let Some(record) = records.recv().await {
         serde_json::to_writer(&mut out, &record)?;
         out.write_all(b"\n")?;
@@ -399,7 +509,12 @@ async fn write_ops(mut out: BufWriter<std::fs::File>, mut records: mpsc::Unbound
 
 /// Elapsed, requests per second, p99 so far, errors and the faults in
 /// effect: a bar on a terminal, a line every 5 s otherwise (CI logs).
-async fn show_progress(recorder: Arc<Recorder>, status: Arc<ChaosStatus>, duration: Duration, stop: CancellationToken) {
+async fn show_progress(
+    recorder: Arc<Recorder>,
+    status: Arc<ChaosStatus>,
+    duration: Duration,
+    stop: CancellationToken,
+) {
     let terminal = std::io::stderr().is_terminal();
     let bar = indicatif::ProgressBar::new(duration.as_secs());
     if terminal {
@@ -422,13 +537,22 @@ async fn show_progress(recorder: Arc<Recorder>, status: Arc<ChaosStatus>, durati
         let (count, errors, p99) = recorder.progress();
         let rps = (count - last.0) as f64 / last.1.elapsed().as_secs_f64().max(0.001);
         last = (count, Instant::now());
-        let faults: Vec<String> = status.active().iter().map(|(id, kind)| format!("#{id} {kind}")).collect();
-        let faults = if faults.is_empty() { "none".to_owned() } else { faults.join(", ") };
-        let message = format!("{rps:>6.0} req/s  p99 {p99:>7.1} ms  errors {errors}  faults: {faults}");
+        let faults: Vec<String> = status
+            .active()
+            .iter()
+            .map(|(id, kind)| format!("#{id} {kind}"))
+            .collect();
+        let faults = if faults.is_empty() {
+            "none".to_owned()
+        } else {
+            faults.join(", ")
+        };
+        let message =
+            format!("{rps:>6.0} req/s  p99 {p99:>7.1} ms  errors {errors}  faults: {faults}");
         let elapsed = started.elapsed().as_secs();
         bar.set_position(elapsed.min(duration.as_secs()));
         bar.set_message(message.clone());
-        if !terminal && elapsed % 5 == 0 {
+        if !terminal && elapsed.is_multiple_of(5) {
             println!("  {elapsed:>4}s  {message}");
         }
     }
@@ -436,15 +560,29 @@ async fn show_progress(recorder: Arc<Recorder>, status: Arc<ChaosStatus>, durati
 }
 
 fn print_summary(summaries: &[crate::recorder::EndpointSummary], seconds: f64) {
-    println!("{:<30} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}", "endpoint", "count", "ok", "failed", "indet.", "req/s", "p50 ms", "p99 ms", "max ms");
+    println!(
+        "{:<30} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "endpoint", "count", "ok", "failed", "indet.", "req/s", "p50 ms", "p99 ms", "max ms"
+    );
     for s in summaries {
         println!(
             "{:<30} {:>8} {:>8} {:>8} {:>8} {:>8.1} {:>9.1} {:>9.1} {:>9.1}",
-            s.endpoint, s.count, s.ok, s.failed, s.indeterminate, s.rps, s.p50_ms, s.p99_ms, s.max_ms
+            s.endpoint,
+            s.count,
+            s.ok,
+            s.failed,
+            s.indeterminate,
+            s.rps,
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms
         );
     }
     let total: u64 = summaries.iter().map(|s| s.count).sum();
-    println!("{total} requests in {seconds:.1} s: {:.1} req/s", total as f64 / seconds.max(0.001));
+    println!(
+        "{total} requests in {seconds:.1} s: {:.1} req/s",
+        total as f64 / seconds.max(0.001)
+    );
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {

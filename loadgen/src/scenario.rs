@@ -6,8 +6,8 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use anyhow::{Context, bail};
-use rust_decimal::Decimal;
 use run_log::FaultKind;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 /// A scenario, as written in a TOML file (every field has a default).
@@ -55,13 +55,18 @@ pub struct Mix {
 
 impl Default for Mix {
     fn default() -> Self {
-        Self { transfer: 80, fund: 10, get_wallet: 5, get_history: 5 }
+        Self {
+            transfer: 80,
+            fund: 10,
+            get_wallet: 5,
+            get_history: 5,
+        }
     }
 }
 
 /// The fault schedule: drawn from the seed over a weighted menu, or written
 /// out explicitly.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Faults {
     pub enabled: bool,
@@ -71,12 +76,6 @@ pub struct Faults {
     pub menu: BTreeMap<FaultKind, u32>,
     /// Explicit faults; when present, replaces the drawn schedule.
     pub schedule: Vec<ScheduledFault>,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Self { enabled: false, count: 0, menu: BTreeMap::new(), schedule: Vec::new() }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,15 +183,22 @@ pub fn builtin() -> Vec<Scenario> {
 pub fn find_builtin(name: &str) -> anyhow::Result<Scenario> {
     let all = builtin();
     let names: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
-    all.into_iter()
-        .find(|s| s.name == name)
-        .with_context(|| format!("no scenario named {name:?}; built-in scenarios: {}", names.join(", ")))
+    all.into_iter().find(|s| s.name == name).with_context(|| {
+        format!(
+            "no scenario named {name:?}; built-in scenarios: {}",
+            names.join(", ")
+        )
+    })
 }
 
 pub fn from_file(path: &Path) -> anyhow::Result<Scenario> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let scenario: Scenario = toml::from_str(&text).with_context(|| format!("{} is not a valid scenario", path.display()))?;
-    scenario.validate().with_context(|| format!("in {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let scenario: Scenario = toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid scenario", path.display()))?;
+    scenario
+        .validate()
+        .with_context(|| format!("in {}", path.display()))?;
     Ok(scenario)
 }
 
@@ -224,12 +230,19 @@ impl Scenario {
         positive("amount_max", self.amount_max)?;
         positive("initial_balance_min", self.initial_balance_min)?;
         positive("initial_balance_max", self.initial_balance_max)?;
-        if self.amount_min > self.amount_max || self.initial_balance_min > self.initial_balance_max {
+        if self.amount_min > self.amount_max || self.initial_balance_min > self.initial_balance_max
+        {
             bail!("a *_min amount is above its *_max");
         }
         for fault in &self.faults.schedule {
             if fault.at + fault.hold > self.duration {
-                bail!("fault {} at {:?} holding {:?} ends after the load ({:?})", fault.kind, fault.at, fault.hold, self.duration);
+                bail!(
+                    "fault {} at {:?} holding {:?} ends after the load ({:?})",
+                    fault.kind,
+                    fault.at,
+                    fault.hold,
+                    self.duration
+                );
             }
         }
         Ok(())
@@ -264,7 +277,12 @@ mod tests {
         let smoke = find_builtin("smoke").unwrap();
         let kinds: Vec<FaultKind> = smoke.faults.schedule.iter().map(|f| f.kind).collect();
         assert_eq!(kinds, [FaultKind::BrokerKill, FaultKind::HistoryKill]);
-        assert!(find_builtin("nope").unwrap_err().to_string().contains("smoke"));
+        assert!(
+            find_builtin("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("smoke")
+        );
     }
 
     #[test]
@@ -296,10 +314,24 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        assert!(toml::from_str::<Scenario>("walets = 3").is_err(), "unknown field");
-        let bad = Scenario { wallets: 1, ..Scenario::default() };
+        assert!(
+            toml::from_str::<Scenario>("walets = 3").is_err(),
+            "unknown field"
+        );
+        let bad = Scenario {
+            wallets: 1,
+            ..Scenario::default()
+        };
         assert!(bad.validate().unwrap_err().to_string().contains("wallets"));
-        let bad = Scenario { amount_min: Decimal::new(1, 5), ..Scenario::default() };
-        assert!(bad.validate().unwrap_err().to_string().contains("amount_min"));
+        let bad = Scenario {
+            amount_min: Decimal::new(1, 5),
+            ..Scenario::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("amount_min")
+        );
     }
 }

@@ -26,20 +26,25 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         database_prefix: format!("up_{}", std::process::id()),
         service_env: Vec::new(),
     };
-    println!("starting PostgreSQL, broker, wallet and history (logs in {}) ...", args.dir.display());
+    println!(
+        "starting PostgreSQL, broker, wallet and history (logs in {}) ...",
+        args.dir.display()
+    );
     let system = System::start(options).await?;
     println!("wallet   {}", system.wallet_url);
     println!("history  {}", system.history_url);
     println!("broker   {}", system.kafka_brokers);
     println!("wallet database   {}", system.wallet_db);
     println!("history database  {}", system.history_db);
-    if args.demo {
-        if let Err(err) = demo(&system).await {
-            eprintln!("demo traffic failed: {err:#}");
-        }
+    if args.demo
+        && let Err(err) = demo(&system).await
+    {
+        eprintln!("demo traffic failed: {err:#}");
     }
     println!("up; press Ctrl-C to stop everything");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     println!("stopping ...");
     system.shutdown().await?;
     println!("stopped; nothing left running");
@@ -59,9 +64,19 @@ async fn demo(system: &System) -> anyhow::Result<()> {
     };
     let alice = post("/wallets".into(), json!({"user_id": "alice"})).await?;
     let bob = post("/wallets".into(), json!({"user_id": "bob"})).await?;
-    let alice_id = alice["data"]["id"].as_str().context("no wallet id")?.to_owned();
-    let bob_id = bob["data"]["id"].as_str().context("no wallet id")?.to_owned();
-    post(format!("/wallets/{alice_id}/fund"), json!({"amount": "100.00"})).await?;
+    let alice_id = alice["data"]["id"]
+        .as_str()
+        .context("no wallet id")?
+        .to_owned();
+    let bob_id = bob["data"]["id"]
+        .as_str()
+        .context("no wallet id")?
+        .to_owned();
+    post(
+        format!("/wallets/{alice_id}/fund"),
+        json!({"amount": "100.00"}),
+    )
+    .await?;
     let transfer = post(
         format!("/wallets/{alice_id}/transfer"),
         json!({"to_wallet_id": bob_id, "amount": "30.00"}),
@@ -71,7 +86,10 @@ async fn demo(system: &System) -> anyhow::Result<()> {
     for _ in 0..50 {
         let url = format!("{}/wallets/{alice_id}/history", system.history_url);
         let history: Value = http.get(url).send().await?.json().await?;
-        let entries = history["data"]["entries"].as_array().map(Vec::len).unwrap_or(0);
+        let entries = history["data"]["entries"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0);
         if entries == 3 {
             println!("alice's history: {}", history["data"]["entries"]);
             return Ok(());

@@ -7,8 +7,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Zipf};
-use rust_decimal::Decimal;
 use run_log::OpKind;
+use rust_decimal::Decimal;
 
 use crate::scenario::Scenario;
 
@@ -99,7 +99,9 @@ impl Workload {
                     index,
                     // A handful of wallets per user, so activity queries span several.
                     user_id: format!("user-{}", index / 3),
-                    initial_balance: money(rng.random_range(self.balance_min_units..=self.balance_max_units)),
+                    initial_balance: money(
+                        rng.random_range(self.balance_min_units..=self.balance_max_units),
+                    ),
                 }
             })
             .collect()
@@ -133,7 +135,13 @@ impl Workload {
         });
         let amount = matches!(kind, OpKind::Transfer | OpKind::Fund)
             .then(|| money(rng.random_range(self.amount_min_units..=self.amount_max_units)));
-        PlannedOp { op_id, kind, wallet_index, to_wallet_index, amount }
+        PlannedOp {
+            op_id,
+            kind,
+            wallet_index,
+            to_wallet_index,
+            amount,
+        }
     }
 
     fn pick_wallet(&self, rng: &mut ChaCha8Rng) -> u32 {
@@ -168,7 +176,10 @@ mod tests {
         let workload = Workload::new(7, &scenario);
         let ops: Vec<PlannedOp> = (0..5_000).map(|i| workload.op(i)).collect();
         let transfers = ops.iter().filter(|op| op.kind == OpKind::Transfer).count();
-        assert!((3_700..4_300).contains(&transfers), "{transfers} transfers of 5000 at weight 80%");
+        assert!(
+            (3_700..4_300).contains(&transfers),
+            "{transfers} transfers of 5000 at weight 80%"
+        );
         for op in &ops {
             assert!(op.wallet_index < scenario.wallets);
             if let Some(to) = op.to_wallet_index {
@@ -186,7 +197,12 @@ mod tests {
     fn skew_concentrates_on_hot_wallets() {
         let hotspot = find_builtin("hotspot").unwrap();
         let workload = Workload::new(1, &hotspot);
-        let hot = (0..4_000).filter(|i| workload.op(*i).wallet_index < 5).count();
-        assert!(hot > 1_500, "only {hot} of 4000 ops on the 5 hottest wallets");
+        let hot = (0..4_000)
+            .filter(|i| workload.op(*i).wallet_index < 5)
+            .count();
+        assert!(
+            hot > 1_500,
+            "only {hot} of 4000 ops on the 5 hottest wallets"
+        );
     }
 }

@@ -198,29 +198,49 @@ pub fn fault_windows(events: &[ChaosEvent]) -> Vec<FaultWindow> {
 
 /// The windows that contain `at`, as labels; empty outside every fault.
 pub fn windows_at(windows: &[FaultWindow], at: DateTime<Utc>) -> Vec<String> {
-    windows.iter().filter(|w| w.contains(at)).map(FaultWindow::label).collect()
+    windows
+        .iter()
+        .filter(|w| w.contains(at))
+        .map(FaultWindow::label)
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("reading {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {source}")]
-    Parse { path: String, line: usize, source: serde_json::Error },
+    Parse {
+        path: String,
+        line: usize,
+        source: serde_json::Error,
+    },
 }
 
 /// Reads a JSON-lines file; a missing file is an error, blank lines are skipped.
 pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, ReadError> {
     let name = path.display().to_string();
-    let file = File::open(path).map_err(|source| ReadError::Io { path: name.clone(), source })?;
+    let file = File::open(path).map_err(|source| ReadError::Io {
+        path: name.clone(),
+        source,
+    })?;
     let mut records = Vec::new();
     for (index, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| ReadError::Io { path: name.clone(), source })?;
+        let line = line.map_err(|source| ReadError::Io {
+            path: name.clone(),
+            source,
+        })?;
         if line.trim().is_empty() {
             continue;
         }
-        let record = serde_json::from_str(&line)
-            .map_err(|source| ReadError::Parse { path: name.clone(), line: index + 1, source })?;
+        let record = serde_json::from_str(&line).map_err(|source| ReadError::Parse {
+            path: name.clone(),
+            line: index + 1,
+            source,
+        })?;
         records.push(record);
     }
     Ok(records)
@@ -239,16 +259,22 @@ mod opt_money {
     use rust_decimal::Decimal;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &Option<Decimal>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        value: &Option<Decimal>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         match value {
             Some(amount) => serializer.serialize_str(&wallet_events::format_money(*amount)),
             None => serializer.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Decimal>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Decimal>, D::Error> {
         let text: Option<String> = Option::deserialize(deserializer)?;
-        text.map(|t| t.parse().map_err(serde::de::Error::custom)).transpose()
+        text.map(|t| t.parse().map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -287,7 +313,10 @@ mod tests {
         assert!(windows[0].contains(at(16)) && !windows[0].contains(at(17)));
         // Never healed: open to the end of the run.
         assert!(windows[1].contains(at(1_000)));
-        assert_eq!(windows_at(&windows, at(11)), ["fault #1 broker_kill (broker)"]);
+        assert_eq!(
+            windows_at(&windows, at(11)),
+            ["fault #1 broker_kill (broker)"]
+        );
         assert!(windows_at(&windows, at(5)).is_empty());
     }
 

@@ -15,10 +15,20 @@ pub struct Envelope<T> {
 
 impl<T> Envelope<T> {
     pub fn ok(data: T) -> Self {
-        Self { success: true, data: Some(data), message: None, code: None }
+        Self {
+            success: true,
+            data: Some(data),
+            message: None,
+            code: None,
+        }
     }
 
     pub fn error(code: &str, message: String) -> Self {
-        Self { success: false, data: None, message: Some(message), code: Some(code.to_owned()) }
+        Self {
+            success: false,
+            data: None,
+            message: Some(message),
+            code: Some(code.to_owned()),
+        }
     }
 }

@@ -11,7 +11,9 @@ mod envelope;
 mod money;
 
 pub use envelope::Envelope;
-pub use money::{AmountError, MONEY_MAX, MONEY_SCALE, format_money, parse_amount, serde_str as money_str};
+pub use money::{
+    AmountError, MONEY_MAX, MONEY_SCALE, format_money, parse_amount, serde_str as money_str,
+};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -144,11 +146,15 @@ impl WalletEvent {
             return Err(DecodeError::Invalid("amount must not be negative"));
         }
         if (event.kind == EventKind::Created) != (event.seq == 1) {
-            return Err(DecodeError::Invalid("created is exactly the event with seq 1"));
+            return Err(DecodeError::Invalid(
+                "created is exactly the event with seq 1",
+            ));
         }
         let is_transfer = matches!(event.kind, EventKind::TransferIn | EventKind::TransferOut);
         if is_transfer != event.transfer_id.is_some() {
-            return Err(DecodeError::Invalid("only transfer legs carry a transfer_id"));
+            return Err(DecodeError::Invalid(
+                "only transfer legs carry a transfer_id",
+            ));
         }
         Ok(event)
     }
@@ -201,7 +207,10 @@ mod tests {
             WalletEvent::decode(&newer.to_json()),
             Err(DecodeError::Version { found: 2 })
         ));
-        assert!(matches!(WalletEvent::decode(b"not json"), Err(DecodeError::Json(_))));
+        assert!(matches!(
+            WalletEvent::decode(b"not json"),
+            Err(DecodeError::Json(_))
+        ));
         let numeric = br#"{"schema_version":1,"amount":1.5}"#;
         assert!(WalletEvent::decode(numeric).is_err());
     }
@@ -219,6 +228,9 @@ mod tests {
     fn kinds_sign_their_amounts() {
         assert_eq!(EventKind::TransferOut.signed(dec!(3)), dec!(-3));
         assert_eq!(EventKind::Created.signed(dec!(3)), dec!(0));
-        assert_eq!("transfer_in".parse::<EventKind>().unwrap(), EventKind::TransferIn);
+        assert_eq!(
+            "transfer_in".parse::<EventKind>().unwrap(),
+            EventKind::TransferIn
+        );
     }
 }

@@ -89,15 +89,24 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_money() {
-        for bad in ["", "abc", "1e5", " 1", "1 ", "+1", "1.", ".5", "1.2.3", "NaN", "0x10", "１"] {
-            assert_eq!(parse_amount(bad), Err(AmountError::NotADecimalString), "{bad:?}");
+        for bad in [
+            "", "abc", "1e5", " 1", "1 ", "+1", "1.", ".5", "1.2.3", "NaN", "0x10", "１",
+        ] {
+            assert_eq!(
+                parse_amount(bad),
+                Err(AmountError::NotADecimalString),
+                "{bad:?}"
+            );
         }
         assert_eq!(parse_amount("0"), Err(AmountError::NotPositive));
         assert_eq!(parse_amount("0.0000"), Err(AmountError::NotPositive));
         assert_eq!(parse_amount("-5.00"), Err(AmountError::NotPositive));
         assert_eq!(parse_amount("1.00001"), Err(AmountError::TooPrecise));
         assert_eq!(parse_amount("1000000000000000"), Err(AmountError::TooLarge));
-        assert_eq!(parse_amount("99999999999999999999999999999999"), Err(AmountError::TooLarge));
+        assert_eq!(
+            parse_amount("99999999999999999999999999999999"),
+            Err(AmountError::TooLarge)
+        );
     }
 
     #[test]

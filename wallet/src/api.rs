@@ -108,9 +108,13 @@ async fn fund(
     let wallet_id = wallet_id(&id)?;
     let Json(request) = body?;
     let amount = amount(&request.amount)?;
-    let idempotency =
-        idempotency(&headers, || format!("fund {wallet_id} {}", wallet_events::format_money(amount)))?;
-    let outcome = state.store.fund(wallet_id, amount, idempotency.as_ref()).await?;
+    let idempotency = idempotency(&headers, || {
+        format!("fund {wallet_id} {}", wallet_events::format_money(amount))
+    })?;
+    let outcome = state
+        .store
+        .fund(wallet_id, amount, idempotency.as_ref())
+        .await?;
     Ok(respond(outcome))
 }
 
@@ -126,9 +130,15 @@ async fn transfer(
     let to = wallet_id(&request.to_wallet_id)?;
     let amount = amount(&request.amount)?;
     let idempotency = idempotency(&headers, || {
-        format!("transfer {from} {to} {}", wallet_events::format_money(amount))
+        format!(
+            "transfer {from} {to} {}",
+            wallet_events::format_money(amount)
+        )
     })?;
-    let outcome = state.store.transfer(from, to, amount, idempotency.as_ref()).await?;
+    let outcome = state
+        .store
+        .transfer(from, to, amount, idempotency.as_ref())
+        .await?;
     Ok(respond(outcome))
 }
 
@@ -139,9 +149,16 @@ async fn health(State(state): State<AppState>) -> Response {
         Ok(Ok(())) => (StatusCode::OK, "OK").into_response(),
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "health: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE: database unreachable").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE: database unreachable",
+            )
+                .into_response()
         }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE: database timed out")
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE: database timed out",
+        )
             .into_response(),
     }
 }
@@ -166,15 +183,17 @@ fn wallet_id(text: &str) -> Result<Uuid, ApiError> {
 fn valid_user_id(user_id: &str) -> Result<&str, ApiError> {
     let chars = user_id.chars().count();
     if user_id.trim().is_empty() || chars > USER_ID_MAX_CHARS {
-        return Err(ApiError::InvalidUserId { max: USER_ID_MAX_CHARS });
+        return Err(ApiError::InvalidUserId {
+            max: USER_ID_MAX_CHARS,
+        });
     }
     Ok(user_id)
 }
 
 fn amount(value: &serde_json::Value) -> Result<Decimal, ApiError> {
-    let text = value
-        .as_str()
-        .ok_or(ApiError::InvalidAmount(wallet_events::AmountError::NotADecimalString))?;
+    let text = value.as_str().ok_or(ApiError::InvalidAmount(
+        wallet_events::AmountError::NotADecimalString,
+    ))?;
     wallet_events::parse_amount(text).map_err(ApiError::InvalidAmount)
 }
 
@@ -187,7 +206,9 @@ fn idempotency(
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let invalid = || ApiError::InvalidIdempotencyKey { max: IDEMPOTENCY_KEY_MAX_CHARS };
+    let invalid = || ApiError::InvalidIdempotencyKey {
+        max: IDEMPOTENCY_KEY_MAX_CHARS,
+    };
     let key = value.to_str().map_err(|_| invalid())?;
     if key.is_empty()
         || key.len() > IDEMPOTENCY_KEY_MAX_CHARS
@@ -195,5 +216,8 @@ fn idempotency(
     {
         return Err(invalid());
     }
-    Ok(Some(Idempotency { key: key.to_owned(), fingerprint: fingerprint() }))
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        fingerprint: fingerprint(),
+    }))
 }

@@ -71,7 +71,10 @@ impl NewEntry {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("insufficient funds: balance {balance}, requested {requested}")]
-    InsufficientFunds { balance: Decimal, requested: Decimal },
+    InsufficientFunds {
+        balance: Decimal,
+        requested: Decimal,
+    },
     #[error("a wallet cannot transfer to itself")]
     SelfTransfer,
     #[error("the balance would exceed the largest supported value")]
@@ -248,14 +251,22 @@ mod tests {
 
     #[test]
     fn transfer_moves_money_and_pairs_legs() {
-        let t = transfer(&wallet(1, dec!(100), 2), &wallet(2, dec!(0), 1), dec!(30), &mut Counter(9))
-            .unwrap();
+        let t = transfer(
+            &wallet(1, dec!(100), 2),
+            &wallet(2, dec!(0), 1),
+            dec!(30),
+            &mut Counter(9),
+        )
+        .unwrap();
         assert_eq!((t.from.balance, t.to.balance), (dec!(70), dec!(30)));
         assert_eq!((t.debit.seq, t.credit.seq), (3, 2));
         assert_eq!(t.debit.transfer_id, Some(t.transfer_id));
         assert_eq!(t.credit.transfer_id, Some(t.transfer_id));
         assert_eq!(t.debit.counterparty_wallet_id, Some(t.to.id));
-        assert_eq!(t.debit.kind.signed(t.debit.amount) + t.credit.kind.signed(t.credit.amount), dec!(0));
+        assert_eq!(
+            t.debit.kind.signed(t.debit.amount) + t.credit.kind.signed(t.credit.amount),
+            dec!(0)
+        );
     }
 
     #[test]
@@ -266,8 +277,16 @@ mod tests {
             Err(Refusal::SelfTransfer)
         );
         assert_eq!(
-            transfer(&rich, &wallet(2, dec!(0), 1), dec!(10.0001), &mut Counter(0)),
-            Err(Refusal::InsufficientFunds { balance: dec!(10), requested: dec!(10.0001) })
+            transfer(
+                &rich,
+                &wallet(2, dec!(0), 1),
+                dec!(10.0001),
+                &mut Counter(0)
+            ),
+            Err(Refusal::InsufficientFunds {
+                balance: dec!(10),
+                requested: dec!(10.0001)
+            })
         );
         assert!(transfer(&rich, &wallet(2, dec!(0), 1), dec!(10), &mut Counter(0)).is_ok());
     }

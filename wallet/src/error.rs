@@ -49,7 +49,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            InvalidJson(_) | InvalidRequest(_) | InvalidAmount(_) | InvalidWalletId(_)
+            InvalidJson(_)
+            | InvalidRequest(_)
+            | InvalidAmount(_)
+            | InvalidWalletId(_)
             | InvalidIdempotencyKey { .. } => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

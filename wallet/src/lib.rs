@@ -29,7 +29,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The wallet service's command line and environment.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "wallet", version, about = "Wallet service: create, fund and transfer, with an outbox to Kafka")]
+#[command(
+    name = "wallet",
+    version,
+    about = "Wallet service: create, fund and transfer, with an outbox to Kafka"
+)]
 pub struct Config {
     /// PostgreSQL URL of the wallet database (migrated at start-up).
     #[arg(long, env = "DATABASE_URL")]
@@ -109,7 +113,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", config.bind_address, config.port))?;
     tracing::info!(address = %listener.local_addr()?, "wallet listening");
-    let state = AppState { store: store::Store::new(pool.clone()) };
+    let state = AppState {
+        store: store::Store::new(pool.clone()),
+    };
     serve(listener, router(state), shutdown.clone()).await?;
     shutdown.cancel();
     if let Some(relay) = relay {

@@ -57,7 +57,10 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
             match ensure_topic(&config).await {
                 Ok(()) => topic_ready = true,
                 Err(err) => {
-                    tracing::warn!(error = format!("{err:#}"), "relay: topic not ready, will retry");
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        "relay: topic not ready, will retry"
+                    );
                     backoff.wait(&shutdown).await;
                     continue;
                 }
@@ -87,7 +90,10 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
                 tracing::debug!(published, "relay: round published");
             }
             Err(err) => {
-                tracing::warn!(error = format!("{err:#}"), "relay: round failed, will retry");
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "relay: round failed, will retry"
+                );
                 backoff.wait(&shutdown).await;
             }
         }
@@ -125,7 +131,9 @@ pub async fn ensure_topic(config: &RelayConfig) -> anyhow::Result<()> {
         .context("asking the broker to create the topic")?;
     for result in results {
         match result {
-            Ok(_) => tracing::info!(topic = %config.topic, partitions = config.partitions, "topic created"),
+            Ok(_) => {
+                tracing::info!(topic = %config.topic, partitions = config.partitions, "topic created")
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
         }
@@ -215,7 +223,9 @@ async fn publish_round(
                 break;
             }
             Err(_) => {
-                failure = Some(anyhow::anyhow!("publishing outbox row {id}: producer dropped"));
+                failure = Some(anyhow::anyhow!(
+                    "publishing outbox row {id}: producer dropped"
+                ));
                 break;
             }
         }
@@ -245,7 +255,9 @@ struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { next_ms: BACKOFF_FIRST_MS }
+        Self {
+            next_ms: BACKOFF_FIRST_MS,
+        }
     }
 }
 

@@ -107,7 +107,10 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     pub async fn create_wallet(&self, user_id: &str) -> Result<Wallet, StoreError> {
@@ -129,13 +132,15 @@ impl Store {
     }
 
     pub async fn wallet(&self, id: Uuid) -> Result<Wallet, StoreError> {
-        sqlx::query("SELECT id, user_id, balance, created_at, updated_at FROM wallets WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|row| wallet_from_row(&row))
-            .transpose()?
-            .ok_or(StoreError::WalletNotFound(id))
+        sqlx::query(
+            "SELECT id, user_id, balance, created_at, updated_at FROM wallets WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| wallet_from_row(&row))
+        .transpose()?
+        .ok_or(StoreError::WalletNotFound(id))
     }
 
     pub async fn user_wallets(&self, user_id: &str) -> Result<Vec<Wallet>, StoreError> {
@@ -219,8 +224,13 @@ impl Store {
         };
         let planned = domain::transfer(find(from)?, find(to)?, amount, &mut SystemIds)?;
         let now = update_wallets(&mut tx, &[&planned.from, &planned.to]).await?;
-        write_entries(&mut tx, &[planned.debit.clone(), planned.credit.clone()], now, idempotency)
-            .await?;
+        write_entries(
+            &mut tx,
+            &[planned.debit.clone(), planned.credit.clone()],
+            now,
+            idempotency,
+        )
+        .await?;
         let receipt = TransferReceipt {
             transfer_id: planned.transfer_id,
             debit: entry_view(&planned.debit, now),

@@ -61,7 +61,11 @@ fn http() -> Result<reqwest::Client> {
 
 /// Starts a system in `dir`, runs `scenario` on it with a time bound, and
 /// shuts it down whatever the scenario's outcome.
-async fn with_system<F>(dir: &Path, configure: impl FnOnce(&mut SystemOptions), scenario: F) -> Result<()>
+async fn with_system<F>(
+    dir: &Path,
+    configure: impl FnOnce(&mut SystemOptions),
+    scenario: F,
+) -> Result<()>
 where
     F: AsyncFnOnce(&mut System) -> Result<()>,
 {
@@ -69,10 +73,19 @@ where
     let mut options = SystemOptions::isolated(dir.join("run"), launcher()?);
     options.session_timeout_ms = SESSION_TIMEOUT_MS;
     configure(&mut options);
-    let mut system = System::start(options).await.context("starting the system")?;
-    let outcome = tokio::time::timeout(Duration::from_millis(TEST_TIMEOUT_MS), scenario(&mut system))
+    let mut system = System::start(options)
         .await
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("the scenario took over {TEST_TIMEOUT_MS} ms")));
+        .context("starting the system")?;
+    let outcome = tokio::time::timeout(
+        Duration::from_millis(TEST_TIMEOUT_MS),
+        scenario(&mut system),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(anyhow::anyhow!(
+            "the scenario took over {TEST_TIMEOUT_MS} ms"
+        ))
+    });
     let stopped = system.shutdown().await;
     if std::env::var_os("TEST_KEEP_RUN_DIR").is_some() {
         println!("run directory kept: {}", dir.join("run").display());
@@ -96,9 +109,16 @@ async fn create_wallet(client: &reqwest::Client, system: &System) -> Result<Stri
         .json(&json!({ "user_id": "x" }))
         .send()
         .await?;
-    ensure!(response.status() == 201, "POST /wallets: {}", response.status());
+    ensure!(
+        response.status() == 201,
+        "POST /wallets: {}",
+        response.status()
+    );
     let body: Value = response.json().await?;
-    body["data"]["id"].as_str().map(str::to_owned).context("no data.id in the answer")
+    body["data"]["id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no data.id in the answer")
 }
 
 async fn get_status(client: &reqwest::Client, url: &str) -> Result<u16> {
@@ -132,124 +152,187 @@ async fn watch_pause(path: PathBuf) -> Result<(u32, char)> {
 
 /// `detail` of a Recovered line → seconds as printed ("recovered in 6.8 s").
 fn recovery_seconds(event: &ChaosEvent) -> Option<&str> {
-    event.detail.strip_prefix("recovered in ")?.strip_suffix(" s")
+    event
+        .detail
+        .strip_prefix("recovered in ")?
+        .strip_suffix(" s")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_survives() -> Result<()> {
     let dir = temp_dir()?;
     let test_started = Instant::now();
-    with_system(dir.path(), |_| {}, async |system: &mut System| {
-        let started_in = test_started.elapsed();
-        let client = http()?;
-        let wallet_id = create_wallet(&client, system).await?;
-        let roles = [Role::Broker, Role::History, Role::Wallet, Role::Postgres];
-        let before: Vec<(Role, u32)> = roles
-            .into_iter()
-            .map(|role| Ok((role, pid_of(system, role)?)))
-            .collect::<Result<_>>()?;
+    with_system(
+        dir.path(),
+        |_| {},
+        async |system: &mut System| {
+            let started_in = test_started.elapsed();
+            let client = http()?;
+            let wallet_id = create_wallet(&client, system).await?;
+            let roles = [Role::Broker, Role::History, Role::Wallet, Role::Postgres];
+            let before: Vec<(Role, u32)> = roles
+                .into_iter()
+                .map(|role| Ok((role, pid_of(system, role)?)))
+                .collect::<Result<_>>()?;
 
-        // The history member holds the partitions before it is killed, so
-        // the kill measures a real takeover from a dead member.
-        wait_recovered(system, Role::History, Duration::from_millis(RECOVERY_TIMEOUT_MS)).await?;
+            // The history member holds the partitions before it is killed, so
+            // the kill measures a real takeover from a dead member.
+            wait_recovered(
+                system,
+                Role::History,
+                Duration::from_millis(RECOVERY_TIMEOUT_MS),
+            )
+            .await?;
 
-        let path = system.options.run_dir.join("chaos.jsonl");
-        let mut log = ChaosLog::create_now(&path)?;
-        let status = ChaosStatus::new();
-        // Each fault is due at once; the runner starts it as soon as the one
-        // before has recovered.
-        let pause_hold_ms = u64::from(SESSION_TIMEOUT_MS) + 1_000;
-        let plan = explicit(vec![
-            (0, FaultKind::HistoryKill, 1_000),
-            (1, FaultKind::HistoryPause, pause_hold_ms),
-            (2, FaultKind::BrokerKill, 1_500),
-            (3, FaultKind::WalletKill, 1_000),
-            (4, FaultKind::PostgresRestart, 1_000),
-        ]);
+            let path = system.options.run_dir.join("chaos.jsonl");
+            let mut log = ChaosLog::create_now(&path)?;
+            let status = ChaosStatus::new();
+            // Each fault is due at once; the runner starts it as soon as the one
+            // before has recovered.
+            let pause_hold_ms = u64::from(SESSION_TIMEOUT_MS) + 1_000;
+            let plan = explicit(vec![
+                (0, FaultKind::HistoryKill, 1_000),
+                (1, FaultKind::HistoryPause, pause_hold_ms),
+                (2, FaultKind::BrokerKill, 1_500),
+                (3, FaultKind::WalletKill, 1_000),
+                (4, FaultKind::PostgresRestart, 1_000),
+            ]);
 
-        // A stop that fired before the first fault acts on nothing.
-        let stopped = CancellationToken::new();
-        stopped.cancel();
-        run_plan(system, &plan, &mut log, &status, &stopped).await?;
-        ensure!(log.events().is_empty(), "a stopped run injected {:?}", log.events());
+            // A stop that fired before the first fault acts on nothing.
+            let stopped = CancellationToken::new();
+            stopped.cancel();
+            run_plan(system, &plan, &mut log, &status, &stopped).await?;
+            ensure!(
+                log.events().is_empty(),
+                "a stopped run injected {:?}",
+                log.events()
+            );
 
-        let watcher = tokio::spawn(watch_pause(path.clone()));
-        let faults_started = Instant::now();
-        run_plan(system, &plan, &mut log, &status, &CancellationToken::new()).await?;
-        let faults_took = faults_started.elapsed();
-        let (paused_pid, paused_state) = tokio::time::timeout(Duration::from_secs(10), watcher)
-            .await
-            .context("the pause watcher never saw the pause")???;
-        ensure!(paused_state == 'T', "paused history pid {paused_pid} was in state {paused_state}, not T");
+            let watcher = tokio::spawn(watch_pause(path.clone()));
+            let faults_started = Instant::now();
+            run_plan(system, &plan, &mut log, &status, &CancellationToken::new()).await?;
+            let faults_took = faults_started.elapsed();
+            let (paused_pid, paused_state) = tokio::time::timeout(Duration::from_secs(10), watcher)
+                .await
+                .context("the pause watcher never saw the pause")???;
+            ensure!(
+                paused_state == 'T',
+                "paused history pid {paused_pid} was in state {paused_state}, not T"
+            );
 
-        // The timeline: per fault, Injected, Healed, Recovered, in plan order.
-        let events: Vec<ChaosEvent> = run_log::read_jsonl(&path)?;
-        ensure!(events == log.events(), "file and memory disagree");
-        ensure!(events.len() == 15, "{} events: {events:#?}", events.len());
-        let mut recovery = Vec::new();
-        for (fault, phases) in plan.iter().zip(events.chunks(3)) {
-            let got: Vec<(u32, FaultKind, FaultPhase)> = phases.iter().map(|e| (e.fault_id, e.kind, e.phase)).collect();
-            let want: Vec<(u32, FaultKind, FaultPhase)> = [FaultPhase::Injected, FaultPhase::Healed, FaultPhase::Recovered]
+            // The timeline: per fault, Injected, Healed, Recovered, in plan order.
+            let events: Vec<ChaosEvent> = run_log::read_jsonl(&path)?;
+            ensure!(events == log.events(), "file and memory disagree");
+            ensure!(events.len() == 15, "{} events: {events:#?}", events.len());
+            let mut recovery = Vec::new();
+            for (fault, phases) in plan.iter().zip(events.chunks(3)) {
+                let got: Vec<(u32, FaultKind, FaultPhase)> = phases
+                    .iter()
+                    .map(|e| (e.fault_id, e.kind, e.phase))
+                    .collect();
+                let want: Vec<(u32, FaultKind, FaultPhase)> = [
+                    FaultPhase::Injected,
+                    FaultPhase::Healed,
+                    FaultPhase::Recovered,
+                ]
                 .into_iter()
                 .map(|phase| (fault.fault_id, fault.kind, phase))
                 .collect();
-            ensure!(got == want, "fault #{}: {phases:#?}", fault.fault_id);
-            let (injected, healed, recovered) = (&phases[0], &phases[1], &phases[2]);
-            let seconds = recovery_seconds(recovered)
-                .with_context(|| format!("fault #{} did not recover: {}", fault.fault_id, recovered.detail))?;
-            recovery.push(format!("{} {seconds} s", fault.kind));
-            let old = injected.pid.context("Injected without a pid")?;
-            let new = healed.pid.context("Healed without a pid")?;
-            let hold_ms = healed.offset_ms - injected.offset_ms;
-            ensure!(hold_ms >= fault.hold_ms, "fault #{} held {hold_ms} ms < {}", fault.fault_id, fault.hold_ms);
-            if fault.kind == FaultKind::HistoryPause {
-                ensure!(old == new && old == paused_pid, "a pause keeps the pid: {old} → {new}");
-            } else {
-                ensure!(old != new, "{} was healed with the same pid {old}", fault.kind);
+                ensure!(got == want, "fault #{}: {phases:#?}", fault.fault_id);
+                let (injected, healed, recovered) = (&phases[0], &phases[1], &phases[2]);
+                let seconds = recovery_seconds(recovered).with_context(|| {
+                    format!(
+                        "fault #{} did not recover: {}",
+                        fault.fault_id, recovered.detail
+                    )
+                })?;
+                recovery.push(format!("{} {seconds} s", fault.kind));
+                let old = injected.pid.context("Injected without a pid")?;
+                let new = healed.pid.context("Healed without a pid")?;
+                let hold_ms = healed.offset_ms - injected.offset_ms;
+                ensure!(
+                    hold_ms >= fault.hold_ms,
+                    "fault #{} held {hold_ms} ms < {}",
+                    fault.fault_id,
+                    fault.hold_ms
+                );
+                if fault.kind == FaultKind::HistoryPause {
+                    ensure!(
+                        old == new && old == paused_pid,
+                        "a pause keeps the pid: {old} → {new}"
+                    );
+                } else {
+                    ensure!(
+                        old != new,
+                        "{} was healed with the same pid {old}",
+                        fault.kind
+                    );
+                }
             }
-        }
-        ensure!(status.injected() == 5 && status.recovered() == 5, "{}", status.progress());
-        ensure!(status.active().is_empty(), "{}", status.progress());
-        for (role, old) in before {
-            ensure!(pid_of(system, role)? != old, "{} still has its first pid {old}", role.as_str());
-        }
+            ensure!(
+                status.injected() == 5 && status.recovered() == 5,
+                "{}",
+                status.progress()
+            );
+            ensure!(status.active().is_empty(), "{}", status.progress());
+            for (role, old) in before {
+                ensure!(
+                    pid_of(system, role)? != old,
+                    "{} still has its first pid {old}",
+                    role.as_str()
+                );
+            }
 
-        // heal_all brings back what a run left broken: a dead wallet and a
-        // stopped history member.
-        let wallet_pid = pid_of(system, Role::Wallet)?;
-        let history_pid = pid_of(system, Role::History)?;
-        system.wallet.kill().await?;
-        system.history.pause()?;
-        heal_all(system, Some(&mut log)).await?;
-        ensure!(pid_of(system, Role::Wallet)? != wallet_pid, "the dead wallet was not restarted");
-        ensure!(pid_of(system, Role::History)? == history_pid, "the paused history was replaced");
-        ensure!(process_state(history_pid) != Some('T'), "history is still stopped");
-        let heals: Vec<(u32, &str, FaultPhase)> = log.events()[15..]
-            .iter()
-            .map(|e| (e.fault_id, e.target.as_str(), e.phase))
-            .collect();
-        ensure!(
-            heals == [(0, "wallet", FaultPhase::Healed), (0, "history", FaultPhase::Healed)],
-            "{heals:?}"
-        );
+            // heal_all brings back what a run left broken: a dead wallet and a
+            // stopped history member.
+            let wallet_pid = pid_of(system, Role::Wallet)?;
+            let history_pid = pid_of(system, Role::History)?;
+            system.wallet.kill().await?;
+            system.history.pause()?;
+            heal_all(system, Some(&mut log)).await?;
+            ensure!(
+                pid_of(system, Role::Wallet)? != wallet_pid,
+                "the dead wallet was not restarted"
+            );
+            ensure!(
+                pid_of(system, Role::History)? == history_pid,
+                "the paused history was replaced"
+            );
+            ensure!(
+                process_state(history_pid) != Some('T'),
+                "history is still stopped"
+            );
+            let heals: Vec<(u32, &str, FaultPhase)> = log.events()[15..]
+                .iter()
+                .map(|e| (e.fault_id, e.target.as_str(), e.phase))
+                .collect();
+            ensure!(
+                heals
+                    == [
+                        (0, "wallet", FaultPhase::Healed),
+                        (0, "history", FaultPhase::Healed)
+                    ],
+                "{heals:?}"
+            );
 
-        // The wallet serves, and the wallet made before the faults is there.
-        let health = get_status(&client, &format!("{}/health", system.wallet_url)).await?;
-        ensure!(health == 200, "wallet /health answered {health}");
-        let url = format!("{}/wallets/{wallet_id}", system.wallet_url);
-        let response = client.get(&url).send().await?;
-        ensure!(response.status() == 200, "GET {url}: {}", response.status());
-        let body: Value = response.json().await?;
-        ensure!(body["data"]["id"] == wallet_id.as_str(), "{body}");
+            // The wallet serves, and the wallet made before the faults is there.
+            let health = get_status(&client, &format!("{}/health", system.wallet_url)).await?;
+            ensure!(health == 200, "wallet /health answered {health}");
+            let url = format!("{}/wallets/{wallet_id}", system.wallet_url);
+            let response = client.get(&url).send().await?;
+            ensure!(response.status() == 200, "GET {url}: {}", response.status());
+            let body: Value = response.json().await?;
+            ensure!(body["data"]["id"] == wallet_id.as_str(), "{body}");
 
-        println!(
-            "system started in {:.1} s; five faults took {:.1} s; recovery: {}",
-            started_in.as_secs_f64(),
-            faults_took.as_secs_f64(),
-            recovery.join(", ")
-        );
-        Ok(())
-    })
+            println!(
+                "system started in {:.1} s; five faults took {:.1} s; recovery: {}",
+                started_in.as_secs_f64(),
+                faults_took.as_secs_f64(),
+                recovery.join(", ")
+            );
+            Ok(())
+        },
+    )
     .await?;
     println!("test took {:.1} s", test_started.elapsed().as_secs_f64());
     Ok(())
@@ -260,50 +343,68 @@ async fn faults_on_parts_this_run_did_not_start_are_skipped_and_stop_ends_the_ru
     let dir = temp_dir()?;
     let server = harness::test_server().await?;
     let admin_url = server.admin_url().to_owned();
-    with_system(dir.path(), |options| options.database_url = Some(admin_url), async |system: &mut System| {
-        ensure!(system.postgres.is_none(), "the system started its own PostgreSQL");
-        let path = system.options.run_dir.join("chaos.jsonl");
-        let mut log = ChaosLog::create_now(&path)?;
-        let status = ChaosStatus::new();
-        // The second fault is far away: the stop must end the wait for it.
-        let plan = explicit(vec![
-            (0, FaultKind::PostgresRestart, 1_000),
-            (600_000, FaultKind::BrokerKill, 1_000),
-        ]);
-        let stop = CancellationToken::new();
-        let stopper = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                stop.cancel();
-            })
-        };
-        let broker_pid = pid_of(system, Role::Broker)?;
-        let began = Instant::now();
-        run_plan(system, &plan, &mut log, &status, &stop).await?;
-        stopper.await?;
-        let took = began.elapsed();
-        ensure!(
-            took < Duration::from_millis(STOP_REACTION_MAX_MS),
-            "run_plan took {took:?} to notice the stop"
-        );
+    with_system(
+        dir.path(),
+        |options| options.database_url = Some(admin_url),
+        async |system: &mut System| {
+            ensure!(
+                system.postgres.is_none(),
+                "the system started its own PostgreSQL"
+            );
+            let path = system.options.run_dir.join("chaos.jsonl");
+            let mut log = ChaosLog::create_now(&path)?;
+            let status = ChaosStatus::new();
+            // The second fault is far away: the stop must end the wait for it.
+            let plan = explicit(vec![
+                (0, FaultKind::PostgresRestart, 1_000),
+                (600_000, FaultKind::BrokerKill, 1_000),
+            ]);
+            let stop = CancellationToken::new();
+            let stopper = {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    stop.cancel();
+                })
+            };
+            let broker_pid = pid_of(system, Role::Broker)?;
+            let began = Instant::now();
+            run_plan(system, &plan, &mut log, &status, &stop).await?;
+            stopper.await?;
+            let took = began.elapsed();
+            ensure!(
+                took < Duration::from_millis(STOP_REACTION_MAX_MS),
+                "run_plan took {took:?} to notice the stop"
+            );
 
-        let events: Vec<ChaosEvent> = run_log::read_jsonl(&path)?;
-        let got: Vec<(u32, FaultPhase, Option<u32>, &str)> = events
-            .iter()
-            .map(|e| (e.fault_id, e.phase, e.pid, e.detail.as_str()))
-            .collect();
-        ensure!(
-            got == [
-                (1, FaultPhase::Injected, None, SKIPPED_NOT_STARTED),
-                (1, FaultPhase::Healed, None, SKIPPED_NOT_STARTED),
-            ],
-            "{got:#?}"
-        );
-        ensure!(status.skipped() == 1 && status.injected() == 0, "{}", status.progress());
-        ensure!(pid_of(system, Role::Broker)? == broker_pid, "the stopped plan touched the broker");
-        ensure!(status.active().is_empty(), "faults still active: {}", status.progress());
-        Ok(())
-    })
+            let events: Vec<ChaosEvent> = run_log::read_jsonl(&path)?;
+            let got: Vec<(u32, FaultPhase, Option<u32>, &str)> = events
+                .iter()
+                .map(|e| (e.fault_id, e.phase, e.pid, e.detail.as_str()))
+                .collect();
+            ensure!(
+                got == [
+                    (1, FaultPhase::Injected, None, SKIPPED_NOT_STARTED),
+                    (1, FaultPhase::Healed, None, SKIPPED_NOT_STARTED),
+                ],
+                "{got:#?}"
+            );
+            ensure!(
+                status.skipped() == 1 && status.injected() == 0,
+                "{}",
+                status.progress()
+            );
+            ensure!(
+                pid_of(system, Role::Broker)? == broker_pid,
+                "the stopped plan touched the broker"
+            );
+            ensure!(
+                status.active().is_empty(),
+                "faults still active: {}",
+                status.progress()
+            );
+            Ok(())
+        },
+    )
     .await
 }

@@ -15,8 +15,18 @@ async fn history_is_an_exact_image_of_the_ledger() {
             continue;
         }
         // Every tenth asks for more than any wallet holds: refused, no event.
-        let amount = if i % 10 == 9 { "5000".to_owned() } else { format!("{}.{:04}", i % 13 + 1, i * 37 % 10_000) };
-        let (status, body) = t.post(&format!("/wallets/{from}/transfer"), json!({"to_wallet_id": to, "amount": amount}), None).await;
+        let amount = if i % 10 == 9 {
+            "5000".to_owned()
+        } else {
+            format!("{}.{:04}", i % 13 + 1, i * 37 % 10_000)
+        };
+        let (status, body) = t
+            .post(
+                &format!("/wallets/{from}/transfer"),
+                json!({"to_wallet_id": to, "amount": amount}),
+                None,
+            )
+            .await;
         match status {
             200 => {}
             422 => {
@@ -30,22 +40,35 @@ async fn history_is_an_exact_image_of_the_ledger() {
     let report = t.converge(Duration::from_secs(30)).await;
     assert!(report.passed);
 
-    let ledger = t.count(&t.system.wallet_db, "SELECT count(*) FROM ledger_entries").await;
-    let history = t.count(&t.system.history_db, "SELECT count(*) FROM history_entries").await;
+    let ledger = t
+        .count(&t.system.wallet_db, "SELECT count(*) FROM ledger_entries")
+        .await;
+    let history = t
+        .count(&t.system.history_db, "SELECT count(*) FROM history_entries")
+        .await;
     assert_eq!(ledger, history);
     // 6 created + 6 funded + the successful transfers' two legs each.
     assert_eq!((ledger - 12) % 2, 0);
 
     // The API serves it newest first, in pages.
     let wallet = &wallets[0];
-    let (status, page) = t.get_history(&format!("/wallets/{wallet}/history?limit=3")).await;
+    let (status, page) = t
+        .get_history(&format!("/wallets/{wallet}/history?limit=3"))
+        .await;
     assert_eq!(status, 200);
     let entries = page["data"]["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 3);
     let seqs: Vec<i64> = entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] == w[1] + 1), "{seqs:?}");
-    let cursor = page["data"]["next_cursor"].as_str().expect("more pages").to_owned();
-    let (_, next) = t.get_history(&format!("/wallets/{wallet}/history?limit=3&cursor={cursor}")).await;
+    let cursor = page["data"]["next_cursor"]
+        .as_str()
+        .expect("more pages")
+        .to_owned();
+    let (_, next) = t
+        .get_history(&format!(
+            "/wallets/{wallet}/history?limit=3&cursor={cursor}"
+        ))
+        .await;
     let first_of_next = next["data"]["entries"][0]["seq"].as_i64().unwrap();
     assert_eq!(first_of_next, seqs[2] - 1);
     let balance_after = entries[0]["balance_after"].as_str().unwrap().to_owned();
@@ -59,21 +82,48 @@ async fn history_is_an_exact_image_of_the_ledger() {
     // A user's activity spans their wallets, newest first.
     let (status, activity) = t.get_history("/users/user0/activity?limit=500").await;
     assert_eq!(status, 200);
-    let times: Vec<&str> = activity["data"]["entries"].as_array().unwrap().iter().map(|e| e["committed_at"].as_str().unwrap()).collect();
+    let times: Vec<&str> = activity["data"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["committed_at"].as_str().unwrap())
+        .collect();
     assert!(times.len() >= 4);
-    assert!(activity["data"]["entries"].as_array().unwrap().iter().all(|e| e["user_id"] == "user0"));
+    assert!(
+        activity["data"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["user_id"] == "user0")
+    );
     assert!(activity["data"]["next_cursor"].is_null());
 
     // Bad queries are 400s with codes.
     for (path, code) in [
-        (format!("/wallets/{wallet}/history?limit=0"), "invalid_limit"),
-        (format!("/wallets/{wallet}/history?limit=501"), "invalid_limit"),
-        (format!("/wallets/{wallet}/history?cursor=abc"), "invalid_cursor"),
+        (
+            format!("/wallets/{wallet}/history?limit=0"),
+            "invalid_limit",
+        ),
+        (
+            format!("/wallets/{wallet}/history?limit=501"),
+            "invalid_limit",
+        ),
+        (
+            format!("/wallets/{wallet}/history?cursor=abc"),
+            "invalid_cursor",
+        ),
         ("/wallets/nope/history".to_owned(), "invalid_wallet_id"),
-        ("/users/user0/activity?cursor=1_2".to_owned(), "invalid_cursor"),
+        (
+            "/users/user0/activity?cursor=1_2".to_owned(),
+            "invalid_cursor",
+        ),
     ] {
         let (status, body) = t.get_history(&path).await;
-        assert_eq!((status, body["code"].as_str().unwrap()), (400, code), "{path}");
+        assert_eq!(
+            (status, body["code"].as_str().unwrap()),
+            (400, code),
+            "{path}"
+        );
     }
     let health = t.history_health().await;
     assert!(health.starts_with("OK\n"), "{health}");

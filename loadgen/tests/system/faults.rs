@@ -23,12 +23,22 @@ async fn broker_killed_while_transfers_flow_loses_nothing() {
         let pid = broker.pid().unwrap();
         // SAFETY of the test's premise: we hold the broker's handle, so this
         // is the pid we started.
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
         pid
     };
-    let ((ok, errors), killed_pid) = tokio::join!(load_until(load, &stop, Duration::from_secs(12)), chaos);
-    assert!(errors.is_empty(), "{} API calls failed while the broker was down: {:?}", errors.len(), &errors[..errors.len().min(5)]);
+    let ((ok, errors), killed_pid) =
+        tokio::join!(load_until(load, &stop, Duration::from_secs(12)), chaos);
+    assert!(
+        errors.is_empty(),
+        "{} API calls failed while the broker was down: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
     assert!(ok > 50, "only {ok} transfers went through");
 
     // Reap the killed broker and start it again on the same storage.
@@ -40,10 +50,18 @@ async fn broker_killed_while_transfers_flow_loses_nothing() {
 
     let report = t.converge(Duration::from_secs(90)).await;
     assert!(report.passed);
-    let ledger = t.count(&t.system.wallet_db, "SELECT count(*) FROM ledger_entries").await;
-    let history = t.count(&t.system.history_db, "SELECT count(*) FROM history_entries").await;
+    let ledger = t
+        .count(&t.system.wallet_db, "SELECT count(*) FROM ledger_entries")
+        .await;
+    let history = t
+        .count(&t.system.history_db, "SELECT count(*) FROM history_entries")
+        .await;
     assert_eq!(ledger, history);
-    assert_eq!(ledger, 16 + 2 * ok as i64, "every acknowledged transfer wrote two entries");
+    assert_eq!(
+        ledger,
+        16 + 2 * ok as i64,
+        "every acknowledged transfer wrote two entries"
+    );
     t.system.shutdown().await.unwrap();
 }
 
@@ -61,15 +79,27 @@ async fn history_killed_mid_stream_neither_loses_nor_duplicates() {
         let history_pid = t.system.history.pid().unwrap();
         let chaos = async {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(history_pid as i32), nix::sys::signal::Signal::SIGKILL)
-                .unwrap();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(history_pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
         };
         let (result, ()) = tokio::join!(load_until(load, &stop, Duration::from_secs(8)), chaos);
         result
     };
-    assert!(errors.is_empty(), "wallet calls failed: {:?}", &errors[..errors.len().min(5)]);
-    let applied_before: i64 = t.count(&t.system.history_db, "SELECT count(*) FROM history_entries").await;
-    assert!(applied_before > 0, "the consumer was killed before it applied anything");
+    assert!(
+        errors.is_empty(),
+        "wallet calls failed: {:?}",
+        &errors[..errors.len().min(5)]
+    );
+    let applied_before: i64 = t
+        .count(&t.system.history_db, "SELECT count(*) FROM history_entries")
+        .await;
+    assert!(
+        applied_before > 0,
+        "the consumer was killed before it applied anything"
+    );
 
     let history = &mut t.system.history;
     assert!(!history.is_running());
@@ -78,8 +108,12 @@ async fn history_killed_mid_stream_neither_loses_nor_duplicates() {
 
     let report = t.converge(Duration::from_secs(90)).await;
     assert!(report.passed);
-    let ledger = t.count(&t.system.wallet_db, "SELECT count(*) FROM ledger_entries").await;
-    let applied = t.count(&t.system.history_db, "SELECT count(*) FROM history_entries").await;
+    let ledger = t
+        .count(&t.system.wallet_db, "SELECT count(*) FROM ledger_entries")
+        .await;
+    let applied = t
+        .count(&t.system.history_db, "SELECT count(*) FROM history_entries")
+        .await;
     assert_eq!(ledger, applied);
     assert_eq!(ledger, 16 + 2 * ok as i64);
     t.system.shutdown().await.unwrap();

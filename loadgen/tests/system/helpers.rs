@@ -11,18 +11,30 @@ pub struct TestSystem {
 }
 
 pub async fn start() -> TestSystem {
-    let dir = tempfile::Builder::new().prefix("wallet-system-test-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("wallet-system-test-")
+        .tempdir()
+        .unwrap();
     let server = harness::test_server().await.expect("test PostgreSQL");
-    let mut options = SystemOptions::isolated(dir.path(), Launcher::multi_call(env!("CARGO_BIN_EXE_loadgen")));
+    let mut options = SystemOptions::isolated(
+        dir.path(),
+        Launcher::multi_call(env!("CARGO_BIN_EXE_loadgen")),
+    );
     options.database_url = Some(server.admin_url().to_owned());
     let system = System::start(options).await.expect("system starts");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     TestSystem { system, http, dir }
 }
 
 impl TestSystem {
     pub async fn post(&self, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {
-        let mut request = self.http.post(format!("{}{path}", self.system.wallet_url)).json(&body);
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.system.wallet_url))
+            .json(&body);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
         }
@@ -32,24 +44,44 @@ impl TestSystem {
     }
 
     pub async fn get_history(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(format!("{}{path}", self.system.history_url)).send().await.expect("history answers");
+        let response = self
+            .http
+            .get(format!("{}{path}", self.system.history_url))
+            .send()
+            .await
+            .expect("history answers");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn history_health(&self) -> String {
         let url = format!("{}/health", self.system.history_url);
-        self.http.get(url).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn create_wallet(&self, user: &str) -> String {
-        let (status, body) = self.post("/wallets", json!({ "user_id": user }), None).await;
+        let (status, body) = self
+            .post("/wallets", json!({ "user_id": user }), None)
+            .await;
         assert_eq!(status, 201, "{body}");
         body["data"]["id"].as_str().unwrap().to_owned()
     }
 
     pub async fn fund(&self, wallet: &str, amount: &str) {
-        let (status, body) = self.post(&format!("/wallets/{wallet}/fund"), json!({ "amount": amount }), None).await;
+        let (status, body) = self
+            .post(
+                &format!("/wallets/{wallet}/fund"),
+                json!({ "amount": amount }),
+                None,
+            )
+            .await;
         assert_eq!(status, 200, "{body}");
     }
 
@@ -70,9 +102,10 @@ impl TestSystem {
     pub async fn converge(&self, within: Duration) -> consistency_checker::Report {
         let start = Instant::now();
         loop {
-            let snapshot = consistency_checker::load(&self.system.wallet_db, &self.system.history_db)
-                .await
-                .expect("snapshot loads");
+            let snapshot =
+                consistency_checker::load(&self.system.wallet_db, &self.system.history_db)
+                    .await
+                    .expect("snapshot loads");
             let report = consistency_checker::check(&snapshot);
             if report.passed {
                 return report;
@@ -89,8 +122,13 @@ impl TestSystem {
     }
 
     pub async fn count(&self, database: &str, sql: &str) -> i64 {
-        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(database).await.unwrap();
-        sqlx::query_scalar(sql).fetch_one(&mut connection).await.unwrap()
+        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(database)
+            .await
+            .unwrap();
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap()
     }
 }
 

@@ -8,16 +8,28 @@ fn loadgen() -> Command {
 
 #[test]
 fn user_mistakes_exit_2_with_a_clear_message_and_start_nothing() {
-    let out = loadgen().args(["run", "no-such-scenario"]).output().unwrap();
+    let out = loadgen()
+        .args(["run", "no-such-scenario"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no scenario named \"no-such-scenario\"") && stderr.contains("smoke"), "{stderr}");
+    assert!(
+        stderr.contains("no scenario named \"no-such-scenario\"") && stderr.contains("smoke"),
+        "{stderr}"
+    );
 
-    let out = loadgen().args(["run", "smoke", "--threshold", "p98<1s"]).output().unwrap();
+    let out = loadgen()
+        .args(["run", "smoke", "--threshold", "p98<1s"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown statistic"));
 
-    let out = loadgen().args(["run", "--scenario-file", "/nonexistent.toml"]).output().unwrap();
+    let out = loadgen()
+        .args(["run", "--scenario-file", "/nonexistent.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
 
@@ -32,7 +44,11 @@ fn user_mistakes_exit_2_with_a_clear_message_and_start_nothing() {
 fn logical(record: &OpRecord) -> String {
     format!(
         "{:?} {:?} {:?} {:?} {:?}",
-        record.kind, record.wallet_index, record.to_wallet_index, record.amount, record.idempotency_key
+        record.kind,
+        record.wallet_index,
+        record.to_wallet_index,
+        record.amount,
+        record.idempotency_key
     )
 }
 
@@ -45,7 +61,10 @@ fn run_once(dir: &Path, scenario: &Path) -> std::path::PathBuf {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(0), "the run must pass its checks");
-    let runs: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let runs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(runs.len(), 1);
     runs.into_iter().next().unwrap()
 }
@@ -74,33 +93,80 @@ menu = { broker_kill = 1 }
     let second = run_once(&second_dir, &scenario);
 
     for dir in [&first, &second] {
-        for file in ["command.txt", "config.json", "ops.jsonl", "chaos.jsonl", "checker.json", "summary.json", "latency.hlog", "wallet.log", "history.log", "broker.log", "postgres.log"] {
+        for file in [
+            "command.txt",
+            "config.json",
+            "ops.jsonl",
+            "chaos.jsonl",
+            "checker.json",
+            "summary.json",
+            "latency.hlog",
+            "wallet.log",
+            "history.log",
+            "broker.log",
+            "postgres.log",
+        ] {
             assert!(dir.join(file).is_file(), "{} lacks {file}", dir.display());
         }
     }
 
     let ops = |dir: &Path| -> BTreeMap<u64, String> {
-        run_log::read_jsonl::<OpRecord>(&dir.join("ops.jsonl")).unwrap().iter().map(|r| (r.op_id, logical(r))).collect()
+        run_log::read_jsonl::<OpRecord>(&dir.join("ops.jsonl"))
+            .unwrap()
+            .iter()
+            .map(|r| (r.op_id, logical(r)))
+            .collect()
     };
     let (a, b) = (ops(&first), ops(&second));
     let common: Vec<&u64> = a.keys().filter(|id| b.contains_key(id)).collect();
-    assert!(common.len() * 10 >= a.len().max(b.len()) * 9, "runs share only {} of {}/{} operations", common.len(), a.len(), b.len());
+    assert!(
+        common.len() * 10 >= a.len().max(b.len()) * 9,
+        "runs share only {} of {}/{} operations",
+        common.len(),
+        a.len(),
+        b.len()
+    );
     for id in common {
-        assert_eq!(a[id], b[id], "operation {id} differs between runs of one seed");
+        assert_eq!(
+            a[id], b[id],
+            "operation {id} differs between runs of one seed"
+        );
     }
 
     let faults = |dir: &Path| -> Vec<String> {
-        run_log::read_jsonl::<ChaosEvent>(&dir.join("chaos.jsonl")).unwrap().iter().map(|e| format!("{} {} {:?}", e.fault_id, e.kind, e.phase)).collect()
+        run_log::read_jsonl::<ChaosEvent>(&dir.join("chaos.jsonl"))
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {} {:?}", e.fault_id, e.kind, e.phase))
+            .collect()
     };
     assert_eq!(faults(&first), faults(&second));
-    assert!(faults(&first).iter().any(|f| f.contains("broker_kill Injected")), "{:?}", faults(&first));
+    assert!(
+        faults(&first)
+            .iter()
+            .any(|f| f.contains("broker_kill Injected")),
+        "{:?}",
+        faults(&first)
+    );
     let planned = |dir: &Path| -> serde_json::Value {
-        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()["faults"].clone()
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(dir.join("config.json")).unwrap(),
+        )
+        .unwrap()["faults"]
+            .clone()
     };
     assert_eq!(planned(&first), planned(&second));
 
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(first.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(first.join("summary.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["verdict"]["passed"], true);
     assert_eq!(summary["seed"], 4242);
-    assert!(summary["endpoints"].as_array().unwrap().iter().any(|e| e["endpoint"] == "POST /wallets/{id}/transfer"));
+    assert!(
+        summary["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["endpoint"] == "POST /wallets/{id}/transfer")
+    );
 }

@@ -35,10 +35,16 @@ async fn two_hundred_concurrent_transfers_conserve_money() {
         .map(|i| {
             let from = wallets[i % 5].clone();
             let to = wallets[(i * 3 + 1 + i / 5) % 5].clone();
-            let to = if to == from { wallets[(i + 1) % 5].clone() } else { to };
+            let to = if to == from {
+                wallets[(i + 1) % 5].clone()
+            } else {
+                to
+            };
             let app = app.clone();
             tokio::spawn(async move {
-                let reply = app.transfer(&from, &to, &format!("{}.{:02}", 1 + i % 17, i % 100)).await;
+                let reply = app
+                    .transfer(&from, &to, &format!("{}.{:02}", 1 + i % 17, i % 100))
+                    .await;
                 (reply.status, reply.code().to_owned())
             })
         })
@@ -55,7 +61,10 @@ async fn two_hundred_concurrent_transfers_conserve_money() {
     }
     assert!(ok > 100, "only {ok} of 200 transfers succeeded");
 
-    let balances: Vec<Decimal> = sqlx::query_scalar("SELECT balance FROM wallets").fetch_all(&app.pool).await.unwrap();
+    let balances: Vec<Decimal> = sqlx::query_scalar("SELECT balance FROM wallets")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(balances.iter().sum::<Decimal>(), dec!(500));
     assert!(balances.iter().all(|b| *b >= Decimal::ZERO));
     app.assert_ledger_matches_balances().await;
@@ -77,9 +86,14 @@ async fn concurrent_requests_with_one_key_apply_once() {
         .map(|_| {
             let (app, id) = (app.clone(), id.clone());
             tokio::spawn(async move {
-                app.request(Method::POST, &format!("/wallets/{id}/fund"), Some(r#"{"amount":"7"}"#), &[("idempotency-key", "same")])
-                    .await
-                    .status
+                app.request(
+                    Method::POST,
+                    &format!("/wallets/{id}/fund"),
+                    Some(r#"{"amount":"7"}"#),
+                    &[("idempotency-key", "same")],
+                )
+                .await
+                .status
             })
         })
         .collect();

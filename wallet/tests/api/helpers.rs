@@ -29,15 +29,25 @@ impl Reply {
 }
 
 pub async fn spawn_app() -> TestApp {
-    let url = harness::postgres::fresh_database("wallet_api").await.expect("test database");
+    let url = harness::postgres::fresh_database("wallet_api")
+        .await
+        .expect("test database");
     let pool = sqlx::PgPool::connect(&url).await.expect("connect");
     wallet::MIGRATOR.run(&pool).await.expect("migrate");
-    let router = wallet::router(wallet::AppState { store: wallet::store::Store::new(pool.clone()) });
+    let router = wallet::router(wallet::AppState {
+        store: wallet::store::Store::new(pool.clone()),
+    });
     TestApp { router, pool }
 }
 
 impl TestApp {
-    pub async fn request(&self, method: Method, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Reply {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut builder = Request::builder().method(method).uri(path);
         if body.is_some() {
             builder = builder.header("content-type", "application/json");
@@ -45,37 +55,69 @@ impl TestApp {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder.body(body.map(|b| Body::from(b.to_owned())).unwrap_or_default()).unwrap();
+        let request = builder
+            .body(body.map(|b| Body::from(b.to_owned())).unwrap_or_default())
+            .unwrap();
         self.send(request).await
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(request).await.expect("infallible");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        Reply { status, headers, body }
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn create_wallet(&self, user_id: &str) -> String {
-        let reply = self.request(Method::POST, "/wallets", Some(&format!(r#"{{"user_id":"{user_id}"}}"#)), &[]).await;
+        let reply = self
+            .request(
+                Method::POST,
+                "/wallets",
+                Some(&format!(r#"{{"user_id":"{user_id}"}}"#)),
+                &[],
+            )
+            .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
         reply.body["data"]["id"].as_str().unwrap().to_owned()
     }
 
     pub async fn fund(&self, wallet_id: &str, amount: &str) -> Reply {
-        self.request(Method::POST, &format!("/wallets/{wallet_id}/fund"), Some(&format!(r#"{{"amount":"{amount}"}}"#)), &[])
-            .await
+        self.request(
+            Method::POST,
+            &format!("/wallets/{wallet_id}/fund"),
+            Some(&format!(r#"{{"amount":"{amount}"}}"#)),
+            &[],
+        )
+        .await
     }
 
     pub async fn transfer(&self, from: &str, to: &str, amount: &str) -> Reply {
         let body = format!(r#"{{"to_wallet_id":"{to}","amount":"{amount}"}}"#);
-        self.request(Method::POST, &format!("/wallets/{from}/transfer"), Some(&body), &[]).await
+        self.request(
+            Method::POST,
+            &format!("/wallets/{from}/transfer"),
+            Some(&body),
+            &[],
+        )
+        .await
     }
 
     pub async fn balance(&self, wallet_id: &str) -> String {
-        let reply = self.request(Method::GET, &format!("/wallets/{wallet_id}"), None, &[]).await;
+        let reply = self
+            .request(Method::GET, &format!("/wallets/{wallet_id}"), None, &[])
+            .await;
         assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
         reply.body["data"]["balance"].as_str().unwrap().to_owned()
     }
@@ -102,6 +144,9 @@ impl TestApp {
         .fetch_all(&self.pool)
         .await
         .unwrap();
-        assert!(mismatches.is_empty(), "balance differs from ledger: {mismatches:?}");
+        assert!(
+            mismatches.is_empty(),
+            "balance differs from ledger: {mismatches:?}"
+        );
     }
 }

@@ -41,22 +41,48 @@ async fn refused_transfers_change_nothing() {
     let unknown = uuid::Uuid::new_v4().to_string();
 
     let reply = app.transfer(&alice, &bob, "10.0001").await;
-    assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds"));
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds")
+    );
     let reply = app.transfer(&alice, &alice, "1").await;
-    assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, "self_transfer"));
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "self_transfer")
+    );
     let reply = app.transfer(&alice, &unknown, "1").await;
-    assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "wallet_not_found"));
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::NOT_FOUND, "wallet_not_found")
+    );
     assert!(reply.body["message"].as_str().unwrap().contains(&unknown));
     let reply = app.transfer(&unknown, &bob, "1").await;
-    assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "wallet_not_found"));
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::NOT_FOUND, "wallet_not_found")
+    );
     let reply = app.transfer(&alice, "bob", "1").await;
-    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "invalid_wallet_id"));
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::BAD_REQUEST, "invalid_wallet_id")
+    );
     let reply = app.transfer(&alice, &bob, "-1").await;
-    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "amount_not_positive"));
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::BAD_REQUEST, "amount_not_positive")
+    );
     let reply = app
-        .request(Method::POST, &format!("/wallets/{alice}/transfer"), Some(r#"{"amount":"1"}"#), &[])
+        .request(
+            Method::POST,
+            &format!("/wallets/{alice}/transfer"),
+            Some(r#"{"amount":"1"}"#),
+            &[],
+        )
         .await;
-    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "invalid_request"));
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
 
     assert_eq!(app.row_counts().await, before);
     assert_eq!(app.balance(&alice).await, "10.0000");
@@ -69,7 +95,10 @@ async fn a_transfer_of_the_whole_balance_leaves_zero() {
     let alice = app.create_wallet("alice").await;
     let bob = app.create_wallet("bob").await;
     app.fund(&alice, "0.0001").await;
-    assert_eq!(app.transfer(&alice, &bob, "0.0001").await.status, StatusCode::OK);
+    assert_eq!(
+        app.transfer(&alice, &bob, "0.0001").await.status,
+        StatusCode::OK
+    );
     assert_eq!(app.balance(&alice).await, "0.0000");
     assert_eq!(app.balance(&bob).await, "0.0001");
 }
