@@ -121,6 +121,26 @@ impl TestSystem {
         }
     }
 
+    /// [`TestSystem::converge`], then the plain count check on top of the
+    /// checker: history holds as many entries as the ledger. Returns it.
+    pub async fn converge_exactly(&self, within: Duration) -> i64 {
+        assert!(self.converge(within).await.passed);
+        let ledger = self
+            .count(
+                &self.system.wallet_db,
+                "SELECT count(*) FROM ledger_entries",
+            )
+            .await;
+        let history = self
+            .count(
+                &self.system.history_db,
+                "SELECT count(*) FROM history_entries",
+            )
+            .await;
+        assert_eq!(ledger, history);
+        ledger
+    }
+
     pub async fn count(&self, database: &str, sql: &str) -> i64 {
         let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(database)
             .await
