@@ -306,17 +306,12 @@ fn heal_detail(kind: FaultKind) -> &'static str {
 pub async fn inject(system: &mut System, kind: FaultKind) -> Result<Option<u32>> {
     let role = target_role(kind);
     if kind == FaultKind::PostgresRestart {
-        let cluster = system
-            .postgres
-            .as_mut()
-            .context("PostgreSQL was not started by this run")?;
+        let cluster = own_postgres(system)?;
         let pid = cluster.pid();
         cluster.fast_shutdown().await?;
         return Ok(pid);
     }
-    let process = system
-        .process_mut(role)
-        .with_context(|| format!("{} was not started by this run", role.as_str()))?;
+    let process = own_process(system, role)?;
     let pid = process.pid();
     if kind == FaultKind::HistoryPause {
         process.pause()?;
@@ -329,20 +324,28 @@ pub async fn inject(system: &mut System, kind: FaultKind) -> Result<Option<u32>>
     Ok(pid)
 }
 
+fn own_postgres(system: &mut System) -> Result<&mut harness::PgCluster> {
+    system
+        .postgres
+        .as_mut()
+        .context("PostgreSQL was not started by this run")
+}
+
+fn own_process(system: &mut System, role: Role) -> Result<&mut harness::ManagedProcess> {
+    system
+        .process_mut(role)
+        .with_context(|| format!("{} was not started by this run", role.as_str()))
+}
+
 /// Undoes `kind` and returns the pid now serving the part.
 pub async fn heal(system: &mut System, kind: FaultKind) -> Result<Option<u32>> {
     let role = target_role(kind);
     if kind == FaultKind::PostgresRestart {
-        let cluster = system
-            .postgres
-            .as_mut()
-            .context("PostgreSQL was not started by this run")?;
+        let cluster = own_postgres(system)?;
         cluster.start_again().await?;
         return Ok(cluster.pid());
     }
-    let process = system
-        .process_mut(role)
-        .with_context(|| format!("{} was not started by this run", role.as_str()))?;
+    let process = own_process(system, role)?;
     if kind == FaultKind::HistoryPause {
         process.resume()?;
     } else {

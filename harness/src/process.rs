@@ -271,14 +271,8 @@ impl ManagedProcess {
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.poll_exit() {
-                return Some(status);
-            }
-            if self.child.is_none() {
-                return self.last_status;
-            }
-            if Instant::now() >= deadline {
-                return None;
+            if let Some(waited) = self.exited_or_past(deadline) {
+                return waited;
             }
             tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
         }
@@ -289,17 +283,24 @@ impl ManagedProcess {
     pub fn wait_exit_blocking(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.poll_exit() {
-                return Some(status);
-            }
-            if self.child.is_none() {
-                return self.last_status;
-            }
-            if Instant::now() >= deadline {
-                return None;
+            if let Some(waited) = self.exited_or_past(deadline) {
+                return waited;
             }
             thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
         }
+    }
+
+    /// One step of the exit waits: `Some(Some(status))` once exited (and
+    /// reaped), `Some(None)` when the deadline passed first, `None` to keep
+    /// waiting.
+    fn exited_or_past(&mut self, deadline: Instant) -> Option<Option<ExitStatus>> {
+        if let Some(status) = self.poll_exit() {
+            return Some(Some(status));
+        }
+        if self.child.is_none() {
+            return Some(self.last_status);
+        }
+        (Instant::now() >= deadline).then_some(None)
     }
 
     fn spawn(&mut self) -> Result<()> {

@@ -118,11 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         pool: pool.clone(),
         consumer: status,
     });
-    let serving = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { serving.cancelled().await })
-        .await
-        .context("serving HTTP")?;
+    service_kit::serve(listener, app, shutdown.clone()).await?;
     shutdown.cancel();
     consumer.await.context("consumer task")??;
     pool.close().await;

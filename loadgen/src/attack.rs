@@ -155,12 +155,9 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
             .build();
         let mut sent = user.request(request).await?;
         let result = classify(sent.response).await;
-        match result.0 {
-            // A definite refusal is an expected answer, not a load failure.
-            Outcome::Failed if result.1.is_some() => {
-                let _ = user.set_success(&mut sent.request);
-            }
-            _ => {}
+        // A definite refusal is an expected answer, not a load failure.
+        if result.0 == Outcome::Failed && result.1.is_some() {
+            let _ = user.set_success(&mut sent.request);
         }
         if result.0 != Outcome::Indeterminate || key.is_none() || attempt >= ATTEMPTS_MAX {
             break result;

@@ -1,5 +1,6 @@
 //! What the wallet and history services do the same way at their edges:
-//! logging set-up, turning SIGTERM/SIGINT into a cancellation, and reaching
+//! logging set-up, serving HTTP with a graceful shutdown, turning
+//! SIGTERM/SIGINT into a cancellation, and reaching
 //! a database that may still be starting (or restarting under chaos)
 //! before migrating it.
 
@@ -48,6 +49,20 @@ pub async fn connect_and_migrate(
             Err(err) => return Err(err).context("migrating the database"),
         }
     }
+}
+
+/// Serves `router` on `listener` (bound by the caller, so tests can use
+/// port 0) until `shutdown` is cancelled, then lets requests in flight
+/// finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("serving HTTP")
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.

@@ -79,19 +79,6 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
         .context("the wallet database")
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets
-/// requests in flight finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("serving HTTP")
-}
-
 /// The whole service: database, relay, HTTP, until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let pool = connect(&config).await?;
@@ -116,7 +103,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState {
         store: store::Store::new(pool.clone()),
     };
-    serve(listener, router(state), shutdown.clone()).await?;
+    service_kit::serve(listener, router(state), shutdown.clone()).await?;
     shutdown.cancel();
     if let Some(relay) = relay {
         let _ = relay.await;

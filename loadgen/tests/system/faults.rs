@@ -1,38 +1,24 @@
-use std::{
-    sync::{Arc, atomic::AtomicBool},
-    time::Duration,
-};
+use std::time::Duration;
 
 use harness::system::Role;
+use nix::sys::signal::Signal;
 
-use crate::helpers::{start, transfer_load};
+use crate::helpers::{start, transfers_during};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_while_transfers_flow_loses_nothing() {
     let mut t = start().await;
     let wallets = t.wallets(8, "100000").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        let (target, wallets) = (&t, wallets.clone());
-        async move { transfer_load(target, &wallets, 4, stop).await }
-    };
     let chaos = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let broker = t.system.broker.as_ref().unwrap();
         let pid = broker.pid().unwrap();
-        // SAFETY of the test's premise: we hold the broker's handle, so this
-        // is the pid we started.
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        broker.signal(Signal::SIGKILL).unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
         pid
     };
     let ((ok, errors), killed_pid) =
-        tokio::join!(load_until(load, &stop, Duration::from_secs(12)), chaos);
+        transfers_during(&t, &wallets, Duration::from_secs(12), chaos).await;
     assert!(
         errors.is_empty(),
         "{} API calls failed while the broker was down: {:?}",
@@ -61,25 +47,11 @@ async fn broker_killed_while_transfers_flow_loses_nothing() {
 async fn history_killed_mid_stream_neither_loses_nor_duplicates() {
     let mut t = start().await;
     let wallets = t.wallets(8, "100000").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        let (target, wallets) = (&t, wallets.clone());
-        async move { transfer_load(target, &wallets, 4, stop).await }
+    let chaos = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        t.system.history.signal(Signal::SIGKILL).unwrap();
     };
-    let (ok, errors) = {
-        let history_pid = t.system.history.pid().unwrap();
-        let chaos = async {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(history_pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .unwrap();
-        };
-        let (result, ()) = tokio::join!(load_until(load, &stop, Duration::from_secs(8)), chaos);
-        result
-    };
+    let ((ok, errors), ()) = transfers_during(&t, &wallets, Duration::from_secs(8), chaos).await;
     assert!(
         errors.is_empty(),
         "wallet calls failed: {:?}",
@@ -101,18 +73,4 @@ async fn history_killed_mid_stream_neither_loses_nor_duplicates() {
     let ledger = t.converge_exactly(Duration::from_secs(90)).await;
     assert_eq!(ledger, 16 + 2 * ok as i64);
     t.system.shutdown().await.unwrap();
-}
-
-/// Runs `load` for `duration`, then tells it to stop and returns its result.
-async fn load_until<F: Future<Output = (u64, Vec<String>)>>(
-    load: F,
-    stop: &AtomicBool,
-    duration: Duration,
-) -> (u64, Vec<String>) {
-    let stopper = async {
-        tokio::time::sleep(duration).await;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    };
-    let (result, ()) = tokio::join!(load, stopper);
-    result
 }

@@ -202,3 +202,24 @@ pub async fn transfer_load(
     }
     total
 }
+
+/// Transfers from 4 concurrent clients for `duration` while `alongside`
+/// runs (a fault, say); returns both results.
+pub async fn transfers_during<T>(
+    target: &TestSystem,
+    wallets: &[String],
+    duration: Duration,
+    alongside: impl Future<Output = T>,
+) -> ((u64, Vec<String>), T) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopper = async {
+        tokio::time::sleep(duration).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (load, (), other) = tokio::join!(
+        transfer_load(target, wallets, 4, stop.clone()),
+        stopper,
+        alongside
+    );
+    (load, other)
+}
