@@ -8,6 +8,8 @@
 //!   is how the checker finds an operation in the ledger.
 //! - [`ChaosEvent`] (`chaos.jsonl`): each fault's injection and healing, so
 //!   a violation or a latency spike can be placed in its fault window.
+//! - [`summary`]: the run's figures (`summary.json`, `timeline.json`,
+//!   `lag.json`).
 
 use std::{
     fs::File,
@@ -19,6 +21,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
+
+pub mod summary;
 
 /// What loadgen asked the system to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
