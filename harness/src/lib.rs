@@ -13,7 +13,9 @@
 //!   [`postgres::fresh_database`]).
 //! - [`net`]: free ports and readiness probes.
 //! - [`system`]: the whole system under test as processes, by [`system::Role`].
+//! - [`browser`]: headless Chromium loading a report page, for its tests.
 
+pub mod browser;
 pub mod net;
 pub mod postgres;
 pub mod process;
