@@ -1,0 +1,109 @@
+//! What a run's report shows, computed from its [`RunData`]: the series of
+//! every chart and the recovery of every fault. Pure; the page only lays
+//! it out.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    charts::{SecondOutcomes, TimeAxis},
+    faults::{FaultSpan, fault_spans},
+    latency::{self, PercentilePoint, SecondLatency},
+    recovery::{self, FaultRecovery, SystemSecond},
+    run_dir::RunData,
+};
+
+pub struct RunModel<'a> {
+    pub data: &'a RunData,
+    pub spans: Vec<FaultSpan>,
+    pub axis: TimeAxis,
+    /// Per endpoint (summary order): its latency per second.
+    pub latency: Vec<(String, Vec<SecondLatency>)>,
+    pub throughput: Vec<SecondOutcomes>,
+    /// Per endpoint: the whole run's percentile distribution.
+    pub distributions: Vec<(String, Vec<PercentilePoint>)>,
+    pub recoveries: Vec<FaultRecovery>,
+    pub load_end_s: f64,
+    pub converged_at_s: Option<f64>,
+}
+
+impl<'a> RunModel<'a> {
+    pub fn new(data: &'a RunData) -> Self {
+        let summary = &data.summary;
+        let load_end_s = summary.duration_s;
+        let converged_at_s = summary.convergence.converged_at_s();
+        let spans = fault_spans(&data.chaos);
+        let last_lag = data
+            .lag
+            .iter()
+            .flatten()
+            .map(|s| s.second as f64 + 1.0)
+            .fold(0.0, f64::max);
+        let last_fault = spans
+            .iter()
+            .map(|s| s.end_s(load_end_s))
+            .fold(0.0, f64::max);
+        let axis = TimeAxis {
+            end_s: load_end_s
+                .max(converged_at_s.unwrap_or(0.0))
+                .max(last_lag)
+                .max(last_fault),
+        };
+
+        let endpoints: Vec<String> = summary
+            .endpoints
+            .iter()
+            .map(|e| e.endpoint.clone())
+            .collect();
+        let latency = endpoints
+            .iter()
+            .filter_map(|e| Some((e.clone(), data.latency_of(e)?.per_second())))
+            .collect();
+        let distributions = endpoints
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e.clone(),
+                    latency::distribution(&data.latency_of(e)?.total()),
+                ))
+            })
+            .collect();
+
+        let mut per_second: BTreeMap<u64, SecondOutcomes> = BTreeMap::new();
+        for point in &data.timeline {
+            let second = per_second.entry(point.second).or_insert(SecondOutcomes {
+                second: point.second,
+                ..SecondOutcomes::default()
+            });
+            second.ok += point.ok;
+            second.failed += point.failed;
+            second.indeterminate += point.indeterminate;
+        }
+        let throughput: Vec<SecondOutcomes> = per_second.into_values().collect();
+
+        let merged = latency::merged_per_second(&data.latency);
+        let system: Vec<SystemSecond> = throughput
+            .iter()
+            .map(|s| SystemSecond {
+                second: s.second,
+                ok: s.ok,
+                p99_ms: merged
+                    .get(&s.second)
+                    .filter(|h| !h.is_empty())
+                    .map(|h| h.value_at_quantile(0.99) as f64 / 1000.0),
+            })
+            .collect();
+        let recoveries = recovery::recoveries(&spans, &system, load_end_s);
+
+        Self {
+            data,
+            spans,
+            axis,
+            latency,
+            throughput,
+            distributions,
+            recoveries,
+            load_end_s,
+            converged_at_s,
+        }
+    }
+}
