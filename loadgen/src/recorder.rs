@@ -19,7 +19,10 @@ use hdrhistogram::{
         interval_log::{IntervalLogWriterBuilder, Tag},
     },
 };
-use run_log::Outcome;
+use run_log::{
+    Outcome,
+    summary::{EndpointSummary, ErrorCount, TimelinePoint},
+};
 use serde::Serialize;
 
 /// Latencies above this (µs) are clamped: 10 minutes is longer than any
@@ -67,25 +70,6 @@ pub struct Recorder {
     started: Instant,
     started_wall: SystemTime,
     inner: Mutex<Inner>,
-}
-
-/// One endpoint's figures over the run.
-#[derive(Debug, Clone, Serialize)]
-pub struct EndpointSummary {
-    pub endpoint: String,
-    pub count: u64,
-    pub ok: u64,
-    pub failed: u64,
-    pub indeterminate: u64,
-    pub rps: f64,
-    pub min_ms: f64,
-    pub mean_ms: f64,
-    pub p50_ms: f64,
-    pub p75_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
 }
 
 fn ms(us: u64) -> f64 {
@@ -191,35 +175,39 @@ impl Recorder {
             .collect()
     }
 
-    /// Error counts by (endpoint, code).
-    pub fn errors(&self) -> Vec<(String, String, u64)> {
+    /// Error counts by endpoint and code.
+    pub fn errors(&self) -> Vec<ErrorCount> {
         let inner = self.inner.lock().expect("recorder lock");
         inner
             .errors
             .iter()
-            .map(|((e, c), n)| ((*e).to_owned(), c.clone(), *n))
+            .map(|((endpoint, code), count)| ErrorCount {
+                endpoint: (*endpoint).to_owned(),
+                code: code.clone(),
+                count: *count,
+            })
             .collect()
     }
 
     /// Per second and endpoint: outcomes and p50/p90/p99/max (ms).
-    pub fn timeline(&self) -> Vec<serde_json::Value> {
+    pub fn timeline(&self) -> Vec<TimelinePoint> {
         let inner = self.inner.lock().expect("recorder lock");
         inner
             .intervals
             .iter()
             .map(|((second, endpoint), interval)| {
                 let h = &interval.latency;
-                serde_json::json!({
-                    "second": second,
-                    "endpoint": endpoint,
-                    "ok": interval.outcomes.ok,
-                    "failed": interval.outcomes.failed,
-                    "indeterminate": interval.outcomes.indeterminate,
-                    "p50_ms": ms(h.value_at_quantile(0.5)),
-                    "p90_ms": ms(h.value_at_quantile(0.9)),
-                    "p99_ms": ms(h.value_at_quantile(0.99)),
-                    "max_ms": ms(h.max()),
-                })
+                TimelinePoint {
+                    second: *second,
+                    endpoint: (*endpoint).to_owned(),
+                    ok: interval.outcomes.ok,
+                    failed: interval.outcomes.failed,
+                    indeterminate: interval.outcomes.indeterminate,
+                    p50_ms: ms(h.value_at_quantile(0.5)),
+                    p90_ms: ms(h.value_at_quantile(0.9)),
+                    p99_ms: ms(h.value_at_quantile(0.99)),
+                    max_ms: ms(h.max()),
+                }
             })
             .collect()
     }
@@ -274,7 +262,11 @@ mod tests {
         assert!((summary.rps - 10.1).abs() < 1e-9);
         assert_eq!(
             recorder.errors(),
-            [("POST /x".to_owned(), "insufficient_funds".to_owned(), 1)]
+            [ErrorCount {
+                endpoint: "POST /x".into(),
+                code: "insufficient_funds".into(),
+                count: 1
+            }]
         );
         let mut log = Vec::new();
         recorder.write_interval_log(&mut log).unwrap();

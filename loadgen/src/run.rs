@@ -8,8 +8,9 @@
 //! 4. Heal and converge (the liveness phase): every process up, then wait
 //!    for the outbox to drain and history to catch up.
 //! 5. Check every invariant; the verdict is the exit code.
-//! 6. Write `summary.json` next to the operation log, the latency interval
-//!    log, the fault timeline, `checker.json` and every process's log.
+//! 6. Write `summary.json` and `lag.json` next to the operation log, the
+//!    latency interval log, the fault timeline, `checker.json` and every
+//!    process's log, then render them into `report.html`.
 
 use std::{
     io::{BufWriter, IsTerminal, Write},
@@ -26,7 +27,13 @@ use chaos::{
     runner::ChaosStatus,
 };
 use harness::system::{Launcher, System, SystemOptions};
-use run_log::{OpKind, OpRecord, Outcome};
+use run_log::{
+    OpKind, OpRecord, Outcome,
+    summary::{
+        ConvergenceSummary, EndpointSummary, RunSummary, ThresholdsSummary, Totals, Verdict,
+        Versions,
+    },
+};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -211,7 +218,7 @@ async fn experiment(
                 "wallet_db": system.wallet_db,
                 "history_db": system.history_db,
             },
-            "versions": versions(),
+            "versions": json!(versions()),
         }),
     )?;
     std::fs::write(
@@ -246,6 +253,7 @@ async fn experiment(
         next_slot: (0..users).map(|_| AtomicU64::new(0)).collect(),
         started_wall: chrono::Utc::now(),
     });
+    let context_started_wall = context.started_wall;
     drop(ops_tx);
     let status = Arc::new(ChaosStatus::new());
     let mut chaos_log = ChaosLog::create(
@@ -283,6 +291,7 @@ async fn experiment(
         humantime::format_duration(args.converge_timeout)
     );
     chaos::runner::heal_all(system, Some(&mut chaos_log)).await?;
+    let converge_started_ms = load_start.elapsed().as_millis() as u64;
     let convergence = converge(system, args.converge_timeout, interrupted).await?;
     println!(
         "{} in {:.1} s",
@@ -324,29 +333,59 @@ async fn experiment(
         &plan.run_dir.join("timeline.json"),
         &json!(recorder.timeline()),
     )?;
+    let lag = history_lag(system, context_started_wall).await?;
+    write_json(&plan.run_dir.join("lag.json"), &json!(lag))?;
     let faults = run_log::read_jsonl::<run_log::ChaosEvent>(&plan.run_dir.join("chaos.jsonl"))
         .unwrap_or_default();
-    let summary = json!({
-        "scenario": scenario.name,
-        "seed": plan.seed,
-        "command": plan.command,
-        "users": scenario.users,
-        "duration_s": load_seconds,
-        "endpoints": summaries,
-        "totals": {
-            "requests": summaries.iter().map(|s| s.count).sum::<u64>(),
-            "rps": summaries.iter().map(|s| s.rps).sum::<f64>(),
+    let summary = RunSummary {
+        scenario: scenario.name.clone(),
+        seed: plan.seed,
+        command: plan.command.clone(),
+        users: scenario.users,
+        wallets: scenario.wallets,
+        rate: scenario.rate,
+        started_at: Some(context_started_wall),
+        duration_s: load_seconds,
+        totals: Totals {
+            requests: summaries.iter().map(|s| s.count).sum(),
+            rps: summaries.iter().map(|s| s.rps).sum(),
         },
-        "errors": recorder.errors().iter().map(|(endpoint, code, count)| json!({"endpoint": endpoint, "code": code, "count": count})).collect::<Vec<_>>(),
-        "convergence": { "converged": convergence.converged, "took_ms": convergence.took_ms, "bound_ms": convergence.bound_ms },
-        "faults": run_log::fault_windows(&faults),
-        "verdict": { "passed": report.passed, "violated": report.checks.iter().filter(|c| c.violations_total > 0).map(|c| c.invariant.as_str()).collect::<Vec<_>>() },
-        "thresholds": { "checked": args.thresholds, "missed": missed },
-        "versions": versions(),
-    });
-    write_json(&plan.run_dir.join("summary.json"), &summary)?;
-    print_summary(&summaries, load_seconds);
+        endpoints: summaries,
+        errors: recorder.errors(),
+        convergence: ConvergenceSummary {
+            converged: convergence.converged,
+            took_ms: convergence.took_ms,
+            bound_ms: convergence.bound_ms,
+            started_offset_ms: Some(converge_started_ms),
+        },
+        faults: run_log::fault_windows(&faults),
+        verdict: Verdict {
+            passed: report.passed,
+            violated: report
+                .violated()
+                .iter()
+                .map(|i| i.as_str().to_owned())
+                .collect(),
+        },
+        thresholds: ThresholdsSummary {
+            checked: args.thresholds.clone(),
+            missed: missed.clone(),
+        },
+        versions: versions(),
+    };
+    write_json(&plan.run_dir.join("summary.json"), &json!(summary))?;
+    print_summary(&summary.endpoints, load_seconds);
     println!("run directory: {}", plan.run_dir.display());
+    // The report shows the verdict; it does not decide it, so a rendering
+    // failure is reported but leaves the exit code to the checks.
+    match reports::write_run_report(&plan.run_dir, None) {
+        Ok(written) => println!(
+            "report: {} ({:.0} KiB)",
+            written.path.display(),
+            written.bytes as f64 / 1024.0
+        ),
+        Err(err) => eprintln!("warning: could not render report.html: {err:#}"),
+    }
 
     if !report.passed {
         println!("VERDICT: invariants violated (exit {EXIT_VIOLATED})");
@@ -559,7 +598,7 @@ async fn show_progress(
     bar.finish_and_clear();
 }
 
-fn print_summary(summaries: &[crate::recorder::EndpointSummary], seconds: f64) {
+fn print_summary(summaries: &[EndpointSummary], seconds: f64) {
     println!(
         "{:<30} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
         "endpoint", "count", "ok", "failed", "indet.", "req/s", "p50 ms", "p99 ms", "max ms"
@@ -590,12 +629,69 @@ fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
-fn versions() -> serde_json::Value {
-    json!({
-        "loadgen": env!("CARGO_PKG_VERSION"),
-        "commit": option_env!("WALLET_SYSTEM_COMMIT").unwrap_or("unknown"),
-        "os": std::env::consts::OS,
-        "arch": std::env::consts::ARCH,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-    })
+/// What ran, and where: the source tree's commit (when the binary runs
+/// from a checkout, as `cargo run` does) and the machine.
+fn versions() -> Versions {
+    let command_output = |program: &str, args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
+    let source = env!("CARGO_MANIFEST_DIR");
+    let memory_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let kib: u64 = info
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kib / 1024)
+        });
+    Versions {
+        loadgen: env!("CARGO_PKG_VERSION").to_owned(),
+        commit: command_output("git", &["-C", source, "describe", "--always", "--dirty"])
+            .unwrap_or_else(|| "unknown".to_owned()),
+        os: std::env::consts::OS.to_owned(),
+        arch: std::env::consts::ARCH.to_owned(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned()),
+        memory_mib,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .map(|k| k.trim().to_owned()),
+    }
+}
+
+/// How long each event took from its commit in the wallet database to
+/// being visible in history, folded per second (`lag.json`). Both times
+/// come from the database servers' clocks.
+async fn history_lag(
+    system: &System,
+    load_started: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<run_log::summary::LagSecond>> {
+    let mut history_db = connect(&system.history_db).await?;
+    let origin = load_started.timestamp_micros() as f64 / 1e6;
+    let rows: Vec<(f64, f64)> = sqlx::query_as(
+        "SELECT EXTRACT(EPOCH FROM committed_at)::float8, EXTRACT(EPOCH FROM applied_at)::float8
+         FROM history_entries",
+    )
+    .fetch_all(&mut history_db)
+    .await
+    .context("reading history lag")?;
+    let relative: Vec<(f64, f64)> = rows
+        .into_iter()
+        .map(|(commit, visible)| (commit - origin, visible - origin))
+        .collect();
+    Ok(run_log::summary::lag_series(&relative))
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::recorder::EndpointSummary;
+use run_log::summary::EndpointSummary;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {

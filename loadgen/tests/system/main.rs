@@ -6,4 +6,5 @@ mod end_to_end;
 mod faults;
 mod helpers;
 mod poison;
+mod report;
 mod run;
