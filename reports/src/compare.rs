@@ -205,7 +205,7 @@ pub fn compare_page(base: &RunData, new: &RunData) -> Markup {
                 @for row in rows.iter().filter(|r| r.p50_ms.is_some()) {
                     @let lines: Vec<_> = [("base", base), ("new", new)].iter().filter_map(|(label, run)| {
                         let histogram = run.latency_of(&row.endpoint)?.total();
-                        Some((format!("{label}: {}", run.name()), latency::distribution(&histogram)))
+                        Some(((*label).to_owned(), latency::distribution(&histogram)))
                     }).collect();
                     @if !lines.is_empty() { (charts.chart(&charts::distribution(&row.endpoint, &lines), "tall")) }
                 }

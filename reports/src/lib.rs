@@ -26,6 +26,7 @@ pub mod model;
 pub mod page;
 pub mod recovery;
 pub mod run_dir;
+pub mod synthetic;
 
 pub use run_dir::{RunData, RunDirError};
 
