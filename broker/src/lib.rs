@@ -18,6 +18,43 @@ use nisshi_broker::{
 use nisshi_storage::ArcDynStorage;
 use url::Url;
 
+/// nisshi's crates trace the return value of nearly every function at INFO:
+/// gigabytes of log in a 10-minute run. They log at WARN unless `RUST_LOG`
+/// names them.
+const CHATTY_TARGETS: [&str; 8] = [
+    "nisshi_auth",
+    "nisshi_broker",
+    "nisshi_model",
+    "nisshi_sans_io",
+    "nisshi_schema",
+    "nisshi_service",
+    "nisshi_storage",
+    "nisshi_storage_sql",
+];
+
+/// Logs to stderr (colours only on a terminal), filtered by `RUST_LOG`,
+/// else `info`; nisshi's own tracing at WARN (see [`CHATTY_TARGETS`]).
+pub fn init_tracing() {
+    use std::io::IsTerminal;
+    let requested = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&requested)
+        .ok()
+        .filter(|_| !requested.is_empty())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    for target in CHATTY_TARGETS {
+        if !requested.contains(target)
+            && let Ok(directive) = format!("{target}=warn").parse()
+        {
+            filter = filter.add_directive(directive);
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
 /// Command line and environment of the broker process.
 #[derive(Debug, Clone, Parser)]
 #[command(

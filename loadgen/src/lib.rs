@@ -81,7 +81,7 @@ async fn serve(role: Serve) -> anyhow::Result<()> {
             history::run(config).await
         }
         Serve::Broker(config) => {
-            wallet::init_tracing();
+            broker::init_tracing();
             broker::run(config).await
         }
     }

@@ -16,13 +16,16 @@ const DATABASE_RETRY_MS: u64 = 500;
 /// A request waits at most this long for a free connection.
 const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
 
-/// Logs to stderr, filtered by `RUST_LOG`, else `default_filter`.
+/// Logs to stderr, filtered by `RUST_LOG`, else `default_filter`; colours
+/// only on a terminal (the harness sends stderr to a log file).
 pub fn init_tracing(default_filter: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_filter.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
