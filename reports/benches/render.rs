@@ -36,7 +36,9 @@ fn main() {
     );
     run.ok_per_second = 100;
     run.write(&dir).expect("writing the run directory");
-    let hlog = std::fs::metadata(dir.join("latency.hlog")).map(|m| m.len()).unwrap_or(0);
+    let hlog = std::fs::metadata(dir.join("latency.hlog"))
+        .map(|m| m.len())
+        .unwrap_or(0);
 
     let mut times: Vec<Duration> = Vec::new();
     let mut bytes = 0;
@@ -57,8 +59,15 @@ fn main() {
     );
     if let Some(peak) = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
     {
-        println!("peak resident memory of the bench process: {}", peak.trim_start_matches("VmHWM:").trim());
+        println!(
+            "peak resident memory of the bench process: {}",
+            peak.trim_start_matches("VmHWM:").trim()
+        );
     }
 }

@@ -50,9 +50,13 @@ fn base(title: &str) -> Value {
         "toolbox": { "right": 8, "feature": {
             "dataZoom": { "yAxisIndex": "none" }, "restore": {}, "saveAsImage": {}
         }},
-        // "none": zooming must not drop the points outside the window, or
-        // lines would stop short of the edges.
-        "dataZoom": [{ "type": "inside", "xAxisIndex": 0, "filterMode": "none" }],
+        // Zoom with shift + wheel (a plain wheel scrolls the page) or the
+        // toolbox; "none": zooming must not drop the points outside the
+        // window, or lines would stop short of the edges.
+        "dataZoom": [{
+            "type": "inside", "xAxisIndex": 0, "filterMode": "none",
+            "zoomOnMouseWheel": "shift", "moveOnMouseWheel": false,
+        }],
     })
 }
 

@@ -115,17 +115,7 @@ fn verdict_word(checker: Option<&Report>, summary: &RunSummary) -> &'static str 
 
 pub fn verdict_section(checker: Option<&Report>, summary: &RunSummary) -> Markup {
     let (class, headline) = match checker {
-        Some(report) if report.passed => (
-            "passed",
-            format!(
-                "PASSED: all {} invariants held",
-                report
-                    .checks
-                    .iter()
-                    .filter(|c| c.status == Status::Passed)
-                    .count()
-            ),
-        ),
+        Some(report) if report.passed => ("passed", passed_headline(report)),
         Some(report) => (
             "failed",
             format!(
@@ -199,6 +189,18 @@ pub fn verdict_section(checker: Option<&Report>, summary: &RunSummary) -> Markup
             }
         }
     }
+}
+
+/// "PASSED: all 12 invariants held", naming those that could not be
+/// evaluated (no operation log, no convergence measurement) if any.
+fn passed_headline(report: &Report) -> String {
+    let count = |status: Status| report.checks.iter().filter(|c| c.status == status).count();
+    let skipped = count(Status::NotEvaluated);
+    let mut headline = format!("PASSED: all {} invariants held", count(Status::Passed));
+    if skipped > 0 {
+        headline.push_str(&format!(" ({skipped} not evaluated)"));
+    }
+    headline
 }
 
 fn money(amount: Option<rust_decimal::Decimal>) -> String {
@@ -280,7 +282,8 @@ fn latency_section(model: &RunModel, charts: &mut Charts) -> Markup {
         "latency",
         "Latency over time",
         "Per endpoint and second: p50, p90, p99 and max, measured from each operation's intended start \
-         (so a stall shows as latency, not as missing requests). Log scale. Drag or scroll to zoom.",
+         (so a stall shows as latency, not as missing requests). Log scale. Shift + scroll zooms, drag \
+         pans; the toolbox zooms to a box and restores.",
         html! {
             (fault_legend(model))
             @if model.latency.is_empty() { p.fail { "No latency.hlog in this run directory." } }
@@ -396,6 +399,7 @@ fn recovery_word(time: RecoveryTime) -> Markup {
         RecoveryTime::Unaffected => html! { span.pass { "unaffected" } },
         RecoveryTime::After(seconds) => html! { (format!("{seconds:.1} s")) },
         RecoveryTime::NotWithinRun => html! { span.fail { "not before the load ended" } },
+        RecoveryTime::NotBeforeNextFault => html! { span.fail { "not before the next fault" } },
         RecoveryTime::NoBaseline => html! { span.skip { "no baseline" } },
     }
 }
@@ -408,7 +412,9 @@ fn recovery_section(model: &RunModel) -> Markup {
                 "Times from the injection until the system's p99 and its ok responses per second were back at their level before the fault, for "
                 (recovery::RECOVERY_HOLD_S) " seconds in a row. Baseline: the " (recovery::BASELINE_WINDOW_S)
                 " s before the fault outside other faults; p99 counts as back within ×" (recovery::P99_TOLERANCE_FACTOR)
-                " (or +" (recovery::P99_TOLERANCE_MS) " ms), throughput at ≥ " (recovery::THROUGHPUT_TOLERANCE * 100.0) " % of it."
+                " (or +" (recovery::P99_TOLERANCE_MS) " ms), throughput at ≥ " (recovery::THROUGHPUT_TOLERANCE * 100.0) " % of it. "
+                "A fault is blamed only for slow seconds that begin before its recovery + " (recovery::ATTRIBUTION_GRACE_S)
+                " s, and only until the next fault."
             }
             @if model.recoveries.is_empty() { p { "No faults were injected in this run." } }
             @else {

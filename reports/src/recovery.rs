@@ -12,8 +12,11 @@
 //!   [`THROUGHPUT_TOLERANCE`] × baseline ok responses. A second without
 //!   requests is bad for both.
 //! - Recovered: from the injection, the first second that starts
-//!   [`RECOVERY_HOLD_S`] good seconds in a row, after at least one bad one.
-//!   No bad second at all: unaffected.
+//!   [`RECOVERY_HOLD_S`] good seconds in a row (or good to the end of its
+//!   window), after at least one bad one. A fault is only blamed for bad seconds up to [`ATTRIBUTION_GRACE_S`]
+//!   after its own recovery, and only until the next fault is injected:
+//!   no bad second in that window means unaffected, and a fault still
+//!   unrecovered when the next one strikes is reported as such.
 
 use crate::faults::FaultSpan;
 
@@ -23,6 +26,8 @@ pub const P99_TOLERANCE_FACTOR: f64 = 1.5;
 pub const P99_TOLERANCE_MS: f64 = 5.0;
 pub const THROUGHPUT_TOLERANCE: f64 = 0.8;
 pub const RECOVERY_HOLD_S: u64 = 3;
+/// A bad second this long after the fault's recovery is not its doing.
+pub const ATTRIBUTION_GRACE_S: f64 = 10.0;
 
 /// What the whole system did in one second.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,6 +47,8 @@ pub enum RecoveryTime {
     After(f64),
     /// Still below the baseline when the load ended.
     NotWithinRun,
+    /// Still below the baseline when the next fault was injected.
+    NotBeforeNextFault,
     /// No clean seconds before the fault to compare with.
     NoBaseline,
 }
@@ -88,19 +95,33 @@ pub fn recoveries(
             let baseline_p99 = median(baseline.iter().filter_map(|s| s.p99_ms).collect());
             let baseline_ok = (!baseline.is_empty())
                 .then(|| baseline.iter().map(|s| s.ok as f64).sum::<f64>() / baseline.len() as f64);
-            let after: Vec<SystemSecond> = (injected..last_second).map(at).collect();
+            let next_fault = spans
+                .iter()
+                .map(|other| other.injected_s)
+                .filter(|&at| at > span.injected_s)
+                .reduce(f64::min);
+            let window = Window {
+                seconds: (injected..next_fault.map_or(last_second, |at| at.floor() as u64))
+                    .map(at)
+                    .collect(),
+                injected_s: span.injected_s,
+                blame_until_s: span.end_s(load_end_s) + ATTRIBUTION_GRACE_S,
+                cut_short: if next_fault.is_some() {
+                    RecoveryTime::NotBeforeNextFault
+                } else {
+                    RecoveryTime::NotWithinRun
+                },
+            };
             let p99 = match baseline_p99 {
                 None => RecoveryTime::NoBaseline,
                 Some(base) => {
                     let limit = (base * P99_TOLERANCE_FACTOR).max(base + P99_TOLERANCE_MS);
-                    recovery(&after, span, |s| s.p99_ms.is_some_and(|p| p <= limit))
+                    window.recovery(|s| s.p99_ms.is_some_and(|p| p <= limit))
                 }
             };
             let throughput = match baseline_ok {
                 None => RecoveryTime::NoBaseline,
-                Some(base) => {
-                    recovery(&after, span, |s| s.ok as f64 >= base * THROUGHPUT_TOLERANCE)
-                }
+                Some(base) => window.recovery(|s| s.ok as f64 >= base * THROUGHPUT_TOLERANCE),
             };
             FaultRecovery {
                 span: span.clone(),
@@ -120,19 +141,41 @@ fn in_any_fault(spans: &[FaultSpan], second: u64, open_end: f64) -> bool {
         .any(|span| span.injected_s < to && span.end_s(open_end) > from)
 }
 
-fn recovery(
-    after: &[SystemSecond],
-    span: &FaultSpan,
-    good: impl Fn(&SystemSecond) -> bool,
-) -> RecoveryTime {
-    let Some(first_bad) = after.iter().position(|s| !good(s)) else {
-        return RecoveryTime::Unaffected;
-    };
-    let hold = RECOVERY_HOLD_S as usize;
-    (first_bad..after.len())
-        .find(|&start| after.len() >= start + hold && after[start..start + hold].iter().all(&good))
-        .map(|start| RecoveryTime::After((after[start].second as f64 - span.injected_s).max(0.0)))
-        .unwrap_or(RecoveryTime::NotWithinRun)
+/// The seconds a fault can be blamed for and recover in.
+struct Window {
+    /// From the injection to the next fault's injection or the load's end.
+    seconds: Vec<SystemSecond>,
+    injected_s: f64,
+    /// The first bad second must start before this to count as the fault's.
+    blame_until_s: f64,
+    /// What to say when the window ends before recovery.
+    cut_short: RecoveryTime,
+}
+
+impl Window {
+    fn recovery(&self, good: impl Fn(&SystemSecond) -> bool) -> RecoveryTime {
+        let seconds = &self.seconds;
+        let first_bad = seconds
+            .iter()
+            .position(|s| !good(s))
+            .filter(|&index| (seconds[index].second as f64) < self.blame_until_s);
+        let Some(first_bad) = first_bad else {
+            return RecoveryTime::Unaffected;
+        };
+        let hold = RECOVERY_HOLD_S as usize;
+        (first_bad..seconds.len())
+            // Good to the end of the window counts too: the next fault or
+            // the load's end cut the hold short, not the fault.
+            .find(|&start| {
+                seconds[start..(start + hold).min(seconds.len())]
+                    .iter()
+                    .all(&good)
+            })
+            .map(|start| {
+                RecoveryTime::After((seconds[start].second as f64 - self.injected_s).max(0.0))
+            })
+            .unwrap_or(self.cut_short)
+    }
 }
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -141,7 +184,7 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
+    Some(if values.len().is_multiple_of(2) {
         (values[middle - 1] + values[middle]) / 2.0
     } else {
         values[middle]
@@ -237,6 +280,29 @@ mod tests {
             result[0].p99
         );
         assert_eq!(result[1].p99, RecoveryTime::Unaffected);
+    }
+
+    #[test]
+    fn a_fault_is_not_blamed_for_a_later_faults_stall() {
+        // #1 at 10 s does nothing; #2 at 30 s stalls 30..34.
+        let mut quiet = span(10.0, 12.0);
+        quiet.recovered_s = Some(12.5);
+        let mut loud = span(30.0, 33.0);
+        loud.fault_id = 2;
+        let result = recoveries(&[quiet, loud], &seconds(60, 30..34, 0..0), 60.0);
+        assert_eq!(result[0].p99, RecoveryTime::Unaffected);
+        assert_eq!(result[0].throughput, RecoveryTime::Unaffected);
+        assert!(matches!(result[1].throughput, RecoveryTime::After(t) if (t - 4.0).abs() < 1e-9));
+        // A stall that outlasts the next fault's injection.
+        let mut first = span(10.0, 12.0);
+        first.recovered_s = Some(12.5);
+        let mut second = span(14.0, 15.0);
+        second.fault_id = 2;
+        let result = recoveries(&[first, second], &seconds(60, 10..20, 0..0), 60.0);
+        assert_eq!(result[0].p99, RecoveryTime::NotBeforeNextFault);
+        // A dip long after the fault healed is not the fault's.
+        let result = recoveries(&[span(10.0, 12.0)], &seconds(60, 40..41, 0..0), 60.0);
+        assert_eq!(result[0].throughput, RecoveryTime::Unaffected);
     }
 
     #[test]
