@@ -1,7 +1,8 @@
 //! The report of a real run, opened in headless Chromium: it loads with no
 //! request leaving the page and no console message, every section is
 //! there, every chart drew, and the broker and consumer kills are bands on
-//! the time charts.
+//! the time charts. The comparison page of that run with itself loads as
+//! cleanly.
 
 use std::process::Command;
 
@@ -102,5 +103,27 @@ schedule = [
         drawn_labels("#2 history_kill") >= 5,
         "{}",
         drawn_labels("#2 history_kill")
+    );
+
+    // The comparison page: one overlaid distribution per endpoint.
+    let compare =
+        reports::write_comparison(&run, &run, Some(&scratch.path().join("compare.html"))).unwrap();
+    let load = harness::browser::load_page(&compare.path, &scratch.path().join("chromium-compare"))
+        .unwrap();
+    assert!(
+        load.page_requests.is_empty(),
+        "the page fetched {:?}",
+        load.page_requests
+    );
+    assert!(load.console.is_empty(), "console: {:?}", load.console);
+    let charts = load.dom.matches(r#"class="chart"#).count();
+    assert!(charts >= 3, "{charts} charts");
+    assert!(
+        load.dom
+            .contains(&format!(r#"data-charts-rendered="{charts}""#))
+    );
+    assert!(
+        load.dom.contains("No regressions."),
+        "a run compared with itself"
     );
 }
