@@ -201,6 +201,8 @@ async fn experiment(
     interrupted: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let scenario = &plan.scenario;
+    // Read once (it asks git): config.json and summary.json share it.
+    let versions = versions();
     write_json(
         &plan.run_dir.join("config.json"),
         &json!({
@@ -218,7 +220,7 @@ async fn experiment(
                 "wallet_db": system.wallet_db,
                 "history_db": system.history_db,
             },
-            "versions": json!(versions()),
+            "versions": versions,
         }),
     )?;
     std::fs::write(
@@ -371,7 +373,7 @@ async fn experiment(
             checked: args.thresholds.clone(),
             missed: missed.clone(),
         },
-        versions: versions(),
+        versions,
     };
     write_json(&plan.run_dir.join("summary.json"), &json!(summary))?;
     print_summary(&summary.endpoints, load_seconds);

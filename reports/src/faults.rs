@@ -1,7 +1,8 @@
 //! Faults on the report's time axis: each fault of `chaos.jsonl` as a span
 //! in seconds since the load started.
 
-use run_log::{ChaosEvent, FaultKind, FaultPhase};
+use chrono::{DateTime, Utc};
+use run_log::{ChaosEvent, FaultKind};
 
 /// One fault, from injection to recovery.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,28 +29,27 @@ impl FaultSpan {
     }
 }
 
-/// Folds the timeline into one span per fault, in injection order.
+/// One span per fault, in injection order: `run_log::fault_windows` put on
+/// the load's time axis. Every event's `at` is the load start plus its
+/// `offset_ms` (one monotonic clock, see `chaos::log`), so any event gives
+/// the origin.
 pub fn fault_spans(events: &[ChaosEvent]) -> Vec<FaultSpan> {
-    let mut spans: Vec<FaultSpan> = Vec::new();
-    for event in events {
-        let at = event.offset_ms as f64 / 1000.0;
-        let existing = spans.iter_mut().find(|s| s.fault_id == event.fault_id);
-        match (event.phase, existing) {
-            (FaultPhase::Injected, None) => spans.push(FaultSpan {
-                fault_id: event.fault_id,
-                kind: event.kind,
-                target: event.target.clone(),
-                injected_s: at,
-                healed_s: None,
-                recovered_s: None,
-            }),
-            (FaultPhase::Healed, Some(span)) => span.healed_s = Some(at),
-            (FaultPhase::Recovered, Some(span)) => span.recovered_s = Some(at),
-            _ => {}
-        }
-    }
-    spans.sort_by(|a, b| a.injected_s.total_cmp(&b.injected_s));
-    spans
+    let Some(first) = events.first() else {
+        return Vec::new();
+    };
+    let origin = first.at - chrono::Duration::milliseconds(first.offset_ms as i64);
+    let seconds = |at: DateTime<Utc>| (at - origin).num_milliseconds() as f64 / 1000.0;
+    run_log::fault_windows(events)
+        .into_iter()
+        .map(|window| FaultSpan {
+            fault_id: window.fault_id,
+            kind: window.kind,
+            target: window.target,
+            injected_s: seconds(window.start),
+            healed_s: window.healed.map(seconds),
+            recovered_s: window.recovered.map(seconds),
+        })
+        .collect()
 }
 
 /// The band colour of a fault kind (translucent, so series show through).
@@ -65,7 +65,7 @@ pub fn colour(kind: FaultKind) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use chrono::DateTime;
+    use run_log::FaultPhase;
 
     use super::*;
 
@@ -74,7 +74,8 @@ mod tests {
             fault_id,
             kind: FaultKind::HistoryKill,
             phase,
-            at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            at: DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+                + chrono::Duration::milliseconds(offset_ms as i64),
             offset_ms,
             target: "history".into(),
             pid: Some(7),

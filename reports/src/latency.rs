@@ -131,7 +131,8 @@ pub fn read_interval_log(
     Ok(endpoints)
 }
 
-fn ms(us: u64) -> f64 {
+/// Microseconds (the histograms' unit) as milliseconds.
+pub fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 

@@ -89,7 +89,7 @@ impl<'a> RunModel<'a> {
                 p99_ms: merged
                     .get(&s.second)
                     .filter(|h| !h.is_empty())
-                    .map(|h| h.value_at_quantile(0.99) as f64 / 1000.0),
+                    .map(|h| latency::ms(h.value_at_quantile(0.99))),
             })
             .collect();
         let recoveries = recovery::recoveries(&spans, &system, load_end_s);
