@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
-use run_log::{OpKind, OpRecord, Outcome};
+use run_log::{Attempt, OpKind, OpRecord, Outcome};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_events::EventKind;
@@ -165,6 +165,29 @@ impl World {
         });
     }
 
+    /// Records the attempts of op `op_id` (as loadgen does, all in its one
+    /// record) and folds its outcome over them.
+    pub fn attempts(&mut self, op_id: u64, outcomes: &[(Outcome, &str)]) {
+        let op = self
+            .snap
+            .ops
+            .iter_mut()
+            .find(|op| op.op_id == op_id)
+            .expect("attempts of a logged op");
+        let attempts: Vec<Attempt> = outcomes
+            .iter()
+            .zip(0u64..)
+            .map(|(&(outcome, code), n)| Attempt {
+                outcome,
+                status: None,
+                error_code: Some(code.to_owned()),
+                started_us: n * 1_000,
+                latency_us: 500,
+            })
+            .collect();
+        *op = op.clone().settle(attempts);
+    }
+
     pub fn read(&mut self, wallet: Uuid) {
         let op = self.op(OpKind::GetWallet, Some(wallet), None, None, Outcome::Ok);
         self.snap.ops.push(OpRecord {
@@ -243,6 +266,7 @@ impl World {
             },
             intended_at: self.now(),
             latency_us: 1_000,
+            attempts: Vec::new(),
         }
     }
 

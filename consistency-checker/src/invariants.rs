@@ -79,6 +79,9 @@ pub fn facts(s: &Snapshot) -> Facts {
         ops_ok: count(Outcome::Ok),
         ops_failed: count(Outcome::Failed),
         ops_indeterminate: count(Outcome::Indeterminate),
+        ops_retried: s.ops.iter().filter(|op| op.attempt_count() > 1).count() as u64,
+        ops_resolved_by_retry: s.ops.iter().filter(|op| op.resolved_by_retry()).count() as u64,
+        attempts: s.ops.iter().map(|op| op.attempt_count() as u64).sum(),
         ops_unverifiable: s.ops.iter().filter(|op| unverifiable(op)).count() as u64,
         fault_windows: s.faults.len() as u64,
         total_balance: s.wallets.iter().map(|w| w.balance).sum(),
@@ -373,9 +376,10 @@ pub fn transfer_legs_paired(s: &Snapshot) -> CheckResult {
 }
 
 /// `acked-write-durable`: the operation log against the ledger, matched by
-/// idempotency key (`ledger_entries.request_key`). Records sharing a key
-/// are one operation (retries); an `ok` among them makes it acknowledged,
-/// otherwise an `indeterminate` one makes it maybe-applied. Then:
+/// idempotency key (`ledger_entries.request_key`). The attempts of all
+/// records sharing a key are one operation, folded by `Outcome::fold`: an
+/// `ok` attempt makes it acknowledged; only if every attempt was refused is
+/// it refused; otherwise it is maybe-applied. Then:
 /// acknowledged means exactly the expected rows, refused means none,
 /// indeterminate means none or exactly the expected rows. An acknowledged
 /// create means the wallet exists (creates carry no key in the ledger).
@@ -435,23 +439,16 @@ pub fn acked_write_durable(s: &Snapshot) -> CheckResult {
 
     for records in &groups {
         f.examined += 1;
-        let outcome = if records.iter().any(|op| op.outcome == Outcome::Ok) {
-            Outcome::Ok
-        } else if records
-            .iter()
-            .any(|op| op.outcome == Outcome::Indeterminate)
-        {
-            Outcome::Indeterminate
-        } else {
-            Outcome::Failed
-        };
+        // Every attempt of every record with this key: one operation.
+        let outcome = Outcome::fold(records.iter().flat_map(|op| op.attempt_outcomes()))
+            .expect("a key group holds at least one record");
         // The record that decided the outcome speaks for the operation.
         let op = records
             .iter()
             .copied()
             .find(|op| op.outcome == outcome)
             .unwrap_or(records[0]);
-        let attempts = records.len();
+        let attempts: usize = records.iter().map(|op| op.attempt_count()).sum();
         let key = op.idempotency_key.as_deref().unwrap_or_default();
         let rows: &[&LedgerRow] = by_key.get(key).map(Vec::as_slice).unwrap_or_default();
         let expected_rows = if op.kind == OpKind::Transfer { 2 } else { 1 };

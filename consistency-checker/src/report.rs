@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::snapshot::Convergence;
 
-/// The invariants, by their stable names (DESIGN.md section 4).
+/// The invariants, by their stable names (docs/invariants.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Invariant {
@@ -143,6 +143,16 @@ pub struct Facts {
     pub ops_ok: u64,
     pub ops_failed: u64,
     pub ops_indeterminate: u64,
+    /// Operations sent more than once (same idempotency key).
+    #[serde(default)]
+    pub ops_retried: u64,
+    /// Operations with an indeterminate attempt that a retry resolved to
+    /// acknowledged.
+    #[serde(default)]
+    pub ops_resolved_by_retry: u64,
+    /// HTTP attempts over all operations.
+    #[serde(default)]
+    pub attempts: u64,
     /// Mutating operations the ledger cannot be asked about (no
     /// idempotency key, or no wallet id for a create).
     pub ops_unverifiable: u64,
@@ -233,7 +243,7 @@ pub fn render_text(report: &Report) -> String {
     let _ = writeln!(
         out,
         "       balances total {}, funding total {}; {} ops ({} ok, {} failed, {} indeterminate, \
-         {} unverifiable); {} fault windows",
+         {} unverifiable); {} attempts, {} ops retried, {} resolved by a retry; {} fault windows",
         wallet_events::format_money(f.total_balance),
         wallet_events::format_money(f.total_funded),
         f.ops,
@@ -241,6 +251,9 @@ pub fn render_text(report: &Report) -> String {
         f.ops_failed,
         f.ops_indeterminate,
         f.ops_unverifiable,
+        f.attempts,
+        f.ops_retried,
+        f.ops_resolved_by_retry,
         f.fault_windows
     );
     if let Some(c) = f.convergence {

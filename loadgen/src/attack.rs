@@ -13,7 +13,7 @@ use std::{
 };
 
 use goose::{config::GooseConfiguration, prelude::*};
-use run_log::{OpKind, OpRecord, Outcome};
+use run_log::{Attempt, OpKind, OpRecord, Outcome};
 use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -26,10 +26,18 @@ pub const TRANSFER: &str = "POST /wallets/{id}/transfer";
 pub const GET_WALLET: &str = "GET /wallets/{id}";
 pub const GET_HISTORY: &str = "GET /wallets/{id}/history";
 
-/// Attempts of a mutating operation whose outcome was indeterminate; each
-/// retry carries the same idempotency key, so it can never apply twice.
-const ATTEMPTS_MAX: u32 = 3;
-const RETRY_PAUSE_MS: u64 = 200;
+/// Retries of a mutating operation whose outcome is still open. Each carries
+/// the same idempotency key, so it can never apply twice. The pause doubles
+/// from the first to the longest; no retry starts later than the window
+/// after the first attempt. A killed wallet is back in about 2 s, so the
+/// window outlasts an outage with room: a retry reaches the restarted
+/// service, which replays the first result or applies the operation once.
+const RETRY_PAUSE_FIRST_MS: u64 = 200;
+const RETRY_PAUSE_LONGEST_MS: u64 = 2_000;
+const RETRY_WINDOW_MS: u64 = 10_000;
+/// With the pauses above, the window allows 7 retries; this bounds them
+/// should the constants change.
+const ATTEMPTS_MAX: usize = 8;
 /// A request that takes longer than this is indeterminate.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 
@@ -138,9 +146,32 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
         ),
     };
 
-    let mut attempt = 0;
-    let (outcome, status, error_code) = loop {
-        attempt += 1;
+    let intended_at = context.started_wall
+        + chrono::Duration::from_std(
+            intended.saturating_duration_since(context.recorder.started()),
+        )
+        .unwrap_or_default();
+    let pending = OpRecord {
+        op_id,
+        kind: planned.kind,
+        wallet_index: Some(planned.wallet_index),
+        to_wallet_index: planned.to_wallet_index,
+        wallet_id: Some(wallet),
+        to_wallet_id: to,
+        amount: planned.amount,
+        idempotency_key: key.clone(),
+        // Settled from the attempts below.
+        outcome: Outcome::Indeterminate,
+        status: None,
+        error_code: None,
+        intended_at,
+        latency_us: 0,
+        attempts: Vec::new(),
+    };
+
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut retry = Retry::new();
+    loop {
         let mut builder = user.get_request_builder(&method, &url)?;
         if let Some(key) = &key {
             builder = builder.header("Idempotency-Key", key);
@@ -153,41 +184,79 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
             .name(endpoint_path(endpoint))
             .set_request_builder(builder)
             .build();
+        let started = Instant::now();
         let mut sent = user.request(request).await?;
-        let result = classify(sent.response).await;
+        let (outcome, status, error_code) = classify(sent.response).await;
         // A definite refusal is an expected answer, not a load failure.
-        if result.0 == Outcome::Failed && result.1.is_some() {
+        if outcome == Outcome::Failed && status.is_some() {
             let _ = user.set_success(&mut sent.request);
         }
-        if result.0 != Outcome::Indeterminate || key.is_none() || attempt >= ATTEMPTS_MAX {
-            break result;
+        attempts.push(Attempt {
+            outcome,
+            status,
+            error_code,
+            started_us: micros(started.saturating_duration_since(intended)),
+            latency_us: micros(started.elapsed()),
+        });
+        match retry.next_pause(key.is_some(), &attempts) {
+            Some(pause) => tokio::time::sleep(pause).await,
+            None => break,
         }
-        tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS)).await;
-    };
-    let latency = intended.elapsed();
-    context
-        .recorder
-        .record(endpoint, outcome, latency, error_code.as_deref());
-    let _ = context.ops.send(OpRecord {
-        op_id,
-        kind: planned.kind,
-        wallet_index: Some(planned.wallet_index),
-        to_wallet_index: planned.to_wallet_index,
-        wallet_id: Some(wallet),
-        to_wallet_id: to,
-        amount: planned.amount,
-        idempotency_key: key,
-        outcome,
-        status,
-        error_code,
-        intended_at: context.started_wall
-            + chrono::Duration::from_std(
-                intended.saturating_duration_since(context.recorder.started()),
-            )
-            .unwrap_or_default(),
-        latency_us: latency.as_micros() as u64,
-    });
+    }
+    let record = pending.settle(attempts);
+    context.recorder.record(
+        endpoint,
+        record.outcome,
+        Duration::from_micros(record.latency_us),
+        record.error_code.as_deref(),
+    );
+    let _ = context.ops.send(record);
     Ok(())
+}
+
+/// When to try an operation again: [`Retry::next_pause`] after each attempt.
+pub struct Retry {
+    first: Instant,
+    pause: Duration,
+}
+
+impl Retry {
+    pub fn new() -> Self {
+        Self {
+            first: Instant::now(),
+            pause: Duration::from_millis(RETRY_PAUSE_FIRST_MS),
+        }
+    }
+
+    /// The pause before the next attempt, or `None` to stop. Only an
+    /// operation with an idempotency key is retried, and only while its
+    /// folded outcome is open and the last attempt was not answered by the
+    /// service with a refusal: a 4xx to a retry is the service's word on
+    /// that key, and asking again would only repeat it. A connection
+    /// refused (the service is down) or cut off is asked again.
+    pub fn next_pause(&mut self, keyed: bool, attempts: &[Attempt]) -> Option<Duration> {
+        let last = attempts.last()?;
+        let open =
+            Outcome::fold(attempts.iter().map(|a| a.outcome)) == Some(Outcome::Indeterminate);
+        let answered = last.status.is_some_and(|status| status < 500);
+        let pause = self.pause;
+        let in_window = self.first.elapsed() + pause <= Duration::from_millis(RETRY_WINDOW_MS);
+        if !keyed || !open || answered || attempts.len() >= ATTEMPTS_MAX || !in_window {
+            return None;
+        }
+        self.pause = (pause * 2).min(Duration::from_millis(RETRY_PAUSE_LONGEST_MS));
+        Some(pause)
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn endpoint_path(endpoint: &'static str) -> &'static str {
@@ -197,8 +266,16 @@ fn endpoint_path(endpoint: &'static str) -> &'static str {
         .unwrap_or(endpoint)
 }
 
-/// ok (2xx), failed (4xx: a definite refusal, or a connection that was
-/// never made), indeterminate (5xx, timeout, reset: it may have applied).
+/// One attempt's outcome: ok (2xx), failed (4xx: a definite refusal, or a
+/// connection that was never made), indeterminate (5xx, timeout, reset: it
+/// may have applied).
+///
+/// A connect error is a definite "not delivered" because reqwest (hyper's
+/// pooled client) reports it only when no connection to the service could
+/// be made for this request. A pooled connection that turns out closed is
+/// replaced by a new one only if not a byte of the request was written to
+/// it (hyper retries just such "canceled" requests); once the request was
+/// written, a failure is a send or body error, never a connect error.
 pub async fn classify(
     response: Result<reqwest::Response, reqwest::Error>,
 ) -> (Outcome, Option<u16>, Option<String>) {

@@ -28,7 +28,7 @@ use chaos::{
 };
 use harness::system::{Launcher, System, SystemOptions};
 use run_log::{
-    OpKind, OpRecord, Outcome,
+    Attempt, OpKind, OpRecord, Outcome,
     summary::{
         ConvergenceSummary, EndpointSummary, RunSummary, ThresholdsSummary, Totals, Verdict,
         Versions,
@@ -434,20 +434,36 @@ async fn seed_wallets(
                     .and_then(|body| body["data"]["id"].as_str())
                     .and_then(|id| Uuid::parse_str(id).ok());
                 let op_id = 2 * u64::from(wallet.index);
-                let record = |kind, outcome, status, code, key: Option<String>, amount| OpRecord {
-                    op_id: op_id + u64::from(kind == OpKind::Fund),
-                    kind,
-                    wallet_index: Some(wallet.index),
-                    to_wallet_index: None,
-                    wallet_id: id,
-                    to_wallet_id: None,
-                    amount,
-                    idempotency_key: key,
-                    outcome,
-                    status,
-                    error_code: code,
-                    intended_at,
-                    latency_us: started.elapsed().as_micros() as u64,
+                let record = |kind,
+                              outcome,
+                              status,
+                              error_code: Option<String>,
+                              key: Option<String>,
+                              amount| {
+                    let pending = OpRecord {
+                        op_id: op_id + u64::from(kind == OpKind::Fund),
+                        kind,
+                        wallet_index: Some(wallet.index),
+                        to_wallet_index: None,
+                        wallet_id: id,
+                        to_wallet_id: None,
+                        amount,
+                        idempotency_key: key,
+                        outcome,
+                        status,
+                        error_code: error_code.clone(),
+                        intended_at,
+                        latency_us: 0,
+                        attempts: Vec::new(),
+                    };
+                    let attempt = Attempt {
+                        outcome,
+                        status,
+                        error_code,
+                        started_us: 0,
+                        latency_us: started.elapsed().as_micros() as u64,
+                    };
+                    pending.settle(vec![attempt])
                 };
                 let _ = ops.send(record(
                     OpKind::CreateWallet,

@@ -182,7 +182,9 @@ pub fn verdict_section(checker: Option<&Report>, summary: &RunSummary) -> Markup
                     (f.outbox_unpublished) " of " (f.outbox_rows) " outbox rows unpublished, " (f.parked_events) " parked, "
                     (f.dead_letters) " dead letters. Balances total " (wallet_events::format_money(f.total_balance))
                     ", funded total " (wallet_events::format_money(f.total_funded)) ". Operations: " (f.ops) " (" (f.ops_ok) " ok, "
-                    (f.ops_failed) " failed, " (f.ops_indeterminate) " indeterminate)."
+                    (f.ops_failed) " failed, " (f.ops_indeterminate) " indeterminate), in " (f.attempts) " attempts: "
+                    (f.ops_retried) " retried with the same idempotency key, " (f.ops_resolved_by_retry)
+                    " of them resolved to acknowledged by a retry."
                 }
             } @else {
                 p { "Violated: " (if summary.verdict.violated.is_empty() { "none".to_owned() } else { summary.verdict.violated.join(", ") }) }

@@ -41,19 +41,66 @@ impl OpKind {
     }
 }
 
-/// How an operation ended, from the client's side.
+/// How an attempt, or a whole operation, ended from the client's side.
+///
+/// For one attempt: `Ok` is a 2xx; `Failed` is a definite refusal, either a
+/// 4xx answer or a transport error that provably happened before the
+/// request left the client (the connection was never made); everything
+/// else (timeout, reset, 5xx) is `Indeterminate`.
+///
+/// For an operation, [`Outcome::fold`] over its attempts: `Ok` if any
+/// attempt was acknowledged, `Failed` only if every attempt was definitely
+/// refused, otherwise `Indeterminate`. A later refusal never undoes an
+/// earlier attempt that may have applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The service confirmed it (2xx).
     Ok,
-    /// The service definitely refused it (4xx): it must not have applied.
+    /// The service definitely refused it (4xx), or it never reached the
+    /// service: it must not have applied.
     Failed,
     /// Unknown: timeout, connection reset, 5xx. It may have applied, once.
     Indeterminate,
 }
 
-/// One attempted operation: a line of `ops.jsonl`.
+impl Outcome {
+    /// The outcome of an operation from its attempts' outcomes, in any
+    /// order; `None` for no attempts.
+    pub fn fold(attempts: impl IntoIterator<Item = Outcome>) -> Option<Outcome> {
+        attempts.into_iter().fold(None, |folded, next| {
+            Some(match (folded, next) {
+                (Some(Outcome::Ok), _) | (_, Outcome::Ok) => Outcome::Ok,
+                (Some(Outcome::Indeterminate), _) | (_, Outcome::Indeterminate) => {
+                    Outcome::Indeterminate
+                }
+                (None | Some(Outcome::Failed), Outcome::Failed) => Outcome::Failed,
+            })
+        })
+    }
+
+    /// Whether the client knows for certain whether it applied.
+    pub fn is_definite(self) -> bool {
+        self != Outcome::Indeterminate
+    }
+}
+
+/// One HTTP attempt of an operation. Retries of an operation carry the
+/// same idempotency key, so at most one of its attempts can apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub outcome: Outcome,
+    /// HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    /// The service's error code, or a client-side cause (`timeout`, ...).
+    pub error_code: Option<String>,
+    /// When the attempt started, from the operation's intended start.
+    pub started_us: u64,
+    /// How long the attempt took, from its own start.
+    pub latency_us: u64,
+}
+
+/// One attempted operation: a line of `ops.jsonl`, with every attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpRecord {
     /// Position in the seed's schedule: the same seed gives the same
@@ -69,15 +116,71 @@ pub struct OpRecord {
     #[serde(default, with = "opt_money")]
     pub amount: Option<Decimal>,
     pub idempotency_key: Option<String>,
+    /// [`Outcome::fold`] over `attempts`.
     pub outcome: Outcome,
-    /// HTTP status, when a response arrived.
+    /// HTTP status of the attempt that decided the outcome (the last one
+    /// whose outcome equals it), when a response arrived.
     pub status: Option<u16>,
-    /// The service's error code, or a client-side cause (`timeout`, ...).
+    /// The error code of that attempt: the service's, or a client-side
+    /// cause (`timeout`, `connect_refused`, ...).
     pub error_code: Option<String>,
     /// When the operation was meant to start (its schedule slot).
     pub intended_at: DateTime<Utc>,
-    /// From the intended start to the end of the response.
+    /// From the intended start to the end of the last attempt.
     pub latency_us: u64,
+    /// Every attempt, in order. Empty only in logs written before attempts
+    /// were recorded; then `outcome` stands for the one attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+impl OpRecord {
+    /// The record after `attempts` (at least one): the outcome folded over
+    /// them, the deciding attempt's status and code, the latency to the end
+    /// of the last. The operation's own fields are kept as they are.
+    pub fn settle(self, attempts: Vec<Attempt>) -> OpRecord {
+        let outcome = Outcome::fold(attempts.iter().map(|a| a.outcome))
+            .expect("an operation is recorded after at least one attempt");
+        let deciding = attempts
+            .iter()
+            .rev()
+            .find(|a| a.outcome == outcome)
+            .expect("the folded outcome is one of the attempts' outcomes");
+        let last = attempts.last().expect("at least one attempt");
+        OpRecord {
+            outcome,
+            status: deciding.status,
+            error_code: deciding.error_code.clone(),
+            latency_us: last.started_us + last.latency_us,
+            attempts,
+            ..self
+        }
+    }
+
+    /// The outcomes of its attempts (the record's own outcome for a log
+    /// without attempts).
+    pub fn attempt_outcomes(&self) -> Vec<Outcome> {
+        if self.attempts.is_empty() {
+            vec![self.outcome]
+        } else {
+            self.attempts.iter().map(|a| a.outcome).collect()
+        }
+    }
+
+    /// How many HTTP attempts it took.
+    pub fn attempt_count(&self) -> usize {
+        self.attempts.len().max(1)
+    }
+
+    /// An attempt could have applied but a later one settled the question:
+    /// a retry with the same key was acknowledged.
+    pub fn resolved_by_retry(&self) -> bool {
+        self.outcome == Outcome::Ok
+            && self
+                .attempts
+                .iter()
+                .any(|a| a.outcome == Outcome::Indeterminate)
+    }
 }
 
 /// The faults the chaos module can inject.
@@ -340,6 +443,7 @@ mod tests {
             error_code: Some("timeout".into()),
             intended_at: at(0),
             latency_us: 1_500,
+            attempts: Vec::new(),
         };
         let mut out = Vec::new();
         write_jsonl(&mut out, std::slice::from_ref(&record)).unwrap();
@@ -347,6 +451,69 @@ mod tests {
         assert!(line.contains(r#""amount":"12.3400""#), "{line}");
         assert!(line.contains(r#""outcome":"indeterminate""#), "{line}");
         let back: OpRecord = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(back, record);
+    }
+
+    fn attempt(outcome: Outcome, code: &str, started_us: u64) -> Attempt {
+        Attempt {
+            outcome,
+            status: (outcome != Outcome::Indeterminate).then_some(200),
+            error_code: Some(code.to_owned()),
+            started_us,
+            latency_us: 100,
+        }
+    }
+
+    #[test]
+    fn an_operation_fails_only_if_every_attempt_was_refused() {
+        use Outcome::*;
+        assert_eq!(Outcome::fold([]), None);
+        assert_eq!(Outcome::fold([Failed]), Some(Failed));
+        assert_eq!(Outcome::fold([Failed, Failed]), Some(Failed));
+        // The case of the false alarm: cut off by a kill, then refused at
+        // connect while the service was down. It may have applied.
+        assert_eq!(Outcome::fold([Indeterminate, Failed]), Some(Indeterminate));
+        assert_eq!(Outcome::fold([Failed, Indeterminate]), Some(Indeterminate));
+        assert_eq!(Outcome::fold([Indeterminate, Failed, Ok]), Some(Ok));
+        assert_eq!(Outcome::fold([Ok, Indeterminate]), Some(Ok));
+    }
+
+    #[test]
+    fn a_record_keeps_every_attempt_and_the_deciding_ones_code() {
+        let intent = OpRecord {
+            op_id: 9,
+            kind: OpKind::Fund,
+            wallet_index: Some(1),
+            to_wallet_index: None,
+            wallet_id: Some(Uuid::from_u128(1)),
+            to_wallet_id: None,
+            amount: Some(Decimal::ONE),
+            idempotency_key: Some("k".into()),
+            outcome: Outcome::Indeterminate,
+            status: None,
+            error_code: None,
+            intended_at: at(0),
+            latency_us: 0,
+            attempts: Vec::new(),
+        };
+        let attempts = vec![
+            attempt(Outcome::Indeterminate, "connection_error", 0),
+            attempt(Outcome::Failed, "connect_refused", 300),
+        ];
+        let record = intent.clone().settle(attempts);
+        assert_eq!(record.outcome, Outcome::Indeterminate);
+        assert_eq!(record.error_code.as_deref(), Some("connection_error"));
+        assert_eq!(record.latency_us, 400);
+        assert_eq!(record.attempt_count(), 2);
+        assert!(!record.resolved_by_retry());
+
+        let mut attempts = record.attempts.clone();
+        attempts.push(attempt(Outcome::Ok, "", 2_000));
+        let record = intent.settle(attempts);
+        assert_eq!(record.outcome, Outcome::Ok);
+        assert!(record.resolved_by_retry());
+        let line = serde_json::to_string(&record).unwrap();
+        let back: OpRecord = serde_json::from_str(&line).unwrap();
         assert_eq!(back, record);
     }
 }

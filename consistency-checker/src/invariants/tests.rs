@@ -831,3 +831,67 @@ fn a_run_sized_snapshot_checks_quickly() {
         "check took {took:?}"
     );
 }
+
+#[test]
+fn a_refusal_after_a_cut_off_attempt_leaves_the_operation_open() {
+    // The false alarm of a wallet kill: the first attempt was cut off after
+    // the service committed, the retry met the dead service's closed port.
+    let mut c = clean();
+    let op = c
+        .world
+        .transfer(c.alice, c.bob, dec!(4), Outcome::Indeterminate, 1);
+    c.world.attempts(
+        op.op_id,
+        &[
+            (Outcome::Indeterminate, "connection_error"),
+            (Outcome::Failed, "connect_refused"),
+        ],
+    );
+    let report = check(&c.world.snapshot());
+    assert_violated_exactly(&report, &[]);
+    assert_eq!(report.facts.ops_indeterminate, 4);
+    assert_eq!(report.facts.ops_retried, 1);
+}
+
+#[test]
+fn refused_on_every_attempt_yet_applied_is_named() {
+    let mut c = clean();
+    let op = c
+        .world
+        .transfer(c.alice, c.bob, dec!(4), Outcome::Failed, 1);
+    c.world.attempts(
+        op.op_id,
+        &[
+            (Outcome::Failed, "connect_refused"),
+            (Outcome::Failed, "connect_refused"),
+        ],
+    );
+    let report = check(&c.world.snapshot());
+    assert_violated_exactly(&report, &[Invariant::AckedWriteDurable]);
+    let v = only_violation(&report, Invariant::AckedWriteDurable);
+    assert_eq!(v.op_id, Some(op.op_id));
+    assert!(
+        v.message.contains("is in the ledger anyway") && v.message.contains("2 attempts"),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
+fn a_retry_that_resolves_an_open_attempt_is_counted() {
+    let mut c = clean();
+    let op = c.world.transfer(c.alice, c.bob, dec!(4), Outcome::Ok, 1);
+    c.world.attempts(
+        op.op_id,
+        &[
+            (Outcome::Indeterminate, "connection_error"),
+            (Outcome::Failed, "connect_refused"),
+            (Outcome::Ok, "replayed"),
+        ],
+    );
+    let report = check(&c.world.snapshot());
+    assert_violated_exactly(&report, &[]);
+    assert_eq!(report.facts.ops_resolved_by_retry, 1);
+    // 13 records of the clean world, one attempt each, plus these 3.
+    assert_eq!(report.facts.attempts, 13 + 3);
+}

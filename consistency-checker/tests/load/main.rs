@@ -168,6 +168,7 @@ fn dataset() -> (Vec<WalletSeed>, Vec<Entry>, Vec<OpRecord>) {
         error_code: None,
         intended_at: at(seconds),
         latency_us: 500,
+        attempts: Vec::new(),
     };
     let ops = vec![
         OpRecord {

@@ -8,3 +8,4 @@ mod helpers;
 mod poison;
 mod report;
 mod run;
+mod wallet_kills;
