@@ -1,4 +1,4 @@
-//! The invariants of DESIGN.md section 4, each a pure function over a
+//! The invariants of docs/invariants.md, each a pure function over a
 //! [`Snapshot`]: no I/O, no clock, no randomness, so the in-process
 //! simulation can run the very same code thousands of times per minute and
 //! a real run's verdict depends on its rows alone.

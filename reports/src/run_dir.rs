@@ -1,4 +1,4 @@
-//! Reading a run directory (DESIGN.md section 6): everything a report
+//! Reading a run directory (docs/run-directory.md): everything a report
 //! shows comes from these files, so a run can be re-rendered or compared
 //! long after its processes are gone.
 
