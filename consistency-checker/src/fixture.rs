@@ -8,12 +8,12 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
-use run_log::{Attempt, OpKind, OpRecord, Outcome};
+use run_log::{Attempt, OpKind, OpRecord, Outcome, summary::Convergence};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_events::EventKind;
 
-use crate::snapshot::{Convergence, HistoryRow, LedgerRow, OutboxRow, Snapshot, WalletRow};
+use crate::snapshot::{HistoryRow, LedgerRow, OutboxRow, Snapshot, WalletRow};
 
 const EPOCH_S: i64 = 1_700_000_000;
 const WALLET_SPACE: u128 = 0xA;
@@ -201,6 +201,7 @@ impl World {
             converged: true,
             took_ms,
             bound_ms,
+            started_offset_ms: None,
         });
     }
 

@@ -5,7 +5,8 @@
 //! - [`load`]: reading a snapshot from both databases (read-only SQL) and
 //!   the run directory's `ops.jsonl` and `chaos.jsonl`.
 //! - [`invariants`]: the invariants, pure functions over a snapshot.
-//! - [`report`]: the verdict (`checker.json`) and its text rendering.
+//! - [`report`]: the verdict (`checker.json`, types in `run_log::checker`)
+//!   and its text rendering.
 //!
 //! The binary is a thin shell over [`run`], which loadgen also calls
 //! in-process at the end of a run.
@@ -25,7 +26,8 @@ use clap::Parser;
 pub use invariants::check;
 pub use load::{attach_chaos, attach_ops, load};
 pub use report::{CheckResult, Facts, Invariant, Report, Status, Violation, render_text};
-pub use snapshot::{Convergence, Snapshot};
+pub use run_log::summary::Convergence;
+pub use snapshot::Snapshot;
 
 /// The checker's command line and environment.
 #[derive(Debug, Clone, Parser)]

@@ -9,7 +9,7 @@
 //! consumer could write either, and the checker exists to notice.
 
 use chrono::{DateTime, Utc};
-use run_log::{FaultWindow, OpRecord};
+use run_log::{FaultWindow, OpRecord, summary::Convergence};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -115,15 +115,6 @@ pub struct DeadLetterRow {
     pub offset: i64,
     pub error: String,
     pub received_at: DateTime<Utc>,
-}
-
-/// How the liveness phase of a run ended: whether the history caught up
-/// with the ledger, how long it took, and the bound it had.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Convergence {
-    pub converged: bool,
-    pub took_ms: u64,
-    pub bound_ms: u64,
 }
 
 /// Everything the invariants look at.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row, postgres::PgRow};
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
-use wallet_events::{Envelope, EventKind};
+use wallet_events::{Envelope, EventKind, UserId, UserIdError};
 
 use crate::consumer::SharedStatus;
 
@@ -54,8 +54,8 @@ pub enum ApiError {
     InvalidCursor,
     #[error("invalid query string: {0}")]
     InvalidQuery(String),
-    #[error("user_id must be 1 to 100 characters, not blank")]
-    InvalidUserId,
+    #[error("{0}")]
+    InvalidUserId(#[from] UserIdError),
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -71,7 +71,7 @@ impl ApiError {
             ApiError::InvalidLimit => (StatusCode::BAD_REQUEST, "invalid_limit"),
             ApiError::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
             ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
-            ApiError::InvalidUserId => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_user_id"),
+            ApiError::InvalidUserId(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_user_id"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -163,9 +163,7 @@ async fn user_activity(
     Path(user_id): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Envelope<Page>>, ApiError> {
-    if user_id.trim().is_empty() || user_id.chars().count() > 100 {
-        return Err(ApiError::InvalidUserId);
-    }
+    let user_id = UserId::parse(&user_id)?;
     let Query(query) = query?;
     let limit = limit(query.limit.as_deref())?;
     let cursor = query.cursor.as_deref().map(activity_cursor).transpose()?;
@@ -175,7 +173,7 @@ async fn user_activity(
          WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (committed_at, event_id) < ($2, $3))
          ORDER BY committed_at DESC, event_id DESC LIMIT $4"
     ))
-    .bind(&user_id)
+    .bind(user_id.as_str())
     .bind(before_time)
     .bind(before_event)
     .bind(limit + 1)

@@ -129,6 +129,11 @@ async fn apply_event(
         return Ok(Effect::Parked);
     }
 
+    assert_eq!(
+        event.seq,
+        last_seq + 1,
+        "only a wallet's next event is applied"
+    );
     insert_entry(tx, event, source.partition, source.offset).await?;
     last_seq = event.seq;
     balance += event.signed_amount();
@@ -146,9 +151,15 @@ async fn apply_event(
             .await?;
             let Some(row) = next else { break };
             let payload: String = row.try_get("payload")?;
-            let Ok(parked) = WalletEvent::decode(payload.as_bytes()) else {
-                break; // it decoded when it was parked; unreachable in practice
-            };
+            // Only decoded events are parked, and the payload is stored as
+            // it arrived; stopping here would strand its successors.
+            let parked = WalletEvent::decode(payload.as_bytes())
+                .expect("a parked event decoded when it was parked");
+            assert_eq!(
+                (parked.wallet_id, parked.seq),
+                (event.wallet_id, last_seq + 1),
+                "the row unparked is the wallet's next event"
+            );
             insert_entry(
                 tx,
                 &parked,

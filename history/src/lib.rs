@@ -118,10 +118,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         pool: pool.clone(),
         consumer: status,
     });
-    service_kit::serve(listener, app, shutdown.clone()).await?;
-    shutdown.cancel();
-    consumer.await.context("consumer task")??;
+    // The consumer ends only at shutdown; if it ends first (a broken
+    // assertion, say), the whole process stops rather than serve a history
+    // that no longer advances.
+    let consumed = async {
+        let result = consumer.await;
+        if !shutdown.is_cancelled() {
+            tracing::error!("the consumer stopped on its own; shutting down");
+            shutdown.cancel();
+        }
+        result
+    };
+    let served = async {
+        let result = service_kit::serve(listener, app, shutdown.clone()).await;
+        shutdown.cancel();
+        result
+    };
+    let (served, consumed) = tokio::join!(served, consumed);
     pool.close().await;
+    served?;
+    consumed.context("the consumer task failed")??;
     Ok(())
 }
 

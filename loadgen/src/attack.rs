@@ -15,10 +15,9 @@ use std::{
 use goose::{config::GooseConfiguration, prelude::*};
 use run_log::{Attempt, OpKind, OpRecord, Outcome};
 use serde_json::json;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::{recorder::Recorder, workload::Workload};
+use crate::{recorder::Recorder, run::OpsSink, workload::Workload};
 
 pub const CREATE: &str = "POST /wallets";
 pub const FUND: &str = "POST /wallets/{id}/fund";
@@ -54,7 +53,7 @@ pub struct LoadContext {
     /// Op ids of the load start after the setup phase's.
     pub op_id_base: u64,
     pub recorder: Arc<Recorder>,
-    pub ops: mpsc::UnboundedSender<OpRecord>,
+    pub ops: OpsSink,
     /// Per user: the next slot it runs.
     pub next_slot: Vec<AtomicU64>,
     pub started_wall: chrono::DateTime<chrono::Utc>,
@@ -138,7 +137,10 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
             format!("{}/wallets/{wallet}", context.wallet_url),
             None,
         ),
-        OpKind::GetHistory | OpKind::CreateWallet => (
+        OpKind::CreateWallet => {
+            unreachable!("the load draws no creates: wallets are made in setup")
+        }
+        OpKind::GetHistory => (
             GET_HISTORY,
             GooseMethod::Get,
             format!("{}/wallets/{wallet}/history?limit=20", context.history_url),
@@ -210,7 +212,7 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
         Duration::from_micros(record.latency_us),
         record.error_code.as_deref(),
     );
-    let _ = context.ops.send(record);
+    context.ops.record(record);
     Ok(())
 }
 

@@ -21,16 +21,10 @@ use hdrhistogram::{
 };
 use run_log::{
     Outcome,
+    latency::{self, Percentiles, ms},
     summary::{EndpointSummary, ErrorCount, TimelinePoint},
 };
 use serde::Serialize;
-
-/// Latencies above this (µs) are clamped: 10 minutes is longer than any
-/// request can wait (the client times out first).
-const LATENCY_MAX_US: u64 = 600_000_000;
-/// Per-second histograms need less precision than the run totals.
-const INTERVAL_SIGFIGS: u8 = 2;
-const TOTAL_SIGFIGS: u8 = 3;
 
 /// Counts of outcomes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -72,10 +66,6 @@ pub struct Recorder {
     inner: Mutex<Inner>,
 }
 
-fn ms(us: u64) -> f64 {
-    (us as f64) / 1000.0
-}
-
 impl Recorder {
     pub fn new(started: Instant) -> Self {
         Self {
@@ -101,26 +91,26 @@ impl Recorder {
         latency: Duration,
         error_code: Option<&str>,
     ) {
-        let us = (latency.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        let us = latency::recorded_us(latency);
         let second = self.started.elapsed().as_secs();
         let mut inner = self.inner.lock().expect("recorder lock");
-        let (total, outcomes) = inner.totals.entry(endpoint).or_insert_with(|| {
-            (
-                Histogram::new_with_bounds(1, LATENCY_MAX_US, TOTAL_SIGFIGS).expect("valid bounds"),
-                Outcomes::default(),
-            )
-        });
-        let _ = total.record(us);
+        let (total, outcomes) = inner
+            .totals
+            .entry(endpoint)
+            .or_insert_with(|| (latency::total_histogram(), Outcomes::default()));
+        total.record(us).expect("recorded_us is within the bounds");
         outcomes.add(outcome);
         let interval = inner
             .intervals
             .entry((second, endpoint))
             .or_insert_with(|| Interval {
-                latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, INTERVAL_SIGFIGS)
-                    .expect("valid bounds"),
+                latency: latency::interval_histogram(),
                 outcomes: Outcomes::default(),
             });
-        let _ = interval.latency.record(us);
+        interval
+            .latency
+            .record(us)
+            .expect("recorded_us is within the bounds");
         interval.outcomes.add(outcome);
         if let Some(code) = error_code {
             *inner.errors.entry((endpoint, code.to_owned())).or_default() += 1;
@@ -196,17 +186,17 @@ impl Recorder {
             .intervals
             .iter()
             .map(|((second, endpoint), interval)| {
-                let h = &interval.latency;
+                let p = Percentiles::of(&interval.latency);
                 TimelinePoint {
                     second: *second,
                     endpoint: (*endpoint).to_owned(),
                     ok: interval.outcomes.ok,
                     failed: interval.outcomes.failed,
                     indeterminate: interval.outcomes.indeterminate,
-                    p50_ms: ms(h.value_at_quantile(0.5)),
-                    p90_ms: ms(h.value_at_quantile(0.9)),
-                    p99_ms: ms(h.value_at_quantile(0.99)),
-                    max_ms: ms(h.max()),
+                    p50_ms: p.p50_ms,
+                    p90_ms: p.p90_ms,
+                    p99_ms: p.p99_ms,
+                    max_ms: p.max_ms,
                 }
             })
             .collect()
@@ -225,7 +215,7 @@ impl Recorder {
             .with_max_value_divisor(1000.0)
             .begin_log_with(out, &mut serializer)?;
         for ((second, endpoint), interval) in &inner.intervals {
-            let tag_text = endpoint.replace(' ', "_");
+            let tag_text = latency::tag(endpoint);
             let tag = Tag::new(&tag_text);
             log.write_histogram(
                 &interval.latency,

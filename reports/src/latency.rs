@@ -16,6 +16,7 @@ use hdrhistogram::{
         interval_log::{IntervalLogIterator, LogEntry},
     },
 };
+use run_log::latency::{Percentiles, ms};
 
 /// Significant figures of the merged histograms; the interval histograms
 /// were recorded with 2, so more would only cost memory.
@@ -131,20 +132,16 @@ pub fn read_interval_log(
     Ok(endpoints)
 }
 
-/// Microseconds (the histograms' unit) as milliseconds.
-pub fn ms(us: u64) -> f64 {
-    us as f64 / 1000.0
-}
-
 /// A second's figures from its histogram (µs).
 pub fn second_latency(second: u64, histogram: &Histogram<u64>) -> SecondLatency {
+    let p = Percentiles::of(histogram);
     SecondLatency {
         second,
         count: histogram.len(),
-        p50_ms: ms(histogram.value_at_quantile(0.50)),
-        p90_ms: ms(histogram.value_at_quantile(0.90)),
-        p99_ms: ms(histogram.value_at_quantile(0.99)),
-        max_ms: ms(histogram.max()),
+        p50_ms: p.p50_ms,
+        p90_ms: p.p90_ms,
+        p99_ms: p.p99_ms,
+        max_ms: p.max_ms,
     }
 }
 
@@ -229,7 +226,7 @@ mod tests {
 
     /// 1..=n milliseconds, once each, in µs.
     fn uniform_ms(n: u64) -> Histogram<u64> {
-        let mut h = Histogram::new_with_bounds(1, 600_000_000, 2).unwrap();
+        let mut h = run_log::latency::interval_histogram();
         for ms in 1..=n {
             h.record(ms * 1000).unwrap();
         }

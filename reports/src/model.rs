@@ -89,7 +89,7 @@ impl<'a> RunModel<'a> {
                 p99_ms: merged
                     .get(&s.second)
                     .filter(|h| !h.is_empty())
-                    .map(|h| latency::ms(h.value_at_quantile(0.99))),
+                    .map(|h| run_log::latency::ms(h.value_at_quantile(0.99))),
             })
             .collect();
         let recoveries = recovery::recoveries(&spans, &system, load_end_s);

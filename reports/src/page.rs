@@ -4,8 +4,8 @@
 //! over time, throughput, history lag, percentile distribution, endpoint
 //! table, errors, recovery after each fault.
 
-use consistency_checker::{Report, Status};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use run_log::checker::{Report, Status};
 use serde_json::Value;
 
 use crate::{
@@ -361,7 +361,7 @@ pub fn endpoints_table(summary: &RunSummary) -> Markup {
                     td.num { @if e.failed > 0 { span.fail { (e.failed) } } @else { "0" } }
                     td.num { @if e.indeterminate > 0 { span.fail { (e.indeterminate) } } @else { "0" } }
                     td.num { (format!("{:.1}", e.rps)) }
-                    @for v in [e.min_ms, e.p50_ms, e.p75_ms, e.p90_ms, e.p99_ms, e.p999_ms, e.max_ms, e.mean_ms] { td.num { (ms(v)) } }
+                    @for v in [e.min_ms, e.p50_ms, e.p75_ms, e.p90_ms, e.p99_ms, e.p999_ms, e.max_ms, e.mean_ms] { td.num { (ms_cell(v)) } }
                 }
             }
         }
@@ -432,7 +432,7 @@ fn recovery_section(model: &RunModel) -> Markup {
                             td.num { (format!("{:.1} s", s.injected_s)) }
                             td.num { (s.healed_s.map(|h| format!("{:.1} s", h - s.injected_s)).unwrap_or("never".into())) }
                             td.num { (s.recovered_s.map(|h| format!("{:.1} s", h - s.injected_s)).unwrap_or("–".into())) }
-                            td.num { (r.baseline_p99_ms.map(ms).unwrap_or("–".into())) }
+                            td.num { (r.baseline_p99_ms.map(ms_cell).unwrap_or("–".into())) }
                             td.num { (recovery_word(r.p99)) }
                             td.num { (r.baseline_ok_per_s.map(|t| format!("{t:.0}")).unwrap_or("–".into())) }
                             td.num { (recovery_word(r.throughput)) }
@@ -445,7 +445,7 @@ fn recovery_section(model: &RunModel) -> Markup {
 }
 
 /// Milliseconds for a table cell.
-pub fn ms(value: f64) -> String {
+pub fn ms_cell(value: f64) -> String {
     if value >= 100.0 {
         format!("{value:.0}")
     } else if value >= 10.0 {

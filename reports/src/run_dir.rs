@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use consistency_checker::Report;
+use run_log::checker::Report;
 use run_log::{
     ChaosEvent,
     summary::{LagSecond, RunSummary, TimelinePoint},
@@ -100,10 +100,9 @@ impl RunData {
             .unwrap_or_else(|| self.dir.display().to_string())
     }
 
-    /// An endpoint's interval histograms (the log tags endpoints with
-    /// spaces as underscores).
+    /// An endpoint's interval histograms, found by its log tag.
     pub fn latency_of(&self, endpoint: &str) -> Option<&EndpointLatency> {
-        self.latency.get(&endpoint.replace(' ', "_"))
+        self.latency.get(&run_log::latency::tag(endpoint))
     }
 }
 

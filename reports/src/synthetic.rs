@@ -15,17 +15,14 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use hdrhistogram::{
-    Histogram,
-    serialization::{
-        V2DeflateSerializer,
-        interval_log::{IntervalLogWriterBuilder, Tag},
-    },
+use hdrhistogram::serialization::{
+    V2DeflateSerializer,
+    interval_log::{IntervalLogWriterBuilder, Tag},
 };
 use run_log::{
     ChaosEvent, FaultKind, FaultPhase,
     summary::{
-        ConvergenceSummary, EndpointSummary, ErrorCount, LagSecond, RunSummary, ThresholdsSummary,
+        Convergence, EndpointSummary, ErrorCount, LagSecond, RunSummary, ThresholdsSummary,
         TimelinePoint, Totals, Verdict, Versions,
     },
 };
@@ -100,7 +97,7 @@ impl SyntheticRun {
                 code: "connection_refused".into(),
                 count: 2,
             }],
-            convergence: ConvergenceSummary {
+            convergence: Convergence {
                 converged: true,
                 took_ms: 1_500,
                 bound_ms: 60_000,
@@ -210,8 +207,7 @@ impl SyntheticRun {
             .begin_log_with(&mut log, &mut serializer)?;
         for second in 0..self.seconds {
             for (name, base_ms) in &self.endpoints {
-                let mut histogram =
-                    Histogram::<u64>::new_with_bounds(1, 600_000_000, 2).expect("valid bounds");
+                let mut histogram = run_log::latency::interval_histogram();
                 let base_ms = if self.held(second) {
                     STALLED_MS
                 } else {
@@ -227,7 +223,7 @@ impl SyntheticRun {
                         &histogram,
                         Duration::from_secs(second),
                         Duration::from_secs(1),
-                        Tag::new(&name.replace(' ', "_")),
+                        Tag::new(&run_log::latency::tag(name)),
                     )
                     .map_err(|err| std::io::Error::other(format!("{err:?}")))?;
                 timeline.push(TimelinePoint {

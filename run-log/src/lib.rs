@@ -9,7 +9,10 @@
 //! - [`ChaosEvent`] (`chaos.jsonl`): each fault's injection and healing, so
 //!   a violation or a latency spike can be placed in its fault window.
 //! - [`summary`]: the run's figures (`summary.json`, `timeline.json`,
-//!   `lag.json`).
+//!   `lag.json`) and how the liveness phase ended ([`summary::Convergence`]).
+//! - [`checker`]: the checker's verdict (`checker.json`).
+//! - [`latency`]: the conventions of the latency interval log
+//!   (`latency.hlog`): bounds, precision, tags, per-second percentiles.
 
 use std::{
     fs::File,
@@ -22,6 +25,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
+pub mod checker;
+pub mod latency;
 pub mod summary;
 
 /// What loadgen asked the system to do.
@@ -113,7 +118,7 @@ pub struct OpRecord {
     /// The ids the indices resolved to in this run.
     pub wallet_id: Option<Uuid>,
     pub to_wallet_id: Option<Uuid>,
-    #[serde(default, with = "opt_money")]
+    #[serde(default, with = "wallet_events::money_str_opt")]
     pub amount: Option<Decimal>,
     pub idempotency_key: Option<String>,
     /// [`Outcome::fold`] over `attempts`.
@@ -360,29 +365,6 @@ pub fn write_jsonl<T: Serialize>(out: &mut impl Write, records: &[T]) -> std::io
         out.write_all(b"\n")?;
     }
     Ok(())
-}
-
-mod opt_money {
-    use rust_decimal::Decimal;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(
-        value: &Option<Decimal>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(amount) => serializer.serialize_str(&wallet_events::format_money(*amount)),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Decimal>, D::Error> {
-        let text: Option<String> = Option::deserialize(deserializer)?;
-        text.map(|t| t.parse().map_err(serde::de::Error::custom))
-            .transpose()
-    }
 }
 
 #[cfg(test)]

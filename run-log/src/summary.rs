@@ -32,7 +32,7 @@ pub struct RunSummary {
     pub endpoints: Vec<EndpointSummary>,
     pub totals: Totals,
     pub errors: Vec<ErrorCount>,
-    pub convergence: ConvergenceSummary,
+    pub convergence: Convergence,
     pub faults: Vec<FaultWindow>,
     pub verdict: Verdict,
     pub thresholds: ThresholdsSummary,
@@ -74,10 +74,11 @@ pub struct ErrorCount {
     pub count: u64,
 }
 
-/// The liveness phase: how long history took to catch up once every fault
-/// was healed.
+/// How the liveness phase ended: whether history caught up with the
+/// ledger once every fault was healed, how long it took, and the bound it
+/// had. The checker judges `converged-in-time` from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConvergenceSummary {
+pub struct Convergence {
     pub converged: bool,
     pub took_ms: u64,
     pub bound_ms: u64,
@@ -86,7 +87,7 @@ pub struct ConvergenceSummary {
     pub started_offset_ms: Option<u64>,
 }
 
-impl ConvergenceSummary {
+impl Convergence {
     /// When history had caught up, in seconds since the load started.
     pub fn converged_at_s(&self) -> Option<f64> {
         self.converged
@@ -256,7 +257,7 @@ mod tests {
 
     #[test]
     fn convergence_point_needs_a_start_and_success() {
-        let mut c = ConvergenceSummary {
+        let mut c = Convergence {
             converged: true,
             took_ms: 1_500,
             bound_ms: 60_000,

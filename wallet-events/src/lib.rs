@@ -1,5 +1,7 @@
-//! Wire types shared by the wallet, the history consumer, the checker and
-//! the simulator: the event published for every ledger entry, and money.
+//! Wire and domain types shared by the wallet, the history consumer and the
+//! checker: the event published for every ledger entry, money
+//! ([`Amount`]), and the client-made identifiers ([`UserId`],
+//! [`IdempotencyKey`]), each parsed once at the edge.
 //!
 //! An event is one JSON object on the topic, keyed by its wallet id so one
 //! wallet's events stay in order on one partition. `schema_version` lets a
@@ -8,11 +10,17 @@
 //! [`MONEY_SCALE`] fractional digits; a float never touches money.
 
 mod envelope;
+mod ids;
 mod money;
 
 pub use envelope::Envelope;
+pub use ids::{
+    IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey, IdempotencyKeyError, USER_ID_MAX_CHARS, UserId,
+    UserIdError,
+};
 pub use money::{
-    AmountError, MONEY_MAX, MONEY_SCALE, format_money, parse_amount, serde_str as money_str,
+    Amount, AmountError, MONEY_MAX, MONEY_SCALE, format_money, parse_amount,
+    serde_str as money_str, serde_str_opt as money_str_opt,
 };
 
 use chrono::{DateTime, Utc};

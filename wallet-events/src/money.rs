@@ -1,7 +1,13 @@
 //! Money as the system writes it: `rust_decimal::Decimal` with four
-//! fractional digits, bounded by the databases' DECIMAL(19,4).
+//! fractional digits, bounded by the databases' DECIMAL(19,4). A client's
+//! amount is parsed once at the edge into an [`Amount`], which the ledger
+//! rules take: an `Amount` is positive, has at most four fractional digits
+//! and fits DECIMAL(19,4), so nothing behind the edge checks that again.
+
+use std::fmt;
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Fractional digits of every amount and balance (DECIMAL(19,4)).
 pub const MONEY_SCALE: u32 = 4;
@@ -20,6 +26,62 @@ pub enum AmountError {
     TooPrecise,
     #[error("amount exceeds the largest supported value 999999999999999.9999")]
     TooLarge,
+}
+
+/// An amount of money to move: greater than zero, at most
+/// [`MONEY_SCALE`] fractional digits, at most [`MONEY_MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Amount(Decimal);
+
+impl Amount {
+    /// Parses a client's amount (see [`parse_amount`]).
+    pub fn parse(text: &str) -> Result<Amount, AmountError> {
+        parse_amount(text).map(Amount)
+    }
+
+    /// An amount from a value computed in code (a seeded draw, a test).
+    pub fn new(value: Decimal) -> Result<Amount, AmountError> {
+        if value <= Decimal::ZERO {
+            return Err(AmountError::NotPositive);
+        }
+        if value.normalize().scale() > MONEY_SCALE {
+            return Err(AmountError::TooPrecise);
+        }
+        if value > MONEY_MAX {
+            return Err(AmountError::TooLarge);
+        }
+        Ok(Amount(value))
+    }
+
+    pub fn value(self) -> Decimal {
+        self.0
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_money(self.0))
+    }
+}
+
+impl From<Amount> for Decimal {
+    fn from(amount: Amount) -> Decimal {
+        amount.0
+    }
+}
+
+/// Written as a four-digit decimal string; read with [`Amount::parse`].
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_money(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Amount::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Parses a client's amount: plain decimal notation (`"100"`, `"0.05"`),
@@ -74,6 +136,31 @@ pub mod serde_str {
     }
 }
 
+/// [`serde_str`] for an optional amount: `null` or a decimal string
+/// (`#[serde(with = "wallet_events::money_str_opt")]`).
+pub mod serde_str_opt {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Decimal>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(amount) => super::serde_str::serialize(amount, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Decimal>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| text.parse().map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +193,24 @@ mod tests {
         assert_eq!(
             parse_amount("99999999999999999999999999999999"),
             Err(AmountError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn an_amount_is_positive_precise_and_bounded() {
+        assert_eq!(Amount::parse("12.50").unwrap().value(), dec!(12.5));
+        assert_eq!(Amount::parse("12.5").unwrap().to_string(), "12.5000");
+        assert_eq!(Amount::parse("0"), Err(AmountError::NotPositive));
+        assert_eq!(Amount::new(dec!(0.00001)), Err(AmountError::TooPrecise));
+        assert_eq!(Amount::new(dec!(-1)), Err(AmountError::NotPositive));
+        assert_eq!(Amount::new(MONEY_MAX + dec!(1)), Err(AmountError::TooLarge));
+        // Trailing zeros beyond four places are still four-place money.
+        assert_eq!(Amount::new(dec!(1.500000)).unwrap().value(), dec!(1.5));
+        let json = serde_json::to_string(&Amount::new(dec!(3)).unwrap()).unwrap();
+        assert_eq!(json, r#""3.0000""#);
+        assert!(
+            serde_json::from_str::<Amount>("3").is_err(),
+            "never a JSON number"
         );
     }
 

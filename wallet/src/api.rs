@@ -11,10 +11,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
+use wallet_events::{Amount, IdempotencyKey, IdempotencyKeyError, UserId};
 
 pub use wallet_events::Envelope;
 
@@ -25,10 +25,6 @@ use crate::{
 
 /// Request bodies are a few fields; anything bigger is a mistake or abuse.
 pub const BODY_MAX_BYTES: usize = 16 * 1024;
-/// The `user_id` column is VARCHAR(100).
-pub const USER_ID_MAX_CHARS: usize = 100;
-/// Keys are client-made tokens (UUIDs, hashes); the bound keeps the index small.
-pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 200;
 /// A health probe that takes longer than this answers "unavailable".
 const HEALTH_TIMEOUT_MS: u64 = 2_000;
 
@@ -75,8 +71,8 @@ async fn create_wallet(
     body: Result<Json<CreateWallet>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
-    let user_id = valid_user_id(&request.user_id)?;
-    let wallet = state.store.create_wallet(user_id).await?;
+    let user_id = UserId::parse(&request.user_id)?;
+    let wallet = state.store.create_wallet(&user_id).await?;
     Ok((StatusCode::CREATED, Json(Envelope::ok(wallet))).into_response())
 }
 
@@ -94,7 +90,7 @@ async fn user_wallets(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let wallets = state.store.user_wallets(valid_user_id(&user_id)?).await?;
+    let wallets = state.store.user_wallets(&UserId::parse(&user_id)?).await?;
     Ok(Json(Envelope::ok(wallets)).into_response())
 }
 
@@ -108,9 +104,7 @@ async fn fund(
     let wallet_id = wallet_id(&id)?;
     let Json(request) = body?;
     let amount = amount(&request.amount)?;
-    let idempotency = idempotency(&headers, || {
-        format!("fund {wallet_id} {}", wallet_events::format_money(amount))
-    })?;
+    let idempotency = idempotency(&headers, || format!("fund {wallet_id} {amount}"))?;
     let outcome = state
         .store
         .fund(wallet_id, amount, idempotency.as_ref())
@@ -129,12 +123,7 @@ async fn transfer(
     let Json(request) = body?;
     let to = wallet_id(&request.to_wallet_id)?;
     let amount = amount(&request.amount)?;
-    let idempotency = idempotency(&headers, || {
-        format!(
-            "transfer {from} {to} {}",
-            wallet_events::format_money(amount)
-        )
-    })?;
+    let idempotency = idempotency(&headers, || format!("transfer {from} {to} {amount}"))?;
     let outcome = state
         .store
         .transfer(from, to, amount, idempotency.as_ref())
@@ -180,21 +169,11 @@ fn wallet_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| ApiError::InvalidWalletId(text.chars().take(64).collect()))
 }
 
-fn valid_user_id(user_id: &str) -> Result<&str, ApiError> {
-    let chars = user_id.chars().count();
-    if user_id.trim().is_empty() || chars > USER_ID_MAX_CHARS {
-        return Err(ApiError::InvalidUserId {
-            max: USER_ID_MAX_CHARS,
-        });
-    }
-    Ok(user_id)
-}
-
-fn amount(value: &serde_json::Value) -> Result<Decimal, ApiError> {
+fn amount(value: &serde_json::Value) -> Result<Amount, ApiError> {
     let text = value.as_str().ok_or(ApiError::InvalidAmount(
         wallet_events::AmountError::NotADecimalString,
     ))?;
-    wallet_events::parse_amount(text).map_err(ApiError::InvalidAmount)
+    Amount::parse(text).map_err(ApiError::InvalidAmount)
 }
 
 /// Reads the optional `Idempotency-Key` header; the fingerprint names what
@@ -206,18 +185,9 @@ fn idempotency(
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let invalid = || ApiError::InvalidIdempotencyKey {
-        max: IDEMPOTENCY_KEY_MAX_CHARS,
-    };
-    let key = value.to_str().map_err(|_| invalid())?;
-    if key.is_empty()
-        || key.len() > IDEMPOTENCY_KEY_MAX_CHARS
-        || !key.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(invalid());
-    }
+    let key = value.to_str().map_err(|_| IdempotencyKeyError)?;
     Ok(Some(Idempotency {
-        key: key.to_owned(),
+        key: IdempotencyKey::parse(key)?,
         fingerprint: fingerprint(),
     }))
 }

@@ -2,14 +2,19 @@
 //! to wallet states, and which entries (one event each) it writes.
 //!
 //! The store locks and loads the wallets, asks these functions, then writes
-//! what they return; the deterministic simulator calls the same functions
-//! over its in-memory state. Ids come from an [`IdSource`] so a simulation
-//! can draw them from its seed instead of the system's randomness.
+//! what they return. Amounts arrive as [`Amount`] (positive, four places,
+//! bounded), so the rules only decide what the balances allow. Ids come
+//! from an [`IdSource`], so a caller can draw them from a seed instead of
+//! the system's randomness.
+//!
+//! The rules assert what they promise, in release builds too (the checks
+//! are a few decimal additions): a change numbers its entry `last_seq + 1`,
+//! and a transfer creates and destroys nothing.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
-use wallet_events::{EventKind, MONEY_MAX, SCHEMA_VERSION, WalletEvent};
+use wallet_events::{Amount, EventKind, MONEY_MAX, SCHEMA_VERSION, UserId, WalletEvent};
 
 /// Where new wallet, event and transfer ids come from.
 pub trait IdSource {
@@ -82,10 +87,10 @@ pub enum Refusal {
 }
 
 /// A new wallet and its `created` entry (seq 1, amount zero).
-pub fn open(user_id: &str, ids: &mut impl IdSource) -> (WalletState, NewEntry) {
+pub fn open(user_id: &UserId, ids: &mut impl IdSource) -> (WalletState, NewEntry) {
     let wallet = WalletState {
         id: ids.next_id(),
-        user_id: user_id.to_owned(),
+        user_id: user_id.as_str().to_owned(),
         balance: Decimal::ZERO,
         last_seq: 1,
     };
@@ -103,12 +108,13 @@ pub fn open(user_id: &str, ids: &mut impl IdSource) -> (WalletState, NewEntry) {
     (wallet, entry)
 }
 
-/// Adds `amount` (already validated positive) to the wallet.
+/// Adds `amount` to the wallet.
 pub fn fund(
     wallet: &WalletState,
-    amount: Decimal,
+    amount: Amount,
     ids: &mut impl IdSource,
 ) -> Result<(WalletState, NewEntry), Refusal> {
+    let amount = amount.value();
     let balance = wallet.balance + amount;
     if balance > MONEY_MAX {
         return Err(Refusal::BalanceLimit);
@@ -119,6 +125,12 @@ pub fn fund(
         ..wallet.clone()
     };
     let entry = entry_for(&after, EventKind::Funded, amount, None, None, ids);
+    assert_next(wallet, &entry);
+    assert_eq!(
+        after.balance - wallet.balance,
+        entry.amount,
+        "a fund adds its amount"
+    );
     Ok((after, entry))
 }
 
@@ -132,13 +144,14 @@ pub struct Transfer {
     pub credit: NewEntry,
 }
 
-/// Moves `amount` (already validated positive) from one wallet to another.
+/// Moves `amount` from one wallet to another.
 pub fn transfer(
     from: &WalletState,
     to: &WalletState,
-    amount: Decimal,
+    amount: Amount,
     ids: &mut impl IdSource,
 ) -> Result<Transfer, Refusal> {
+    let amount = amount.value();
     if from.id == to.id {
         return Err(Refusal::SelfTransfer);
     }
@@ -178,6 +191,17 @@ pub fn transfer(
         Some(from.id),
         ids,
     );
+    assert_next(from, &debit);
+    assert_next(to, &credit);
+    assert_eq!(
+        from_after.balance + to_after.balance,
+        from.balance + to.balance,
+        "a transfer creates and destroys nothing"
+    );
+    assert!(
+        from_after.balance >= Decimal::ZERO,
+        "a transfer never overdraws"
+    );
     Ok(Transfer {
         transfer_id,
         from: from_after,
@@ -185,6 +209,22 @@ pub fn transfer(
         debit,
         credit,
     })
+}
+
+/// A change's entry is the wallet's next one, carries the balance after it,
+/// and never a negative amount.
+fn assert_next(before: &WalletState, entry: &NewEntry) {
+    assert_eq!(entry.wallet_id, before.id, "an entry belongs to its wallet");
+    assert_eq!(entry.seq, before.last_seq + 1, "seq = last_seq + 1");
+    assert!(
+        entry.amount > Decimal::ZERO,
+        "a change moves a positive amount"
+    );
+    assert_eq!(
+        entry.balance_after,
+        before.balance + entry.kind.signed(entry.amount),
+        "balance_after is the balance plus the signed amount"
+    );
 }
 
 fn entry_for(
@@ -221,6 +261,10 @@ mod tests {
         }
     }
 
+    fn amount(value: Decimal) -> Amount {
+        Amount::new(value).unwrap()
+    }
+
     fn wallet(id: u128, balance: Decimal, last_seq: i64) -> WalletState {
         WalletState {
             id: Uuid::from_u128(id),
@@ -232,7 +276,7 @@ mod tests {
 
     #[test]
     fn open_writes_seq_one_with_zero() {
-        let (w, e) = open("alice", &mut Counter(0));
+        let (w, e) = open(&UserId::parse("alice").unwrap(), &mut Counter(0));
         assert_eq!((w.balance, w.last_seq), (dec!(0), 1));
         assert_eq!((e.seq, e.kind, e.amount), (1, EventKind::Created, dec!(0)));
         assert_ne!(w.id, e.event_id);
@@ -240,11 +284,16 @@ mod tests {
 
     #[test]
     fn fund_adds_and_numbers_the_entry() {
-        let (after, entry) = fund(&wallet(1, dec!(5), 3), dec!(2.5), &mut Counter(9)).unwrap();
+        let (after, entry) =
+            fund(&wallet(1, dec!(5), 3), amount(dec!(2.5)), &mut Counter(9)).unwrap();
         assert_eq!((after.balance, after.last_seq), (dec!(7.5), 4));
         assert_eq!((entry.seq, entry.balance_after), (4, dec!(7.5)));
         assert_eq!(
-            fund(&wallet(1, MONEY_MAX, 3), dec!(0.0001), &mut Counter(0)),
+            fund(
+                &wallet(1, MONEY_MAX, 3),
+                amount(dec!(0.0001)),
+                &mut Counter(0)
+            ),
             Err(Refusal::BalanceLimit)
         );
     }
@@ -254,7 +303,7 @@ mod tests {
         let t = transfer(
             &wallet(1, dec!(100), 2),
             &wallet(2, dec!(0), 1),
-            dec!(30),
+            amount(dec!(30)),
             &mut Counter(9),
         )
         .unwrap();
@@ -273,14 +322,14 @@ mod tests {
     fn transfer_refusals() {
         let rich = wallet(1, dec!(10), 2);
         assert_eq!(
-            transfer(&rich, &rich, dec!(1), &mut Counter(0)),
+            transfer(&rich, &rich, amount(dec!(1)), &mut Counter(0)),
             Err(Refusal::SelfTransfer)
         );
         assert_eq!(
             transfer(
                 &rich,
                 &wallet(2, dec!(0), 1),
-                dec!(10.0001),
+                amount(dec!(10.0001)),
                 &mut Counter(0)
             ),
             Err(Refusal::InsufficientFunds {
@@ -288,6 +337,14 @@ mod tests {
                 requested: dec!(10.0001)
             })
         );
-        assert!(transfer(&rich, &wallet(2, dec!(0), 1), dec!(10), &mut Counter(0)).is_ok());
+        assert!(
+            transfer(
+                &rich,
+                &wallet(2, dec!(0), 1),
+                amount(dec!(10)),
+                &mut Counter(0)
+            )
+            .is_ok()
+        );
     }
 }

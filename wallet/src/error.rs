@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use uuid::Uuid;
-use wallet_events::AmountError;
+use wallet_events::{AmountError, IdempotencyKeyError, UserIdError};
 
 use crate::{api::Envelope, domain::Refusal, store::StoreError};
 
@@ -27,10 +27,10 @@ pub enum ApiError {
     InvalidAmount(AmountError),
     #[error("{0:?} is not a wallet id (a UUID)")]
     InvalidWalletId(String),
-    #[error("user_id must be 1 to {max} characters, not blank")]
-    InvalidUserId { max: usize },
-    #[error("Idempotency-Key must be 1 to {max} visible ASCII characters")]
-    InvalidIdempotencyKey { max: usize },
+    #[error("{0}")]
+    InvalidUserId(#[from] UserIdError),
+    #[error("{0}")]
+    InvalidIdempotencyKey(#[from] IdempotencyKeyError),
     #[error("no wallet with id {0}")]
     WalletNotFound(Uuid),
     #[error("{0}")]
@@ -53,10 +53,10 @@ impl ApiError {
             | InvalidRequest(_)
             | InvalidAmount(_)
             | InvalidWalletId(_)
-            | InvalidIdempotencyKey { .. } => StatusCode::BAD_REQUEST,
+            | InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            InvalidUserId { .. } | Refused(_) | IdempotencyKeyReused(_) => {
+            InvalidUserId(_) | Refused(_) | IdempotencyKeyReused(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             WalletNotFound(_) | NotFound => StatusCode::NOT_FOUND,
@@ -78,8 +78,8 @@ impl ApiError {
             InvalidAmount(AmountError::TooLarge) => "amount_too_large",
             InvalidAmount(AmountError::NotADecimalString) => "invalid_amount",
             InvalidWalletId(_) => "invalid_wallet_id",
-            InvalidUserId { .. } => "invalid_user_id",
-            InvalidIdempotencyKey { .. } => "invalid_idempotency_key",
+            InvalidUserId(_) => "invalid_user_id",
+            InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             WalletNotFound(_) => "wallet_not_found",
             Refused(Refusal::InsufficientFunds { .. }) => "insufficient_funds",
             Refused(Refusal::SelfTransfer) => "self_transfer",
@@ -98,6 +98,7 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(refusal) => ApiError::Refused(refusal),
             StoreError::WalletNotFound(id) => ApiError::WalletNotFound(id),
             StoreError::IdempotencyKeyReused(key) => ApiError::IdempotencyKeyReused(key),
+            err @ StoreError::Invariant(_) => ApiError::Internal(err.into()),
             StoreError::Database(db) => ApiError::Internal(db.into()),
         }
     }

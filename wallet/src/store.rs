@@ -11,7 +11,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow};
 use uuid::Uuid;
 
 use crate::domain::{self, NewEntry, Refusal, SystemIds, WalletState};
-use wallet_events::EventKind;
+use wallet_events::{Amount, EventKind, IdempotencyKey, UserId};
 
 /// How often a transaction that lost a deadlock or serialization race is
 /// retried inside the service before the client sees an error. Locks are
@@ -56,7 +56,7 @@ pub struct TransferReceipt {
 /// An idempotency key with the fingerprint of the request that carries it.
 #[derive(Debug, Clone)]
 pub struct Idempotency {
-    pub key: String,
+    pub key: IdempotencyKey,
     pub fingerprint: String,
 }
 
@@ -76,6 +76,10 @@ pub enum StoreError {
     WalletNotFound(Uuid),
     #[error("idempotency key {0:?} was already used for a different request")]
     IdempotencyKeyReused(String),
+    /// What cannot happen did: the database holds something the store
+    /// never writes. Logged and answered as an internal error.
+    #[error("broken invariant: {0}")]
+    Invariant(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -113,7 +117,7 @@ impl Store {
             .map(|_| ())
     }
 
-    pub async fn create_wallet(&self, user_id: &str) -> Result<Wallet, StoreError> {
+    pub async fn create_wallet(&self, user_id: &UserId) -> Result<Wallet, StoreError> {
         let (state, entry) = domain::open(user_id, &mut SystemIds);
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
@@ -143,12 +147,12 @@ impl Store {
         .ok_or(StoreError::WalletNotFound(id))
     }
 
-    pub async fn user_wallets(&self, user_id: &str) -> Result<Vec<Wallet>, StoreError> {
+    pub async fn user_wallets(&self, user_id: &UserId) -> Result<Vec<Wallet>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, user_id, balance, created_at, updated_at FROM wallets
              WHERE user_id = $1 ORDER BY created_at, id",
         )
-        .bind(user_id)
+        .bind(user_id.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(wallet_from_row).collect::<Result<_, _>>()?)
@@ -157,7 +161,7 @@ impl Store {
     pub async fn fund(
         &self,
         wallet_id: Uuid,
-        amount: Decimal,
+        amount: Amount,
         idempotency: Option<&Idempotency>,
     ) -> Result<Outcome<Wallet>, StoreError> {
         retry_conflicts(|| self.fund_once(wallet_id, amount, idempotency)).await
@@ -166,7 +170,7 @@ impl Store {
     async fn fund_once(
         &self,
         wallet_id: Uuid,
-        amount: Decimal,
+        amount: Amount,
         idempotency: Option<&Idempotency>,
     ) -> Result<Outcome<Wallet>, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -194,7 +198,7 @@ impl Store {
         &self,
         from: Uuid,
         to: Uuid,
-        amount: Decimal,
+        amount: Amount,
         idempotency: Option<&Idempotency>,
     ) -> Result<Outcome<TransferReceipt>, StoreError> {
         retry_conflicts(|| self.transfer_once(from, to, amount, idempotency)).await
@@ -204,7 +208,7 @@ impl Store {
         &self,
         from: Uuid,
         to: Uuid,
-        amount: Decimal,
+        amount: Amount,
         idempotency: Option<&Idempotency>,
     ) -> Result<Outcome<TransferReceipt>, StoreError> {
         if from == to {
@@ -274,7 +278,7 @@ async fn claim_key(
         "INSERT INTO idempotency_keys (key, fingerprint) VALUES ($1, $2)
          ON CONFLICT (key) DO NOTHING RETURNING key",
     )
-    .bind(&idempotency.key)
+    .bind(idempotency.key.as_str())
     .bind(&idempotency.fingerprint)
     .fetch_optional(&mut **tx)
     .await?;
@@ -282,17 +286,26 @@ async fn claim_key(
         return Ok(None);
     }
     let row = sqlx::query("SELECT fingerprint, response FROM idempotency_keys WHERE key = $1")
-        .bind(&idempotency.key)
+        .bind(idempotency.key.as_str())
         .fetch_one(&mut **tx)
         .await?;
     let fingerprint: String = row.try_get("fingerprint")?;
     if fingerprint != idempotency.fingerprint {
-        return Err(StoreError::IdempotencyKeyReused(idempotency.key.clone()));
+        return Err(StoreError::IdempotencyKeyReused(
+            idempotency.key.as_str().to_owned(),
+        ));
     }
     let response: Option<serde_json::Value> = row.try_get("response")?;
     // A committed key always has its response: both are written by the
-    // same transaction.
-    Ok(Some(response.unwrap_or(serde_json::Value::Null)))
+    // same transaction. A replay of nothing would tell the client that an
+    // operation applied without saying what it did.
+    match response {
+        Some(response) if !response.is_null() => Ok(Some(response)),
+        _ => Err(StoreError::Invariant(format!(
+            "idempotency key {} is stored without its response",
+            idempotency.key
+        ))),
+    }
 }
 
 async fn record_response(
@@ -303,7 +316,7 @@ async fn record_response(
     if let Some(idempotency) = idempotency {
         let json = serde_json::to_value(response).expect("responses always serialize");
         sqlx::query("UPDATE idempotency_keys SET response = $2 WHERE key = $1")
-            .bind(&idempotency.key)
+            .bind(idempotency.key.as_str())
             .bind(json)
             .execute(&mut **tx)
             .await?;

@@ -11,7 +11,8 @@ use uuid::Uuid;
 use super::*;
 use crate::fixture::{World, Written};
 use crate::report::render_text;
-use crate::snapshot::{Convergence, ParkedRow};
+use crate::snapshot::ParkedRow;
+use run_log::summary::Convergence;
 
 /// The clean world and the handles the tests break it through.
 struct Clean {
@@ -632,6 +633,7 @@ fn not_converging_in_time_is_violated() {
         converged: false,
         took_ms: 30_005,
         bound_ms: 30_000,
+        started_offset_ms: None,
     });
     let report = check(&snap);
     assert_violated_exactly(&report, &[Invariant::ConvergedInTime]);
@@ -646,6 +648,7 @@ fn not_converging_in_time_is_violated() {
         converged: true,
         took_ms: 45_000,
         bound_ms: 30_000,
+        started_offset_ms: None,
     });
     let report = check(&snap);
     assert_violated_exactly(&report, &[Invariant::ConvergedInTime]);

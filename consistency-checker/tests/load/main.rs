@@ -462,6 +462,7 @@ async fn run_writes_the_report_it_returns() {
             converged: true,
             took_ms: 40,
             bound_ms: 30_000,
+            started_offset_ms: None,
         }),
     };
     let report = consistency_checker::run(&args).await.expect("run");

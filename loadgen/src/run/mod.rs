@@ -1,0 +1,120 @@
+//! `loadgen run`: one seeded experiment from start to verdict.
+//! [`experiment`] reads as the phase list; each phase is a module:
+//!
+//! 1. [`plan`]: the scenario, the seed, the fault plan and the run
+//!    directory, printed before anything starts.
+//! 2. Provision: private PostgreSQL and broker unless pointed elsewhere,
+//!    fresh databases, the wallet and history processes (`harness::system`).
+//! 3. [`setup`]: create and fund the wallets the seed defines.
+//! 4. [`safety`]: the goose attack runs while the fault plan kills and
+//!    restarts processes.
+//! 5. [`liveness`]: heal every process, then wait for the outbox to drain
+//!    and history to catch up.
+//! 6. Check every invariant; the verdict is the exit code.
+//! 7. [`outputs`]: `summary.json`, `timeline.json`, `lag.json` and the
+//!    latency log next to the operation log ([`ops_log`]), the fault
+//!    timeline, `checker.json` and every process's log; then `report.html`.
+
+mod liveness;
+mod ops_log;
+mod outputs;
+mod plan;
+mod safety;
+mod setup;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use harness::system::System;
+use tokio_util::sync::CancellationToken;
+
+pub use ops_log::OpsSink;
+
+use crate::{cli::RunArgs, thresholds, workload::Workload};
+
+pub const EXIT_VIOLATED: u8 = 1;
+pub const EXIT_HARNESS: u8 = 2;
+pub const EXIT_THRESHOLD: u8 = 3;
+
+pub async fn run(args: RunArgs, interrupted: CancellationToken) -> anyhow::Result<ExitCode> {
+    let plan = plan::prepare(&args)?;
+    plan.print();
+    println!("provisioning PostgreSQL, broker, wallet, history ...");
+    let mut system = System::start(plan.system_options(&args)?)
+        .await
+        .context("provisioning the system")?;
+    let outcome = experiment(&args, &plan, &mut system, &interrupted).await;
+    println!("stopping every process ...");
+    let stopped = system.shutdown().await;
+    let code = outcome?;
+    stopped.context("stopping the system")?;
+    Ok(code)
+}
+
+async fn experiment(
+    args: &RunArgs,
+    plan: &plan::Plan,
+    system: &mut System,
+    interrupted: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let versions = outputs::versions();
+    outputs::write_config(plan, system, &versions)?;
+    let ops = ops_log::OpsLog::create(&plan.run_dir)?;
+    let workload = Workload::new(plan.seed, &plan.scenario);
+
+    println!("seeding {} wallets ...", plan.scenario.wallets);
+    let wallet_ids =
+        setup::seed_wallets(&workload, plan.seed, &system.wallet_url, &ops.sink()).await?;
+
+    let mut load = safety::run(plan, system, workload, wallet_ids, &ops, interrupted).await?;
+    if interrupted.is_cancelled() {
+        bail!("interrupted");
+    }
+
+    let convergence = liveness::run(system, args.converge_timeout, &mut load, interrupted).await?;
+    ops.finish().await?;
+
+    let checker_args = consistency_checker::Args {
+        wallet_db: system.wallet_db.clone(),
+        history_db: system.history_db.clone(),
+        ops: Some(plan.run_dir.join("ops.jsonl")),
+        chaos: Some(plan.run_dir.join("chaos.jsonl")),
+        json: false,
+        out: Some(plan.run_dir.join("checker.json")),
+        convergence: Some(convergence),
+    };
+    let report = consistency_checker::run(&checker_args)
+        .await
+        .context("running the consistency checker")?;
+    println!("{}", consistency_checker::render_text(&report));
+
+    let missed =
+        outputs::write_results(args, plan, system, &load, convergence, &report, versions).await?;
+    outputs::render_report(&plan.run_dir);
+    Ok(verdict(report.passed, &missed))
+}
+
+/// The exit code: invariants first, then thresholds.
+fn verdict(passed: bool, missed: &[String]) -> ExitCode {
+    if !passed {
+        println!("VERDICT: invariants violated (exit {EXIT_VIOLATED})");
+        return ExitCode::from(EXIT_VIOLATED);
+    }
+    if !missed.is_empty() {
+        for line in missed {
+            println!("threshold missed: {line}");
+        }
+        println!("VERDICT: invariants held, thresholds missed (exit {EXIT_THRESHOLD})");
+        return ExitCode::from(EXIT_THRESHOLD);
+    }
+    println!("VERDICT: every invariant held (exit 0)");
+    ExitCode::SUCCESS
+}
+
+/// Every threshold parses, so a typo fails before anything starts.
+fn parse_thresholds(args: &RunArgs) -> anyhow::Result<Vec<thresholds::Threshold>> {
+    args.thresholds
+        .iter()
+        .map(|t| thresholds::parse(t))
+        .collect::<Result<_, _>>()
+}

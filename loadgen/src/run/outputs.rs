@@ -1,0 +1,217 @@
+//! What a run leaves in its directory besides the operation log and the
+//! fault timeline: `command.txt` and `config.json` before the load;
+//! `latency.hlog`, `timeline.json`, `lag.json` and `summary.json` after
+//! the checks; then `report.html`, rendered from the directory alone.
+
+use std::{
+    io::{BufWriter, Write},
+    path::Path,
+};
+
+use anyhow::Context;
+use harness::system::System;
+use run_log::{
+    checker::Report,
+    summary::{
+        Convergence, EndpointSummary, RunSummary, ThresholdsSummary, Totals, Verdict, Versions,
+    },
+};
+use serde_json::json;
+
+use super::{liveness::connect, plan::Plan, safety::Load};
+use crate::{cli::RunArgs, thresholds};
+
+/// `command.txt` and `config.json`: what runs, before it runs.
+pub fn write_config(plan: &Plan, system: &System, versions: &Versions) -> anyhow::Result<()> {
+    write_json(
+        &plan.run_dir.join("config.json"),
+        &json!({
+            "command": plan.command,
+            "seed": plan.seed,
+            "scenario": plan.scenario,
+            "faults": plan.faults,
+            "system": {
+                "wallet_url": system.wallet_url,
+                "history_url": system.history_url,
+                "kafka_brokers": system.kafka_brokers,
+                "topic": system.options.topic,
+                "partitions": system.options.partitions,
+                "session_timeout_ms": system.options.session_timeout_ms,
+                "wallet_db": system.wallet_db,
+                "history_db": system.history_db,
+            },
+            "versions": versions,
+        }),
+    )?;
+    let path = plan.run_dir.join("command.txt");
+    std::fs::write(&path, format!("{}\n", plan.command))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The figures of the run; returns the thresholds it missed.
+pub async fn write_results(
+    args: &RunArgs,
+    plan: &Plan,
+    system: &System,
+    load: &Load,
+    convergence: Convergence,
+    report: &Report,
+    versions: Versions,
+) -> anyhow::Result<Vec<String>> {
+    let dir = &plan.run_dir;
+    let summaries = load.recorder.summaries(load.seconds);
+    let missed = thresholds::missed(&super::parse_thresholds(args)?, &summaries);
+    let mut hlog = BufWriter::new(std::fs::File::create(dir.join("latency.hlog"))?);
+    load.recorder.write_interval_log(&mut hlog)?;
+    hlog.flush()?;
+    write_json(&dir.join("timeline.json"), &json!(load.recorder.timeline()))?;
+    let lag = history_lag(system, load.started_wall).await?;
+    write_json(&dir.join("lag.json"), &json!(lag))?;
+    let scenario = &plan.scenario;
+    let summary = RunSummary {
+        scenario: scenario.name.clone(),
+        seed: plan.seed,
+        command: plan.command.clone(),
+        users: scenario.users,
+        wallets: scenario.wallets,
+        rate: scenario.rate,
+        started_at: Some(load.started_wall),
+        duration_s: load.seconds,
+        totals: Totals {
+            requests: summaries.iter().map(|s| s.count).sum(),
+            rps: summaries.iter().map(|s| s.rps).sum(),
+        },
+        endpoints: summaries,
+        errors: load.recorder.errors(),
+        convergence,
+        faults: run_log::fault_windows(load.chaos_log.events()),
+        verdict: Verdict {
+            passed: report.passed,
+            violated: report
+                .violated()
+                .iter()
+                .map(|i| i.as_str().to_owned())
+                .collect(),
+        },
+        thresholds: ThresholdsSummary {
+            checked: args.thresholds.clone(),
+            missed: missed.clone(),
+        },
+        versions,
+    };
+    write_json(&dir.join("summary.json"), &json!(summary))?;
+    print_summary(&summary.endpoints, load.seconds);
+    println!("run directory: {}", dir.display());
+    Ok(missed)
+}
+
+/// The report shows the verdict; it does not decide it, so a rendering
+/// failure is reported but leaves the exit code to the checks.
+pub fn render_report(run_dir: &Path) {
+    match reports::write_run_report(run_dir, None) {
+        Ok(written) => println!(
+            "report: {} ({:.0} KiB)",
+            written.path.display(),
+            written.bytes as f64 / 1024.0
+        ),
+        Err(err) => eprintln!("warning: could not render report.html: {err:#}"),
+    }
+}
+
+fn print_summary(summaries: &[EndpointSummary], seconds: f64) {
+    println!(
+        "{:<30} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "endpoint", "count", "ok", "failed", "indet.", "req/s", "p50 ms", "p99 ms", "max ms"
+    );
+    for s in summaries {
+        println!(
+            "{:<30} {:>8} {:>8} {:>8} {:>8} {:>8.1} {:>9.1} {:>9.1} {:>9.1}",
+            s.endpoint,
+            s.count,
+            s.ok,
+            s.failed,
+            s.indeterminate,
+            s.rps,
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms
+        );
+    }
+    let total: u64 = summaries.iter().map(|s| s.count).sum();
+    println!(
+        "{total} requests in {seconds:.1} s: {:.1} req/s",
+        total as f64 / seconds.max(0.001)
+    );
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// What ran, and where: the source tree's commit (when the binary runs
+/// from a checkout, as `cargo run` does) and the machine.
+pub fn versions() -> Versions {
+    let command_output = |program: &str, args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
+    let source = env!("CARGO_MANIFEST_DIR");
+    let memory_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let kib: u64 = info
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kib / 1024)
+        });
+    Versions {
+        loadgen: env!("CARGO_PKG_VERSION").to_owned(),
+        commit: command_output("git", &["-C", source, "describe", "--always", "--dirty"])
+            .unwrap_or_else(|| "unknown".to_owned()),
+        os: std::env::consts::OS.to_owned(),
+        arch: std::env::consts::ARCH.to_owned(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned()),
+        memory_mib,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .map(|k| k.trim().to_owned()),
+    }
+}
+
+/// How long each event took from its commit in the wallet database to
+/// being visible in history, folded per second (`lag.json`). Both times
+/// come from the database servers' clocks.
+async fn history_lag(
+    system: &System,
+    load_started: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<run_log::summary::LagSecond>> {
+    let mut history_db = connect(&system.history_db).await?;
+    let origin = load_started.timestamp_micros() as f64 / 1e6;
+    let rows: Vec<(f64, f64)> = sqlx::query_as(
+        "SELECT EXTRACT(EPOCH FROM committed_at)::float8, EXTRACT(EPOCH FROM applied_at)::float8
+         FROM history_entries",
+    )
+    .fetch_all(&mut history_db)
+    .await
+    .context("reading history lag")?;
+    let relative: Vec<(f64, f64)> = rows
+        .into_iter()
+        .map(|(commit, visible)| (commit - origin, visible - origin))
+        .collect();
+    Ok(run_log::summary::lag_series(&relative))
+}

@@ -1,0 +1,153 @@
+//! What a run will do, decided before anything starts: the scenario with
+//! the command line's overrides, the seed, the fault plan, the run
+//! directory, and the exact command that replays it.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chaos::plan::{FaultMenu, PlannedFault};
+use harness::system::{Launcher, SystemOptions};
+
+use crate::{
+    cli::RunArgs,
+    scenario::{self, Scenario},
+};
+
+pub struct Plan {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub faults: Vec<PlannedFault>,
+    pub run_dir: PathBuf,
+    pub command: String,
+}
+
+/// Resolves the scenario and the seed, plans the faults and creates the
+/// run directory. Every user mistake is an error here, before any process
+/// starts.
+pub fn prepare(args: &RunArgs) -> anyhow::Result<Plan> {
+    let scenario = resolve_scenario(args)?;
+    super::parse_thresholds(args)?;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let faults = plan_faults(args, &scenario, seed);
+    let mut command: Vec<String> = std::env::args().collect();
+    if args.seed.is_none() {
+        command.push(format!("--seed {seed}"));
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    let run_dir = args
+        .out_dir
+        .join(format!("{stamp}-{}-seed{seed}", scenario.name));
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    Ok(Plan {
+        scenario,
+        seed,
+        faults,
+        run_dir,
+        command: command.join(" "),
+    })
+}
+
+fn resolve_scenario(args: &RunArgs) -> anyhow::Result<Scenario> {
+    let mut scenario = match &args.scenario_file {
+        Some(path) => scenario::from_file(path)?,
+        None => scenario::find_builtin(&args.scenario)?,
+    };
+    if let Some(duration) = args.duration {
+        scenario.duration = duration;
+    }
+    if let Some(users) = args.users {
+        scenario.users = users;
+    }
+    if let Some(rate) = args.rate {
+        scenario.rate = rate;
+    }
+    if let Some(wallets) = args.wallets {
+        scenario.wallets = wallets;
+    }
+    if args.no_faults {
+        scenario.faults.enabled = false;
+    }
+    if args.faults {
+        scenario.faults.enabled = true;
+    }
+    scenario.validate()?;
+    Ok(scenario)
+}
+
+/// The scenario's explicit schedule, or faults drawn from the seed over
+/// its menu; none when faults are off.
+fn plan_faults(args: &RunArgs, scenario: &Scenario, seed: u64) -> Vec<PlannedFault> {
+    if !scenario.faults.enabled {
+        return Vec::new();
+    }
+    if !scenario.faults.schedule.is_empty() {
+        return chaos::plan::explicit(
+            scenario
+                .faults
+                .schedule
+                .iter()
+                .map(|f| (f.at.as_millis() as u64, f.kind, f.hold.as_millis() as u64))
+                .collect(),
+        );
+    }
+    let menu = FaultMenu {
+        weights: scenario.faults.menu.clone(),
+        count: scenario.faults.count,
+    };
+    chaos::plan::plan_faults(
+        seed,
+        &menu,
+        scenario.duration.as_millis() as u64,
+        u64::from(args.infra.session_timeout_ms),
+    )
+}
+
+impl Plan {
+    /// The seed and the command first, so a run can always be replayed.
+    pub fn print(&self) {
+        println!(
+            "seed {}   (replay: {} --seed {})",
+            self.seed,
+            self.command
+                .split(" --seed")
+                .next()
+                .unwrap_or(&self.command),
+            self.seed
+        );
+        println!("command: {}", self.command);
+        println!("run directory: {}", self.run_dir.display());
+        let s = &self.scenario;
+        println!(
+            "scenario {}: {} wallets, {} users, {}, {}, {} faults",
+            s.name,
+            s.wallets,
+            s.users,
+            humantime::format_duration(s.duration),
+            if s.rate == 0 {
+                "closed loop".to_owned()
+            } else {
+                format!("{} ops/s", s.rate)
+            },
+            self.faults.len()
+        );
+        for line in chaos::plan::describe(&self.faults).lines() {
+            println!("  fault {line}");
+        }
+    }
+
+    /// The system this run provisions: every process a child of this
+    /// binary, logging into the run directory.
+    pub fn system_options(&self, args: &RunArgs) -> anyhow::Result<SystemOptions> {
+        let exe = std::env::current_exe().context("locating this executable")?;
+        let mut options = SystemOptions::isolated(&self.run_dir, Launcher::multi_call(exe));
+        options.database_url = args.infra.database_url.clone();
+        options.kafka_brokers = args.infra.kafka_brokers.clone();
+        options.partitions = args.infra.partitions;
+        options.session_timeout_ms = args.infra.session_timeout_ms;
+        options.service_env.push((
+            "RUST_LOG".into(),
+            "info,sqlx=warn,tower_http=warn,rdkafka=warn".into(),
+        ));
+        Ok(options)
+    }
+}
