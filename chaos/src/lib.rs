@@ -8,8 +8,9 @@
 //!   phase of a fault).
 //! - [`runner`]: [`run_plan`] injects, holds, heals and waits for recovery,
 //!   fault by fault, on a [`harness::system::System`]; [`heal_all`] brings
-//!   every part back for the liveness phase; [`ChaosStatus`] feeds a
-//!   progress line.
+//!   every part back for the liveness phase.
+//! - [`recovery`]: when a healed part counts as recovered (probes).
+//! - [`status`]: [`ChaosStatus`], the faults in flight, for a progress line.
 //!
 //! Turning faults off is the caller's choice: an empty plan
 //! ([`FaultMenu::none`]) runs nothing, and liveness is judged only after
@@ -17,9 +18,12 @@
 
 pub mod log;
 pub mod plan;
+pub mod recovery;
 pub mod runner;
+pub mod status;
 
 pub use log::ChaosLog;
 pub use plan::{FaultMenu, PlannedFault, describe, explicit, plan_faults};
 pub use run_log::{ChaosEvent, FaultKind, FaultPhase};
-pub use runner::{ChaosStatus, heal_all, run_plan};
+pub use runner::{heal_all, run_plan};
+pub use status::ChaosStatus;

@@ -143,41 +143,11 @@ pub fn plan_faults(
     }
 
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ FAULT_STREAM_SALT);
-    // Every kind on the menu comes up once (in a seeded order) before the
-    // weights decide the rest, so a run long enough for the whole menu
-    // exercises all of it.
-    let mut coverage: Vec<FaultKind> = choices.iter().map(|&(kind, _)| kind).collect();
-    for i in (1..coverage.len()).rev() {
-        coverage.swap(i, rng.random_range(0..=i));
-    }
-    let drawn: Vec<(FaultKind, u64)> = (0..wanted)
-        .map(|index| {
-            let kind = match coverage.get(index as usize) {
-                Some(&kind) => kind,
-                None => pick_kind(&mut rng, &choices, total_weight),
-            };
-            let (low, high) = hold_bounds_ms(kind, session_timeout_ms);
-            (kind, rng.random_range(low..=high))
-        })
-        .collect();
-
-    // Keep the longest prefix whose faults each fit an equal slot. Cutting
-    // from the end keeps the first faults of a seed the same whatever the
-    // load length.
-    let mut need_ms = Vec::with_capacity(drawn.len());
-    let mut longest_ms = 0;
-    for &(_, hold_ms) in &drawn {
-        longest_ms = longest_ms.max(hold_ms.saturating_add(RECOVERY_ALLOWANCE_MS));
-        need_ms.push(longest_ms);
-    }
-    let mut planned = drawn.len();
-    while planned > 0 && window_ms / (planned as u64) < need_ms[planned - 1] {
-        planned -= 1;
-    }
+    let drawn = draw(&mut rng, &choices, wanted, session_timeout_ms);
+    let planned = fitting_prefix(&drawn, window_ms);
     if planned == 0 {
         return Vec::new();
     }
-
     let slot_ms = window_ms / planned as u64;
     drawn
         .into_iter()
@@ -195,6 +165,49 @@ pub fn plan_faults(
             }
         })
         .collect()
+}
+
+/// `wanted` faults and their holds. Every kind on the menu comes up once
+/// (in a seeded order) before the weights decide the rest, so a run long
+/// enough for the whole menu exercises all of it.
+fn draw(
+    rng: &mut ChaCha8Rng,
+    choices: &[(FaultKind, u64)],
+    wanted: u64,
+    session_timeout_ms: u64,
+) -> Vec<(FaultKind, u64)> {
+    let total_weight: u64 = choices.iter().map(|&(_, weight)| weight).sum();
+    let mut coverage: Vec<FaultKind> = choices.iter().map(|&(kind, _)| kind).collect();
+    for i in (1..coverage.len()).rev() {
+        coverage.swap(i, rng.random_range(0..=i));
+    }
+    (0..wanted)
+        .map(|index| {
+            let kind = match coverage.get(index as usize) {
+                Some(&kind) => kind,
+                None => pick_kind(rng, choices, total_weight),
+            };
+            let (low, high) = hold_bounds_ms(kind, session_timeout_ms);
+            (kind, rng.random_range(low..=high))
+        })
+        .collect()
+}
+
+/// The longest prefix of `drawn` whose faults each fit an equal slot of
+/// the window. Cutting from the end keeps the first faults of a seed the
+/// same whatever the load length.
+fn fitting_prefix(drawn: &[(FaultKind, u64)], window_ms: u64) -> usize {
+    let mut need_ms = Vec::with_capacity(drawn.len());
+    let mut longest_ms = 0;
+    for &(_, hold_ms) in drawn {
+        longest_ms = longest_ms.max(hold_ms.saturating_add(RECOVERY_ALLOWANCE_MS));
+        need_ms.push(longest_ms);
+    }
+    let mut planned = drawn.len();
+    while planned > 0 && window_ms / (planned as u64) < need_ms[planned - 1] {
+        planned -= 1;
+    }
+    planned
 }
 
 /// A hand-written plan: `(at_ms, kind, hold_ms)` entries, numbered from 1

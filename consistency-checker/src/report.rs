@@ -44,7 +44,25 @@ pub fn render_text(report: &Report) -> String {
             let _ = writeln!(out, "    … and {unstored} more");
         }
     }
-    let f = &report.facts;
+    render_facts(&mut out, &report.facts);
+    let violated = report.violated();
+    if violated.is_empty() {
+        let _ = writeln!(out, "PASSED: every invariant held");
+    } else {
+        let names: Vec<&str> = violated.iter().map(|i| i.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "FAILED: {} of {} invariants violated ({})",
+            violated.len(),
+            report.checks.len(),
+            names.join(", ")
+        );
+    }
+    out
+}
+
+/// The facts as three indented lines.
+fn render_facts(out: &mut String, f: &Facts) {
     let _ = writeln!(
         out,
         "facts: {} wallets, {} ledger entries, {} history entries, {} outbox rows ({} unpublished), \
@@ -86,20 +104,6 @@ pub fn render_text(report: &Report) -> String {
             c.bound_ms
         );
     }
-    let violated = report.violated();
-    if violated.is_empty() {
-        let _ = writeln!(out, "PASSED: every invariant held");
-    } else {
-        let names: Vec<&str> = violated.iter().map(|i| i.as_str()).collect();
-        let _ = writeln!(
-            out,
-            "FAILED: {} of {} invariants violated ({})",
-            violated.len(),
-            report.checks.len(),
-            names.join(", ")
-        );
-    }
-    out
 }
 
 fn plural(count: u64) -> &'static str {

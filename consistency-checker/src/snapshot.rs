@@ -2,8 +2,8 @@
 //! operation log and the fault windows, with no behaviour of their own.
 //!
 //! Every invariant is a pure function over a [`Snapshot`], so the same code
-//! judges a real run (rows read by [`crate::load`]) and the in-process
-//! simulation (rows built in memory). The rows therefore assume nothing the
+//! judges a real run (rows read by [`crate::load`]) and rows built in
+//! memory (the tests' fixture). The rows therefore assume nothing the
 //! databases would enforce for us: history rows are not unique by event id
 //! and carry their kind as the text that was written, because a broken
 //! consumer could write either, and the checker exists to notice.

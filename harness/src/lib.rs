@@ -19,6 +19,7 @@ pub mod browser;
 pub mod net;
 pub mod postgres;
 pub mod process;
+pub mod procfs;
 pub mod system;
 
 pub use postgres::{PgCluster, PgOptions, TestServer, fresh_database, test_server};

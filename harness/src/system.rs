@@ -163,6 +163,38 @@ pub struct System {
     pub history_url: String,
 }
 
+/// The given server, or a private cluster started here.
+async fn provision_postgres(
+    options: &SystemOptions,
+    run_dir: &Path,
+) -> Result<(Option<PgCluster>, String)> {
+    if let Some(url) = &options.database_url {
+        return Ok((None, url.clone()));
+    }
+    let cluster = PgCluster::start(PgOptions::new(run_dir.join("postgres.log")))
+        .await
+        .context("starting PostgreSQL")?;
+    let url = cluster.url();
+    Ok((Some(cluster), url))
+}
+
+/// The given brokers, or the bundled broker started here and answering.
+async fn provision_broker(
+    options: &SystemOptions,
+    run_dir: &Path,
+) -> Result<(Option<ManagedProcess>, String)> {
+    if let Some(brokers) = &options.kafka_brokers {
+        return Ok((None, brokers.clone()));
+    }
+    let port = pick(options.broker_port)?;
+    let broker = ManagedProcess::start(broker_spec(options, run_dir, port))?;
+    let address = format!("127.0.0.1:{port}");
+    wait_for_tcp(address.parse()?, Duration::from_millis(READY_TIMEOUT_MS))
+        .await
+        .with_context(|| log_hint("the broker did not start", &run_dir.join("broker.log")))?;
+    Ok((Some(broker), address))
+}
+
 impl System {
     /// Starts every part in dependency order and waits until each answers.
     pub async fn start(options: SystemOptions) -> Result<System> {
@@ -170,16 +202,7 @@ impl System {
             .with_context(|| format!("creating {}", options.run_dir.display()))?;
         let run_dir = std::path::absolute(&options.run_dir)?;
 
-        let (postgres, admin_url) = match &options.database_url {
-            Some(url) => (None, url.clone()),
-            None => {
-                let cluster = PgCluster::start(PgOptions::new(run_dir.join("postgres.log")))
-                    .await
-                    .context("starting PostgreSQL")?;
-                let url = cluster.url();
-                (Some(cluster), url)
-            }
-        };
+        let (postgres, admin_url) = provision_postgres(&options, &run_dir).await?;
         let wallet_name = format!("{}_wallet", options.database_prefix);
         let history_name = format!("{}_history", options.database_prefix);
         create_database_on(&admin_url, &wallet_name).await?;
@@ -187,20 +210,7 @@ impl System {
         let wallet_db = database_url_on(&admin_url, &wallet_name)?;
         let history_db = database_url_on(&admin_url, &history_name)?;
 
-        let (broker, kafka_brokers) = match &options.kafka_brokers {
-            Some(brokers) => (None, brokers.clone()),
-            None => {
-                let port = pick(options.broker_port)?;
-                let broker = ManagedProcess::start(broker_spec(&options, &run_dir, port))?;
-                let address = format!("127.0.0.1:{port}");
-                wait_for_tcp(address.parse()?, Duration::from_millis(READY_TIMEOUT_MS))
-                    .await
-                    .with_context(|| {
-                        log_hint("the broker did not start", &run_dir.join("broker.log"))
-                    })?;
-                (Some(broker), address)
-            }
-        };
+        let (broker, kafka_brokers) = provision_broker(&options, &run_dir).await?;
 
         let wallet_port = pick(options.wallet_port)?;
         let history_port = pick(options.history_port)?;

@@ -3,7 +3,8 @@
 //! A batch of messages is applied in one transaction. Per event: the wallet's
 //! head row is locked; an event at or below the head's sequence number is a
 //! duplicate and changes nothing (the duplicate guard; `event_id` is also the
-//! primary key); an event more than one ahead waits in `parked_events` until
+//! primary key), unless it claims a sequence number another event already
+//! holds, which goes to `dead_letters`; an event more than one ahead waits in `parked_events` until
 //! its predecessor arrives; the next event is written and then any parked
 //! successors follow. An undecodable message goes to `dead_letters` with its
 //! raw bytes and coordinates. The consumer stores offsets only after the
@@ -82,104 +83,151 @@ async fn apply_event(
     source: &Incoming,
     parked_exist: bool,
 ) -> Result<Effect, sqlx::Error> {
-    // Creates the head on first sight and locks it either way.
+    let head = lock_head(tx, event.wallet_id).await?;
+    if event.seq <= head.last_seq {
+        drop_duplicate(tx, event, source).await?;
+        return Ok(Effect::Duplicate);
+    }
+    if event.seq > head.last_seq + 1 {
+        park(tx, event, payload, source).await?;
+        tracing::debug!(wallet_id = %event.wallet_id, seq = event.seq, last_seq = head.last_seq, "event parked until its predecessor arrives");
+        return Ok(Effect::Parked);
+    }
+    assert_eq!(
+        event.seq,
+        head.last_seq + 1,
+        "only a wallet's next event is applied"
+    );
+    insert_entry(tx, event, source.partition, source.offset).await?;
+    let mut head = Head {
+        last_seq: event.seq,
+        balance: head.balance + event.signed_amount(),
+    };
+    let mut applied = 1;
+    if parked_exist {
+        applied += apply_parked_successors(tx, event.wallet_id, &mut head).await?;
+    }
+    sqlx::query("UPDATE wallet_heads SET last_seq = $2, balance = $3 WHERE wallet_id = $1")
+        .bind(event.wallet_id)
+        .bind(head.last_seq)
+        .bind(head.balance)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Effect::Applied(applied))
+}
+
+/// A wallet's newest applied sequence number and running balance.
+struct Head {
+    last_seq: i64,
+    balance: Decimal,
+}
+
+/// Creates the wallet's head on first sight and locks it either way.
+async fn lock_head(
+    tx: &mut Transaction<'_, Postgres>,
+    wallet_id: Uuid,
+) -> Result<Head, sqlx::Error> {
     let head = sqlx::query(
         "INSERT INTO wallet_heads (wallet_id, last_seq, balance) VALUES ($1, 0, 0)
          ON CONFLICT (wallet_id) DO UPDATE SET wallet_id = EXCLUDED.wallet_id
          RETURNING last_seq, balance",
     )
-    .bind(event.wallet_id)
+    .bind(wallet_id)
     .fetch_one(&mut **tx)
     .await?;
-    let mut last_seq: i64 = head.try_get("last_seq")?;
-    let mut balance: Decimal = head.try_get("balance")?;
+    Ok(Head {
+        last_seq: head.try_get("last_seq")?,
+        balance: head.try_get("balance")?,
+    })
+}
 
-    if event.seq <= last_seq {
-        let applied: Option<Uuid> = sqlx::query_scalar(
-            "SELECT event_id FROM history_entries WHERE wallet_id = $1 AND seq = $2",
+/// An event at or below the head: the same event again changes nothing;
+/// another event claiming a taken seq goes to `dead_letters`.
+async fn drop_duplicate(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &WalletEvent,
+    source: &Incoming,
+) -> Result<(), sqlx::Error> {
+    let applied: Option<Uuid> = sqlx::query_scalar(
+        "SELECT event_id FROM history_entries WHERE wallet_id = $1 AND seq = $2",
+    )
+    .bind(event.wallet_id)
+    .bind(event.seq)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if applied != Some(event.event_id) {
+        let reason = format!(
+            "event {} claims seq {} of wallet {}, already taken by {:?}",
+            event.event_id, event.seq, event.wallet_id, applied
+        );
+        tracing::error!(%reason, "conflicting event moved to dead_letters");
+        dead_letter(tx, source, &reason).await?;
+    }
+    Ok(())
+}
+
+async fn park(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &WalletEvent,
+    payload: &[u8],
+    source: &Incoming,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO parked_events (event_id, wallet_id, seq, payload, source_partition, source_offset)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event.event_id)
+    .bind(event.wallet_id)
+    .bind(event.seq)
+    .bind(String::from_utf8_lossy(payload).as_ref())
+    .bind(source.partition)
+    .bind(source.offset)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Applies the parked events that follow `head`, in order, and returns
+/// how many.
+async fn apply_parked_successors(
+    tx: &mut Transaction<'_, Postgres>,
+    wallet_id: Uuid,
+    head: &mut Head,
+) -> Result<u64, sqlx::Error> {
+    let mut applied = 0;
+    loop {
+        let next = sqlx::query(
+            "DELETE FROM parked_events WHERE wallet_id = $1 AND seq = $2
+             RETURNING payload, source_partition, source_offset",
         )
-        .bind(event.wallet_id)
-        .bind(event.seq)
+        .bind(wallet_id)
+        .bind(head.last_seq + 1)
         .fetch_optional(&mut **tx)
         .await?;
-        if applied != Some(event.event_id) {
-            let reason = format!(
-                "event {} claims seq {} of wallet {}, already taken by {:?}",
-                event.event_id, event.seq, event.wallet_id, applied
-            );
-            tracing::error!(%reason, "conflicting event moved to dead_letters");
-            dead_letter(tx, source, &reason).await?;
-        }
-        return Ok(Effect::Duplicate);
-    }
-    if event.seq > last_seq + 1 {
-        sqlx::query(
-            "INSERT INTO parked_events (event_id, wallet_id, seq, payload, source_partition, source_offset)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+        let Some(row) = next else {
+            return Ok(applied);
+        };
+        let payload: String = row.try_get("payload")?;
+        // Only decoded events are parked, and the payload is stored as it
+        // arrived; stopping here would strand its successors.
+        let parked = WalletEvent::decode(payload.as_bytes())
+            .expect("a parked event decoded when it was parked");
+        assert_eq!(
+            (parked.wallet_id, parked.seq),
+            (wallet_id, head.last_seq + 1),
+            "the row unparked is the wallet's next event"
+        );
+        insert_entry(
+            tx,
+            &parked,
+            row.try_get("source_partition")?,
+            row.try_get("source_offset")?,
         )
-        .bind(event.event_id)
-        .bind(event.wallet_id)
-        .bind(event.seq)
-        .bind(String::from_utf8_lossy(payload).as_ref())
-        .bind(source.partition)
-        .bind(source.offset)
-        .execute(&mut **tx)
         .await?;
-        tracing::debug!(wallet_id = %event.wallet_id, seq = event.seq, last_seq, "event parked until its predecessor arrives");
-        return Ok(Effect::Parked);
+        head.last_seq = parked.seq;
+        head.balance += parked.signed_amount();
+        applied += 1;
     }
-
-    assert_eq!(
-        event.seq,
-        last_seq + 1,
-        "only a wallet's next event is applied"
-    );
-    insert_entry(tx, event, source.partition, source.offset).await?;
-    last_seq = event.seq;
-    balance += event.signed_amount();
-    let mut applied = 1;
-
-    if parked_exist {
-        loop {
-            let next = sqlx::query(
-                "DELETE FROM parked_events WHERE wallet_id = $1 AND seq = $2
-                 RETURNING payload, source_partition, source_offset",
-            )
-            .bind(event.wallet_id)
-            .bind(last_seq + 1)
-            .fetch_optional(&mut **tx)
-            .await?;
-            let Some(row) = next else { break };
-            let payload: String = row.try_get("payload")?;
-            // Only decoded events are parked, and the payload is stored as
-            // it arrived; stopping here would strand its successors.
-            let parked = WalletEvent::decode(payload.as_bytes())
-                .expect("a parked event decoded when it was parked");
-            assert_eq!(
-                (parked.wallet_id, parked.seq),
-                (event.wallet_id, last_seq + 1),
-                "the row unparked is the wallet's next event"
-            );
-            insert_entry(
-                tx,
-                &parked,
-                row.try_get("source_partition")?,
-                row.try_get("source_offset")?,
-            )
-            .await?;
-            last_seq = parked.seq;
-            balance += parked.signed_amount();
-            applied += 1;
-        }
-    }
-
-    sqlx::query("UPDATE wallet_heads SET last_seq = $2, balance = $3 WHERE wallet_id = $1")
-        .bind(event.wallet_id)
-        .bind(last_seq)
-        .bind(balance)
-        .execute(&mut **tx)
-        .await?;
-    Ok(Effect::Applied(applied))
 }
 
 async fn insert_entry(

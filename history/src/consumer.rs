@@ -15,6 +15,7 @@ use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     message::BorrowedMessage,
 };
+use service_kit::Backoff;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,17 @@ const RETRY_MAX_MS: u64 = 5_000;
 /// How long a clean shutdown waits for the final offset commit and the
 /// group leave; a clean leave hands the partitions over at once.
 const CLOSE_TIMEOUT_MS: u64 = 3_000;
+/// librdkafka's longest pause between reconnects to a broker that went
+/// away: a restarted broker is found within a second.
+const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
+/// How often the shutdown checks whether the close finished.
+const CLOSE_POLL_MS: u64 = 20;
+/// Stored offsets are committed this often: the longer, the more a
+/// restarted member re-reads (harmless, the duplicate guard drops it).
+const AUTO_COMMIT_INTERVAL_MS: u64 = 200;
+/// Pause after a consumer error (broker unreachable) before polling again;
+/// librdkafka reconnects on its own meanwhile.
+const ERROR_PAUSE_MS: u64 = 100;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -100,7 +112,10 @@ fn create(
         .set("enable.auto.commit", "true")
         // Offsets are stored by hand, after the history transaction commits.
         .set("enable.auto.offset.store", "false")
-        .set("auto.commit.interval.ms", "200")
+        .set(
+            "auto.commit.interval.ms",
+            AUTO_COMMIT_INTERVAL_MS.to_string(),
+        )
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set(
@@ -110,7 +125,10 @@ fn create(
         // Some brokers (nisshi among them) do not wake a waiting fetch when
         // data arrives; a short wait bounds the added latency.
         .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
-        .set("reconnect.backoff.max.ms", "1000");
+        .set(
+            "reconnect.backoff.max.ms",
+            RECONNECT_BACKOFF_MAX_MS.to_string(),
+        );
     if let Some(instance) = &config.group_instance_id {
         client.set("group.instance.id", instance);
     }
@@ -141,7 +159,7 @@ pub async fn run(
             Err(err) => {
                 tracing::debug!(error = %err, "consumer error");
                 status.lock().expect("status lock").last_error = Some(err.to_string());
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(ERROR_PAUSE_MS)).await;
                 continue;
             }
         }
@@ -177,7 +195,7 @@ pub async fn run(
     });
     let deadline = tokio::time::Instant::now() + Duration::from_millis(CLOSE_TIMEOUT_MS);
     while !closing.is_finished() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(CLOSE_POLL_MS)).await;
     }
     set_state(&status, "stopped");
     Ok(())
@@ -191,7 +209,10 @@ async fn apply_until_committed(
     status: &SharedStatus,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut backoff_ms = RETRY_FIRST_MS;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(RETRY_FIRST_MS),
+        Duration::from_millis(RETRY_MAX_MS),
+    );
     loop {
         match apply_batch(pool, batch).await {
             Ok(stats) => {
@@ -211,11 +232,9 @@ async fn apply_until_committed(
                     status.state = "retrying";
                     status.last_error = Some(err.to_string());
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
-                    _ = shutdown.cancelled() => return false,
+                if !backoff.wait(shutdown).await {
+                    return false;
                 }
-                backoff_ms = (backoff_ms * 2).min(RETRY_MAX_MS);
             }
         }
     }

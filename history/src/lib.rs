@@ -33,17 +33,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
     about = "History service: applies wallet events exactly once and serves history"
 )]
 pub struct Config {
-    /// PostgreSQL URL of the history database (migrated at start-up).
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: String,
-
-    /// Kafka bootstrap servers, comma-separated.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
-
-    /// Topic to consume.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = wallet_events::DEFAULT_TOPIC)]
-    pub kafka_topic: String,
+    #[command(flatten)]
+    pub connections: service_kit::Connections,
 
     /// Consumer group.
     #[arg(long, env = "KAFKA_GROUP_ID", default_value = "history-service-group")]
@@ -83,10 +74,13 @@ pub struct Config {
 
 /// The whole service: database, consumer, HTTP, until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let pool =
-        service_kit::connect_and_migrate(&config.database_url, config.db_pool_size, &MIGRATOR)
-            .await
-            .context("the history database")?;
+    let pool = service_kit::connect_and_migrate(
+        &config.connections.database_url,
+        config.db_pool_size,
+        &MIGRATOR,
+    )
+    .await
+    .context("the history database")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(service_kit::shutdown_on_signal(shutdown.clone()));
     let status: SharedStatus = Arc::new(Mutex::new(ConsumerStatus {
@@ -95,8 +89,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }));
 
     let consumer_config = consumer::ConsumerConfig {
-        brokers: config.kafka_brokers.clone(),
-        topic: config.kafka_topic.clone(),
+        brokers: config.connections.kafka_brokers.clone(),
+        topic: config.connections.kafka_topic.clone(),
         group_id: config.kafka_group_id.clone(),
         group_instance_id: config.kafka_group_instance_id.clone(),
         session_timeout_ms: config.session_timeout_ms,

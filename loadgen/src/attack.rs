@@ -15,9 +15,14 @@ use std::{
 use goose::{config::GooseConfiguration, prelude::*};
 use run_log::{Attempt, OpKind, OpRecord, Outcome};
 use serde_json::json;
+use service_kit::Backoff;
 use uuid::Uuid;
 
-use crate::{recorder::Recorder, run::OpsSink, workload::Workload};
+use crate::{
+    recorder::Recorder,
+    run::OpsSink,
+    workload::{PlannedOp, Workload},
+};
 
 pub const CREATE: &str = "POST /wallets";
 pub const FUND: &str = "POST /wallets/{id}/fund";
@@ -37,6 +42,8 @@ const RETRY_WINDOW_MS: u64 = 10_000;
 /// With the pauses above, the window allows 7 retries; this bounds them
 /// should the constants change.
 const ATTEMPTS_MAX: usize = 8;
+/// Entries a history read asks for: a page a client would show.
+const HISTORY_PAGE_LIMIT: u32 = 20;
 /// A request that takes longer than this is indeterminate.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 
@@ -106,88 +113,140 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
     let slot = k * context.users + u;
     let intended = context.intended_at(k, Instant::now());
     tokio::time::sleep_until(intended.into()).await;
-    let planned = context.workload.op(slot);
-    let op_id = context.op_id_base + slot;
-    let wallet = context.wallet_ids[planned.wallet_index as usize];
-    let to = planned
-        .to_wallet_index
-        .map(|i| context.wallet_ids[i as usize]);
-    let key = planned
-        .kind
-        .is_mutating()
-        .then(|| format!("seed{}-op{op_id}", context.seed));
-    let (endpoint, method, url, body) = match planned.kind {
-        OpKind::Transfer => (
-            TRANSFER,
-            GooseMethod::Post,
-            format!("{}/wallets/{wallet}/transfer", context.wallet_url),
-            Some(
-                json!({"to_wallet_id": to, "amount": planned.amount.map(wallet_events::format_money)}),
+    let (pending, request) = context.operation(slot, intended);
+    let attempts = attempt_until_settled(user, &request, intended).await?;
+    let record = pending.settle(attempts);
+    context.recorder.record(
+        request.endpoint,
+        record.outcome,
+        Duration::from_micros(record.latency_us),
+        record.error_code.as_deref(),
+    );
+    context.ops.record(record);
+    Ok(())
+}
+
+/// The HTTP request that carries an operation, the same on every attempt.
+struct OpRequest {
+    endpoint: &'static str,
+    method: GooseMethod,
+    url: String,
+    body: Option<serde_json::Value>,
+    key: Option<String>,
+}
+
+impl LoadContext {
+    /// Slot `slot`'s operation: its record before any attempt, and its
+    /// request.
+    fn operation(&self, slot: u64, intended: Instant) -> (OpRecord, OpRequest) {
+        let planned = self.workload.op(slot);
+        let op_id = self.op_id_base + slot;
+        let wallet = self.wallet_ids[planned.wallet_index as usize];
+        let to = planned.to_wallet_index.map(|i| self.wallet_ids[i as usize]);
+        let key = planned
+            .kind
+            .is_mutating()
+            .then(|| format!("seed{}-op{op_id}", self.seed));
+        let (endpoint, method, url, body) = self.request_of(&planned, wallet, to);
+        let intended_at = self.started_wall
+            + chrono::Duration::from_std(
+                intended.saturating_duration_since(self.recorder.started()),
+            )
+            .unwrap_or_default();
+        let pending = OpRecord {
+            op_id,
+            kind: planned.kind,
+            wallet_index: Some(planned.wallet_index),
+            to_wallet_index: planned.to_wallet_index,
+            wallet_id: Some(wallet),
+            to_wallet_id: to,
+            amount: planned.amount,
+            idempotency_key: key.clone(),
+            // Settled from the attempts.
+            outcome: Outcome::Indeterminate,
+            status: None,
+            error_code: None,
+            intended_at,
+            latency_us: 0,
+            attempts: Vec::new(),
+        };
+        let request = OpRequest {
+            endpoint,
+            method,
+            url,
+            body,
+            key,
+        };
+        (pending, request)
+    }
+
+    /// The endpoint, method, URL and body that carry `planned`.
+    fn request_of(
+        &self,
+        planned: &PlannedOp,
+        wallet: Uuid,
+        to: Option<Uuid>,
+    ) -> (&'static str, GooseMethod, String, Option<serde_json::Value>) {
+        let amount = planned.amount.map(wallet_events::format_money);
+        match planned.kind {
+            OpKind::Transfer => (
+                TRANSFER,
+                GooseMethod::Post,
+                format!("{}/wallets/{wallet}/transfer", self.wallet_url),
+                Some(json!({"to_wallet_id": to, "amount": amount})),
             ),
-        ),
-        OpKind::Fund => (
-            FUND,
-            GooseMethod::Post,
-            format!("{}/wallets/{wallet}/fund", context.wallet_url),
-            Some(json!({"amount": planned.amount.map(wallet_events::format_money)})),
-        ),
-        OpKind::GetWallet => (
-            GET_WALLET,
-            GooseMethod::Get,
-            format!("{}/wallets/{wallet}", context.wallet_url),
-            None,
-        ),
-        OpKind::CreateWallet => {
-            unreachable!("the load draws no creates: wallets are made in setup")
+            OpKind::Fund => (
+                FUND,
+                GooseMethod::Post,
+                format!("{}/wallets/{wallet}/fund", self.wallet_url),
+                Some(json!({"amount": amount})),
+            ),
+            OpKind::GetWallet => (
+                GET_WALLET,
+                GooseMethod::Get,
+                format!("{}/wallets/{wallet}", self.wallet_url),
+                None,
+            ),
+            OpKind::GetHistory => (
+                GET_HISTORY,
+                GooseMethod::Get,
+                format!(
+                    "{}/wallets/{wallet}/history?limit={HISTORY_PAGE_LIMIT}",
+                    self.history_url
+                ),
+                None,
+            ),
+            OpKind::CreateWallet => {
+                unreachable!("the load draws no creates: wallets are made in setup")
+            }
         }
-        OpKind::GetHistory => (
-            GET_HISTORY,
-            GooseMethod::Get,
-            format!("{}/wallets/{wallet}/history?limit=20", context.history_url),
-            None,
-        ),
-    };
+    }
+}
 
-    let intended_at = context.started_wall
-        + chrono::Duration::from_std(
-            intended.saturating_duration_since(context.recorder.started()),
-        )
-        .unwrap_or_default();
-    let pending = OpRecord {
-        op_id,
-        kind: planned.kind,
-        wallet_index: Some(planned.wallet_index),
-        to_wallet_index: planned.to_wallet_index,
-        wallet_id: Some(wallet),
-        to_wallet_id: to,
-        amount: planned.amount,
-        idempotency_key: key.clone(),
-        // Settled from the attempts below.
-        outcome: Outcome::Indeterminate,
-        status: None,
-        error_code: None,
-        intended_at,
-        latency_us: 0,
-        attempts: Vec::new(),
-    };
-
+/// Sends `request` until [`Retry`] says its outcome is settled (or the
+/// retries are spent); every attempt, timed from the intended start.
+async fn attempt_until_settled(
+    user: &mut GooseUser,
+    request: &OpRequest,
+    intended: Instant,
+) -> Result<Vec<Attempt>, Box<TransactionError>> {
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut retry = Retry::new();
     loop {
-        let mut builder = user.get_request_builder(&method, &url)?;
-        if let Some(key) = &key {
+        let mut builder = user.get_request_builder(&request.method, &request.url)?;
+        if let Some(key) = &request.key {
             builder = builder.header("Idempotency-Key", key);
         }
-        if let Some(body) = &body {
+        if let Some(body) = &request.body {
             builder = builder.json(body);
         }
-        let request = GooseRequest::builder()
-            .method(method)
-            .name(endpoint_path(endpoint))
+        let goose_request = GooseRequest::builder()
+            .method(request.method)
+            .name(endpoint_path(request.endpoint))
             .set_request_builder(builder)
             .build();
         let started = Instant::now();
-        let mut sent = user.request(request).await?;
+        let mut sent = user.request(goose_request).await?;
         let (outcome, status, error_code) = classify(sent.response).await;
         // A definite refusal is an expected answer, not a load failure.
         if outcome == Outcome::Failed && status.is_some() {
@@ -200,33 +259,27 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
             started_us: micros(started.saturating_duration_since(intended)),
             latency_us: micros(started.elapsed()),
         });
-        match retry.next_pause(key.is_some(), &attempts) {
+        match retry.next_pause(request.key.is_some(), &attempts) {
             Some(pause) => tokio::time::sleep(pause).await,
-            None => break,
+            None => return Ok(attempts),
         }
     }
-    let record = pending.settle(attempts);
-    context.recorder.record(
-        endpoint,
-        record.outcome,
-        Duration::from_micros(record.latency_us),
-        record.error_code.as_deref(),
-    );
-    context.ops.record(record);
-    Ok(())
 }
 
 /// When to try an operation again: [`Retry::next_pause`] after each attempt.
 pub struct Retry {
     first: Instant,
-    pause: Duration,
+    backoff: Backoff,
 }
 
 impl Retry {
     pub fn new() -> Self {
         Self {
             first: Instant::now(),
-            pause: Duration::from_millis(RETRY_PAUSE_FIRST_MS),
+            backoff: Backoff::new(
+                Duration::from_millis(RETRY_PAUSE_FIRST_MS),
+                Duration::from_millis(RETRY_PAUSE_LONGEST_MS),
+            ),
         }
     }
 
@@ -241,13 +294,12 @@ impl Retry {
         let open =
             Outcome::fold(attempts.iter().map(|a| a.outcome)) == Some(Outcome::Indeterminate);
         let answered = last.status.is_some_and(|status| status < 500);
-        let pause = self.pause;
-        let in_window = self.first.elapsed() + pause <= Duration::from_millis(RETRY_WINDOW_MS);
-        if !keyed || !open || answered || attempts.len() >= ATTEMPTS_MAX || !in_window {
+        if !keyed || !open || answered || attempts.len() >= ATTEMPTS_MAX {
             return None;
         }
-        self.pause = (pause * 2).min(Duration::from_millis(RETRY_PAUSE_LONGEST_MS));
-        Some(pause)
+        let pause = self.backoff.next_pause();
+        let in_window = self.first.elapsed() + pause <= Duration::from_millis(RETRY_WINDOW_MS);
+        in_window.then_some(pause)
     }
 }
 

@@ -32,68 +32,26 @@ impl<'a> RunModel<'a> {
         let load_end_s = summary.duration_s;
         let converged_at_s = summary.convergence.converged_at_s();
         let spans = fault_spans(&data.chaos);
-        let last_lag = data
-            .lag
-            .iter()
-            .flatten()
-            .map(|s| s.second as f64 + 1.0)
-            .fold(0.0, f64::max);
-        let last_fault = spans
-            .iter()
-            .map(|s| s.end_s(load_end_s))
-            .fold(0.0, f64::max);
-        let axis = TimeAxis {
-            end_s: load_end_s
-                .max(converged_at_s.unwrap_or(0.0))
-                .max(last_lag)
-                .max(last_fault),
-        };
-
-        let endpoints: Vec<String> = summary
+        let axis = time_axis(data, &spans, load_end_s, converged_at_s);
+        let endpoints: Vec<&str> = summary
             .endpoints
             .iter()
-            .map(|e| e.endpoint.clone())
+            .map(|e| e.endpoint.as_str())
             .collect();
         let latency = endpoints
             .iter()
-            .filter_map(|e| Some((e.clone(), data.latency_of(e)?.per_second())))
+            .filter_map(|&e| Some((e.to_owned(), data.latency_of(e)?.per_second())))
             .collect();
         let distributions = endpoints
             .iter()
-            .filter_map(|e| {
-                Some((
-                    e.clone(),
-                    latency::distribution(&data.latency_of(e)?.total()),
-                ))
+            .filter_map(|&e| {
+                let total = data.latency_of(e)?.total();
+                Some((e.to_owned(), latency::distribution(&total)))
             })
             .collect();
-
-        let mut per_second: BTreeMap<u64, SecondOutcomes> = BTreeMap::new();
-        for point in &data.timeline {
-            let second = per_second.entry(point.second).or_insert(SecondOutcomes {
-                second: point.second,
-                ..SecondOutcomes::default()
-            });
-            second.ok += point.ok;
-            second.failed += point.failed;
-            second.indeterminate += point.indeterminate;
-        }
-        let throughput: Vec<SecondOutcomes> = per_second.into_values().collect();
-
-        let merged = latency::merged_per_second(&data.latency);
-        let system: Vec<SystemSecond> = throughput
-            .iter()
-            .map(|s| SystemSecond {
-                second: s.second,
-                ok: s.ok,
-                p99_ms: merged
-                    .get(&s.second)
-                    .filter(|h| !h.is_empty())
-                    .map(|h| run_log::latency::ms(h.value_at_quantile(0.99))),
-            })
-            .collect();
+        let throughput = throughput(data);
+        let system = system_seconds(data, &throughput);
         let recoveries = recovery::recoveries(&spans, &system, load_end_s);
-
         Self {
             data,
             spans,
@@ -106,4 +64,62 @@ impl<'a> RunModel<'a> {
             converged_at_s,
         }
     }
+}
+
+/// The time charts run to the latest of: the load's end, convergence, the
+/// last lag second and the last fault's end.
+fn time_axis(
+    data: &RunData,
+    spans: &[FaultSpan],
+    load_end_s: f64,
+    converged_at_s: Option<f64>,
+) -> TimeAxis {
+    let last_lag = data
+        .lag
+        .iter()
+        .flatten()
+        .map(|s| s.second as f64 + 1.0)
+        .fold(0.0, f64::max);
+    let last_fault = spans
+        .iter()
+        .map(|s| s.end_s(load_end_s))
+        .fold(0.0, f64::max);
+    TimeAxis {
+        end_s: load_end_s
+            .max(converged_at_s.unwrap_or(0.0))
+            .max(last_lag)
+            .max(last_fault),
+    }
+}
+
+/// Outcomes per second over all endpoints, from `timeline.json`.
+fn throughput(data: &RunData) -> Vec<SecondOutcomes> {
+    let mut per_second: BTreeMap<u64, SecondOutcomes> = BTreeMap::new();
+    for point in &data.timeline {
+        let second = per_second.entry(point.second).or_insert(SecondOutcomes {
+            second: point.second,
+            ..SecondOutcomes::default()
+        });
+        second.ok += point.ok;
+        second.failed += point.failed;
+        second.indeterminate += point.indeterminate;
+    }
+    per_second.into_values().collect()
+}
+
+/// What the whole system did each second: ok responses and the p99 of all
+/// endpoints merged (the recovery analysis works on these).
+fn system_seconds(data: &RunData, throughput: &[SecondOutcomes]) -> Vec<SystemSecond> {
+    let merged = latency::merged_per_second(&data.latency);
+    throughput
+        .iter()
+        .map(|s| SystemSecond {
+            second: s.second,
+            ok: s.ok,
+            p99_ms: merged
+                .get(&s.second)
+                .filter(|h| !h.is_empty())
+                .map(|h| run_log::latency::ms(h.value_at_quantile(0.99))),
+        })
+        .collect()
 }

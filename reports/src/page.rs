@@ -5,7 +5,7 @@
 //! table, errors, recovery after each fault.
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use run_log::checker::{Report, Status};
+use run_log::checker::{Facts, Report, Status};
 use serde_json::Value;
 
 use crate::{
@@ -41,6 +41,20 @@ impl Charts {
         }
     }
 }
+
+/// The report's sections, top to bottom: each section's element id (the
+/// page's anchors, which tests look for) and its name in the navigation.
+pub const SECTIONS: [(&str, &str); 9] = [
+    ("verdict", "Verdict"),
+    ("facts", "Run"),
+    ("latency", "Latency"),
+    ("throughput", "Throughput"),
+    ("lag", "History lag"),
+    ("distribution", "Distribution"),
+    ("endpoints", "Endpoints"),
+    ("errors", "Errors"),
+    ("recovery", "Recovery"),
+];
 
 /// The page frame: head with inline style, a sticky section index, the
 /// body, then ECharts and the drawing script.
@@ -78,17 +92,7 @@ pub fn run_page(model: &RunModel) -> Markup {
         verdict_word(model.data.checker.as_ref(), summary)
     );
     let subtitle = html! { (model.data.name()) };
-    let nav = [
-        ("verdict", "Verdict"),
-        ("facts", "Run"),
-        ("latency", "Latency"),
-        ("throughput", "Throughput"),
-        ("lag", "History lag"),
-        ("distribution", "Distribution"),
-        ("endpoints", "Endpoints"),
-        ("errors", "Errors"),
-        ("recovery", "Recovery"),
-    ];
+    let nav = SECTIONS;
     let body = html! {
         (verdict_section(model.data.checker.as_ref(), summary))
         (facts_section(model))
@@ -144,52 +148,64 @@ pub fn verdict_section(checker: Option<&Report>, summary: &RunSummary) -> Markup
                 p.pass { "Thresholds met: " (summary.thresholds.checked.join("; ")) }
             }
             @if let Some(report) = checker {
-                table {
-                    tr { th { "" } th { "invariant" } th.num { "examined" } th.num { "violations" } }
-                    @for check in &report.checks {
-                        tr {
-                            td { @match check.status {
-                                Status::Passed => span.pass { "✔" },
-                                Status::Violated => span.fail { "✘" },
-                                Status::NotEvaluated => span.skip { "–" },
-                            } }
-                            td { code { (check.invariant.as_str()) }
-                                @if check.status == Status::NotEvaluated { span.skip { " not evaluated" } }
-                                @if !check.violations.is_empty() {
-                                    ul.violations {
-                                        @for v in &check.violations {
-                                            li {
-                                                (v.message)
-                                                @if v.expected.is_some() || v.actual.is_some() {
-                                                    " — expected " (money(v.expected)) ", actual " (money(v.actual))
-                                                }
-                                            }
-                                        }
-                                        @if check.violations_total > check.violations.len() as u64 {
-                                            li { "… and " (check.violations_total - check.violations.len() as u64) " more (checker.json stores the first " (check.violations.len()) ")" }
-                                        }
-                                    }
-                                }
-                            }
-                            td.num { (check.examined) }
-                            td.num { @if check.violations_total > 0 { span.fail { (check.violations_total) } } @else { "0" } }
-                        }
-                    }
-                }
-                @let f = &report.facts;
-                p.note {
-                    (f.wallets) " wallets, " (f.ledger_entries) " ledger entries, " (f.history_entries) " history entries, "
-                    (f.outbox_unpublished) " of " (f.outbox_rows) " outbox rows unpublished, " (f.parked_events) " parked, "
-                    (f.dead_letters) " dead letters. Balances total " (wallet_events::format_money(f.total_balance))
-                    ", funded total " (wallet_events::format_money(f.total_funded)) ". Operations: " (f.ops) " (" (f.ops_ok) " ok, "
-                    (f.ops_failed) " failed, " (f.ops_indeterminate) " indeterminate), in " (f.attempts) " attempts: "
-                    (f.ops_retried) " retried with the same idempotency key, " (f.ops_resolved_by_retry)
-                    " of them resolved to acknowledged by a retry."
-                }
+                (checks_table(report))
+                (facts_note(&report.facts))
             } @else {
                 p { "Violated: " (if summary.verdict.violated.is_empty() { "none".to_owned() } else { summary.verdict.violated.join(", ") }) }
             }
         }
+    }
+}
+
+/// One row per invariant, its stored violations listed under it.
+fn checks_table(report: &Report) -> Markup {
+    html! {
+            table {
+                tr { th { "" } th { "invariant" } th.num { "examined" } th.num { "violations" } }
+                @for check in &report.checks {
+                    tr {
+                        td { @match check.status {
+                            Status::Passed => span.pass { "✔" },
+                            Status::Violated => span.fail { "✘" },
+                            Status::NotEvaluated => span.skip { "–" },
+                        } }
+                        td { code { (check.invariant.as_str()) }
+                            @if check.status == Status::NotEvaluated { span.skip { " not evaluated" } }
+                            @if !check.violations.is_empty() {
+                                ul.violations {
+                                    @for v in &check.violations {
+                                        li {
+                                            (v.message)
+                                            @if v.expected.is_some() || v.actual.is_some() {
+                                                " — expected " (money(v.expected)) ", actual " (money(v.actual))
+                                            }
+                                        }
+                                    }
+                                    @if check.violations_total > check.violations.len() as u64 {
+                                        li { "… and " (check.violations_total - check.violations.len() as u64) " more (checker.json stores the first " (check.violations.len()) ")" }
+                                    }
+                                }
+                            }
+                        }
+                        td.num { (check.examined) }
+                        td.num { @if check.violations_total > 0 { span.fail { (check.violations_total) } } @else { "0" } }
+                    }
+                }
+            }
+    }
+}
+
+fn facts_note(f: &Facts) -> Markup {
+    html! {
+    p.note {
+        (f.wallets) " wallets, " (f.ledger_entries) " ledger entries, " (f.history_entries) " history entries, "
+        (f.outbox_unpublished) " of " (f.outbox_rows) " outbox rows unpublished, " (f.parked_events) " parked, "
+        (f.dead_letters) " dead letters. Balances total " (wallet_events::format_money(f.total_balance))
+        ", funded total " (wallet_events::format_money(f.total_funded)) ". Operations: " (f.ops) " (" (f.ops_ok) " ok, "
+        (f.ops_failed) " failed, " (f.ops_indeterminate) " indeterminate), in " (f.attempts) " attempts: "
+        (f.ops_retried) " retried with the same idempotency key, " (f.ops_resolved_by_retry)
+        " of them resolved to acknowledged by a retry."
+    }
     }
 }
 

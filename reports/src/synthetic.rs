@@ -58,6 +58,20 @@ pub fn started_at() -> DateTime<Utc> {
     DateTime::from_timestamp(EPOCH_S, 0).expect("a valid timestamp")
 }
 
+/// A machine as a real run would record it.
+fn versions() -> Versions {
+    Versions {
+        loadgen: "0.1.0".into(),
+        commit: "abc1234".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        cpus: 2,
+        hostname: Some("ci-box".into()),
+        memory_mib: Some(24_000),
+        kernel: Some("6.1.0".into()),
+    }
+}
+
 impl SyntheticRun {
     /// A passing run of `users` users with the given endpoints and faults;
     /// the summary's endpoint figures are placeholders to adjust.
@@ -94,7 +108,7 @@ impl SyntheticRun {
                     .map(|e| e.0)
                     .unwrap_or_default()
                     .to_owned(),
-                code: "connection_refused".into(),
+                code: "connect_refused".into(),
                 count: 2,
             }],
             convergence: Convergence {
@@ -112,16 +126,7 @@ impl SyntheticRun {
                 checked: Vec::new(),
                 missed: Vec::new(),
             },
-            versions: Versions {
-                loadgen: "0.1.0".into(),
-                commit: "abc1234".into(),
-                os: "linux".into(),
-                arch: "x86_64".into(),
-                cpus: 2,
-                hostname: Some("ci-box".into()),
-                memory_mib: Some(24_000),
-                kernel: Some("6.1.0".into()),
-            },
+            versions: versions(),
         };
         Self {
             seconds,

@@ -64,17 +64,7 @@ fn a_run_renders_every_section_with_its_fault_bands_and_nothing_external() {
     write(&faulty_run(8), &dir);
     let html = reports::render_run(&dir).unwrap();
 
-    for id in [
-        "verdict",
-        "facts",
-        "latency",
-        "throughput",
-        "lag",
-        "distribution",
-        "endpoints",
-        "errors",
-        "recovery",
-    ] {
+    for (id, _) in reports::page::SECTIONS {
         assert!(
             html.contains(&format!(r#"id="{id}""#)),
             "section {id} missing"
@@ -112,7 +102,7 @@ fn a_run_renders_every_section_with_its_fault_bands_and_nothing_external() {
     // Facts, endpoint table and errors.
     assert!(html.contains("loadgen run transfers --users 8 --seed 42"));
     assert!(html.contains("abc1234") && html.contains("ci-box"));
-    assert!(html.contains("connection_refused"));
+    assert!(html.contains("connect_refused"));
     // No checker.json: said so, not hidden.
     assert!(html.contains("No checker.json"));
     assert!(html.contains("missing files"));

@@ -1,13 +1,14 @@
-//! The record formats of a run directory, shared by the processes that
-//! write them (loadgen, chaos) and those that read them (the consistency
-//! checker, the reports): one JSON object per line.
+//! The record formats of a run directory, one owner for each, shared by the
+//! code that writes them (loadgen and the chaos runner inside it, the
+//! checker) and the code that reads them (the checker, the reports).
 //!
 //! - [`OpRecord`] (`ops.jsonl`): every operation loadgen attempted, with its
 //!   outcome. Mutating operations carry the idempotency key they were sent
 //!   with; the wallet stores that key on the ledger entries it wrote, which
 //!   is how the checker finds an operation in the ledger.
-//! - [`ChaosEvent`] (`chaos.jsonl`): each fault's injection and healing, so
-//!   a violation or a latency spike can be placed in its fault window.
+//! - [`ChaosEvent`] (`chaos.jsonl`): each fault's injection, healing and
+//!   recovery, so a violation or a latency spike can be placed in its fault
+//!   window.
 //! - [`summary`]: the run's figures (`summary.json`, `timeline.json`,
 //!   `lag.json`) and how the liveness phase ended ([`summary::Convergence`]).
 //! - [`checker`]: the checker's verdict (`checker.json`).

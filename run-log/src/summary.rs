@@ -66,7 +66,7 @@ pub struct Totals {
 }
 
 /// Responses that were not ok, by endpoint and error code (the service's
-/// code, or a client-side cause such as `connection_refused`).
+/// code, or a client-side cause such as `connect_refused`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorCount {
     pub endpoint: String,

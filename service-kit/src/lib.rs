@@ -1,10 +1,14 @@
 //! What the wallet and history services do the same way at their edges:
 //! logging set-up, serving HTTP with a graceful shutdown, turning
-//! SIGTERM/SIGINT into a cancellation, and reaching
-//! a database that may still be starting (or restarting under chaos)
-//! before migrating it.
+//! SIGTERM/SIGINT into a cancellation, reaching a database that may still
+//! be starting (or restarting under chaos) before migrating it, and the
+//! one bounded [`Backoff`] every retry loop uses.
+
+mod backoff;
 
 use std::time::Duration;
+
+pub use backoff::Backoff;
 
 use anyhow::Context;
 use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
@@ -15,6 +19,23 @@ const DATABASE_WAIT_MS: u64 = 60_000;
 const DATABASE_RETRY_MS: u64 = 500;
 /// A request waits at most this long for a free connection.
 const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+
+/// Where a service finds its database and the event topic: the part of
+/// the command line both services share (`#[command(flatten)]`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connections {
+    /// PostgreSQL URL of the service's own database (migrated at start-up).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// The event topic.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = wallet_events::DEFAULT_TOPIC)]
+    pub kafka_topic: String,
+}
 
 /// Logs to stderr, filtered by `RUST_LOG`, else `default_filter`; colours
 /// only on a terminal (the harness sends stderr to a log file).

@@ -4,7 +4,7 @@
 //!
 //! - [`api`]: the HTTP router (no I/O) and the response envelope.
 //! - [`store`]: the transactions on the wallet database.
-//! - [`domain`]: the ledger rules, pure, shared with the simulator.
+//! - [`domain`]: the ledger rules, pure: no I/O, no clock, ids from a source.
 //! - [`relay`]: the outbox relay task.
 //! - [`error`]: the API's error codes.
 
@@ -35,17 +35,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
     about = "Wallet service: create, fund and transfer, with an outbox to Kafka"
 )]
 pub struct Config {
-    /// PostgreSQL URL of the wallet database (migrated at start-up).
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: String,
-
-    /// Kafka bootstrap servers, comma-separated.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
-
-    /// Topic the outbox relay publishes to.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = wallet_events::DEFAULT_TOPIC)]
-    pub kafka_topic: String,
+    #[command(flatten)]
+    pub connections: service_kit::Connections,
 
     /// Partitions to create the topic with if it does not exist yet.
     #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 8)]
@@ -74,9 +65,13 @@ pub struct Config {
 
 /// Connects and migrates, waiting for a database that is still starting.
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
-    service_kit::connect_and_migrate(&config.database_url, config.db_pool_size, &MIGRATOR)
-        .await
-        .context("the wallet database")
+    service_kit::connect_and_migrate(
+        &config.connections.database_url,
+        config.db_pool_size,
+        &MIGRATOR,
+    )
+    .await
+    .context("the wallet database")
 }
 
 /// The whole service: database, relay, HTTP, until SIGTERM or Ctrl-C.
@@ -87,8 +82,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let relay = (!config.no_relay).then(|| {
         let relay_config = relay::RelayConfig {
-            brokers: config.kafka_brokers.clone(),
-            topic: config.kafka_topic.clone(),
+            brokers: config.connections.kafka_brokers.clone(),
+            topic: config.connections.kafka_topic.clone(),
             partitions: config.topic_partitions,
             batch_max: config.relay_batch_max,
         };

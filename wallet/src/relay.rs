@@ -7,8 +7,11 @@
 //! wallet id), waits for the broker's acknowledgements, and only then marks
 //! rows sent, in the same transaction that locked them. Rows are marked only
 //! up to the first one that failed, in id order, so a wallet's events are
-//! re-published from the gap onward and never overtake each other. A crash
-//! anywhere means re-publishing, never loss; the consumer drops duplicates.
+//! re-published from the gap onward. With one relay a wallet's events reach
+//! the topic in order; with several, one relay may publish a wallet's later
+//! row while another still holds an earlier one, and the consumer parks an
+//! early event until its predecessor arrives. A crash anywhere means
+//! re-publishing, never loss; the consumer drops duplicates.
 
 use std::time::Duration;
 
@@ -21,6 +24,7 @@ use rdkafka::{
     error::RDKafkaErrorCode,
     producer::{FutureProducer, FutureRecord, Producer},
 };
+use service_kit::Backoff;
 use sqlx::{PgPool, Row, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -34,6 +38,18 @@ const MESSAGE_TIMEOUT_MS: u64 = 10_000;
 /// Backoff after a failed round: doubles from the first to the last value.
 const BACKOFF_FIRST_MS: u64 = 100;
 const BACKOFF_MAX_MS: u64 = 5_000;
+/// How long a stopping relay waits for messages still queued in the
+/// producer; their rows stay unpublished if this runs out, so the next
+/// relay publishes them again.
+const FLUSH_ON_STOP_MS: u64 = 5_000;
+/// The producer waits this long to fill a batch: a little batching for a
+/// small added latency.
+const LINGER_MS: u64 = 2;
+/// librdkafka's longest pause between reconnects to a broker that went
+/// away: a restarted broker is found within a second.
+const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
+/// How long the broker may take to create the topic.
+const TOPIC_CREATE_TIMEOUT_MS: u64 = 10_000;
 /// With no notification, look for rows this often anyway (a notification
 /// can be lost while the database restarts).
 const IDLE_POLL_MS: u64 = 500;
@@ -48,7 +64,10 @@ pub struct RelayConfig {
 
 /// Runs until `shutdown` is cancelled; then finishes the round in flight.
 pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken) {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(
+        Duration::from_millis(BACKOFF_FIRST_MS),
+        Duration::from_millis(BACKOFF_MAX_MS),
+    );
     let mut topic_ready = false;
     let mut producer: Option<FutureProducer> = None;
     let mut listener = None;
@@ -98,8 +117,10 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
             }
         }
     }
-    if let Some(producer) = producer {
-        let _ = producer.flush(Duration::from_secs(5));
+    if let Some(producer) = producer
+        && let Err(err) = producer.flush(Duration::from_millis(FLUSH_ON_STOP_MS))
+    {
+        tracing::warn!(error = %err, "relay: messages left unflushed at stop");
     }
     tracing::info!("relay stopped");
 }
@@ -110,8 +131,11 @@ fn new_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
-        .set("linger.ms", "2")
-        .set("reconnect.backoff.max.ms", "1000")
+        .set("linger.ms", LINGER_MS.to_string())
+        .set(
+            "reconnect.backoff.max.ms",
+            RECONNECT_BACKOFF_MAX_MS.to_string(),
+        )
         .create()
         .context("creating the Kafka producer")
 }
@@ -124,7 +148,8 @@ pub async fn ensure_topic(config: &RelayConfig) -> anyhow::Result<()> {
         .create()
         .context("creating the Kafka admin client")?;
     let topic = NewTopic::new(&config.topic, config.partitions, TopicReplication::Fixed(1));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let options =
+        AdminOptions::new().operation_timeout(Some(Duration::from_millis(TOPIC_CREATE_TIMEOUT_MS)));
     let results = admin
         .create_topics([&topic], &options)
         .await
@@ -191,45 +216,17 @@ async fn publish_round(
     if rows.is_empty() {
         return Ok(0);
     }
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut deliveries = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let id: i64 = row.try_get("id")?;
-        let wallet_id: Uuid = row.try_get("wallet_id")?;
-        let payload: String = row.try_get("payload")?;
-        let key = wallet_id.to_string();
-        let record = FutureRecord::to(&config.topic).key(&key).payload(&payload);
-        match producer.send_result(record) {
-            Ok(delivery) => {
-                ids.push(id);
-                deliveries.push(delivery);
-            }
-            // The local queue is full: publish what was queued, the rest
-            // goes next round.
-            Err((err, _)) => {
-                tracing::debug!(error = %err, "relay: producer queue full");
-                break;
-            }
-        }
-    }
-    let results = join_all(deliveries).await;
-    let mut acked = Vec::with_capacity(ids.len());
-    let mut failure = None;
-    for (id, result) in ids.iter().zip(results) {
-        match result {
-            Ok(Ok(_)) => acked.push(*id),
-            Ok(Err((err, _))) => {
-                failure = Some(anyhow::anyhow!("publishing outbox row {id}: {err}"));
-                break;
-            }
-            Err(_) => {
-                failure = Some(anyhow::anyhow!(
-                    "publishing outbox row {id}: producer dropped"
-                ));
-                break;
-            }
-        }
-    }
+    let rows: Vec<OutboxRow> = rows
+        .iter()
+        .map(|row| {
+            Ok(OutboxRow {
+                id: row.try_get("id")?,
+                wallet_id: row.try_get("wallet_id")?,
+                payload: row.try_get("payload")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    let (acked, failure) = publish(producer, &config.topic, &rows).await;
     if !acked.is_empty() {
         sqlx::query("UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)")
             .bind(&acked)
@@ -248,30 +245,56 @@ async fn publish_round(
     }
 }
 
-/// Bounded exponential backoff that wakes early on shutdown.
-struct Backoff {
-    next_ms: u64,
+/// An unpublished outbox row, locked by the round.
+struct OutboxRow {
+    id: i64,
+    wallet_id: Uuid,
+    payload: String,
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            next_ms: BACKOFF_FIRST_MS,
+/// Publishes `rows` in id order and waits for every acknowledgement.
+/// Returns the ids of the acknowledged prefix (up to the first failure,
+/// so a wallet's later rows never count as sent before its earlier ones)
+/// and that failure, if any.
+async fn publish(
+    producer: &FutureProducer,
+    topic: &str,
+    rows: &[OutboxRow],
+) -> (Vec<i64>, Option<anyhow::Error>) {
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut deliveries = Vec::with_capacity(rows.len());
+    for row in rows {
+        let key = row.wallet_id.to_string();
+        let record = FutureRecord::to(topic).key(&key).payload(&row.payload);
+        match producer.send_result(record) {
+            Ok(delivery) => {
+                ids.push(row.id);
+                deliveries.push(delivery);
+            }
+            // The local queue is full: publish what was queued, the rest
+            // goes next round.
+            Err((err, _)) => {
+                tracing::debug!(error = %err, "relay: producer queue full");
+                break;
+            }
         }
     }
-}
-
-impl Backoff {
-    fn reset(&mut self) {
-        self.next_ms = BACKOFF_FIRST_MS;
-    }
-
-    async fn wait(&mut self, shutdown: &CancellationToken) {
-        let pause = Duration::from_millis(self.next_ms);
-        self.next_ms = (self.next_ms * 2).min(BACKOFF_MAX_MS);
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = shutdown.cancelled() => {}
+    let results = join_all(deliveries).await;
+    let mut acked = Vec::with_capacity(ids.len());
+    for (id, result) in ids.iter().zip(results) {
+        match result {
+            Ok(Ok(_)) => acked.push(*id),
+            Ok(Err((err, _))) => {
+                return (
+                    acked,
+                    Some(anyhow::anyhow!("publishing outbox row {id}: {err}")),
+                );
+            }
+            Err(_) => {
+                let err = anyhow::anyhow!("publishing outbox row {id}: producer dropped");
+                return (acked, Some(err));
+            }
         }
     }
+    (acked, None)
 }

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, Result, ensure};
 use chaos::{
     ChaosEvent, ChaosLog, ChaosStatus, FaultKind, FaultPhase, explicit, heal_all, run_plan,
-    runner::{RECOVERY_TIMEOUT_MS, SKIPPED_NOT_STARTED, process_state, wait_recovered},
+    runner::{RECOVERY_TIMEOUT_MS, SKIPPED_NOT_STARTED, wait_recovered},
 };
 use harness::system::{Launcher, Role, System, SystemOptions};
 use serde_json::{Value, json};
@@ -143,7 +143,7 @@ async fn watch_pause(path: PathBuf) -> Result<(u32, char)> {
             .find(|e| e.kind == FaultKind::HistoryPause && e.phase == FaultPhase::Injected);
         if let Some(event) = injected {
             let pid = event.pid.context("pause recorded without a pid")?;
-            let state = process_state(pid).context("no /proc entry for the paused pid")?;
+            let state = harness::procfs::state(pid).context("no /proc entry for the paused pid")?;
             return Ok((pid, state));
         }
         tokio::time::sleep(Duration::from_millis(WATCH_POLL_MS)).await;
@@ -299,7 +299,7 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
                 "the paused history was replaced"
             );
             ensure!(
-                process_state(history_pid) != Some('T'),
+                harness::procfs::state(history_pid) != Some('T'),
                 "history is still stopped"
             );
             let heals: Vec<(u32, &str, FaultPhase)> = log.events()[15..]

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::fixture::{World, Written};
-use crate::report::render_text;
+use crate::report::{Violation, render_text};
 use crate::snapshot::ParkedRow;
 use run_log::summary::Convergence;
 

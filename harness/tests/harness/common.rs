@@ -30,16 +30,7 @@ pub fn pid_gone(pid: u32) -> bool {
     kill(Pid::from_raw(pid as i32), None) == Err(Errno::ESRCH)
 }
 
-/// The single-letter state from /proc/<pid>/stat (R, S, T, Z, ...).
-pub fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
+pub use harness::procfs::state as proc_state;
 
 /// Gone, or a zombie waiting for a (possibly non-reaping) init: either way
 /// no longer running. Used for processes that are not our children.

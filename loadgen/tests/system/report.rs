@@ -58,17 +58,7 @@ schedule = [
     assert!(load.console.is_empty(), "console: {:?}", load.console);
 
     let dom = &load.dom;
-    for id in [
-        "verdict",
-        "facts",
-        "latency",
-        "throughput",
-        "lag",
-        "distribution",
-        "endpoints",
-        "errors",
-        "recovery",
-    ] {
+    for (id, _) in reports::page::SECTIONS {
         assert!(
             dom.contains(&format!(r#"id="{id}""#)),
             "section {id} missing"

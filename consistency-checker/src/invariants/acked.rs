@@ -1,0 +1,197 @@
+//! `acked-write-durable`: what the operation log says the clients were told,
+//! against the ledger.
+
+use std::collections::{HashMap, HashSet};
+
+use run_log::{OpKind, OpRecord, Outcome};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+use wallet_events::EventKind;
+
+use super::findings::*;
+use crate::report::{CheckResult, Invariant};
+use crate::snapshot::{LedgerRow, Snapshot};
+
+/// `acked-write-durable`: the operation log against the ledger, matched by
+/// idempotency key (`ledger_entries.request_key`). The attempts of all
+/// records sharing a key are one operation, folded by `Outcome::fold`: an
+/// `ok` attempt makes it acknowledged; only if every attempt was refused is
+/// it refused; otherwise it is maybe-applied. Then:
+/// acknowledged means exactly the expected rows, refused means none,
+/// indeterminate means none or exactly the expected rows. An acknowledged
+/// create means the wallet exists (creates carry no key in the ledger).
+/// Ledger keys the log never sent (manual requests, other clients) are not
+/// judged: the log speaks only for what loadgen did.
+/// Examines mutating operations (key groups, and creates); not evaluated
+/// without an operation log.
+pub fn acked_write_durable(s: &Snapshot) -> CheckResult {
+    let mut f = Findings::new(s);
+    if s.ops.is_empty() {
+        return f.not_evaluated(Invariant::AckedWriteDurable);
+    }
+    let mut by_key: HashMap<&str, Vec<&LedgerRow>> = HashMap::new();
+    for entry in &s.ledger {
+        if let Some(key) = entry.request_key.as_deref() {
+            by_key.entry(key).or_default().push(entry);
+        }
+    }
+    let wallets: HashSet<Uuid> = s.wallets.iter().map(|w| w.id).collect();
+
+    // Key groups in order of first appearance in the log.
+    let mut groups: Vec<Vec<&OpRecord>> = Vec::new();
+    let mut group_of: HashMap<&str, usize> = HashMap::new();
+    for op in &s.ops {
+        match op.kind {
+            OpKind::CreateWallet => judge_create(&mut f, op, &wallets),
+            OpKind::Fund | OpKind::Transfer => {
+                let Some(key) = op.idempotency_key.as_deref() else {
+                    continue;
+                };
+                let index = *group_of.entry(key).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                groups[index].push(op);
+            }
+            OpKind::GetWallet | OpKind::GetHistory => {}
+        }
+    }
+    for records in &groups {
+        f.examined += 1;
+        let key = records[0].idempotency_key.as_deref().unwrap_or_default();
+        let rows: &[&LedgerRow] = by_key.get(key).map(Vec::as_slice).unwrap_or_default();
+        judge_keyed(&mut f, records, rows);
+    }
+    f.finish(Invariant::AckedWriteDurable)
+}
+
+/// An acknowledged create means the wallet exists; a refused one, that it
+/// does not.
+fn judge_create(f: &mut Findings, op: &OpRecord, wallets: &HashSet<Uuid>) {
+    let Some(wallet_id) = op.wallet_id else {
+        return;
+    };
+    f.examined += 1;
+    let exists = wallets.contains(&wallet_id);
+    let problem = match op.outcome {
+        Outcome::Ok if !exists => "is acknowledged but the wallet does not exist",
+        Outcome::Failed if exists => "was refused but the wallet exists",
+        _ => return,
+    };
+    f.push(op_finding(
+        op,
+        None,
+        None,
+        format!("{} {problem}", describe_op(op, 1)),
+    ));
+}
+
+/// The records of one idempotency key (one operation) against the ledger
+/// rows that carry the key.
+fn judge_keyed(f: &mut Findings, records: &[&OpRecord], rows: &[&LedgerRow]) {
+    // Every attempt of every record with this key: one operation.
+    let outcome = Outcome::fold(records.iter().flat_map(|op| op.attempt_outcomes()))
+        .expect("a key group holds at least one record");
+    // The record that decided the outcome speaks for the operation.
+    let op = records
+        .iter()
+        .copied()
+        .find(|op| op.outcome == outcome)
+        .unwrap_or(records[0]);
+    let attempts: usize = records.iter().map(|op| op.attempt_count()).sum();
+    let expected_rows = if op.kind == OpKind::Transfer { 2 } else { 1 };
+    let exact = rows_match(op, rows);
+    let moved = moved(rows);
+    let desc = describe_op(op, attempts);
+    let finding = |expected: Decimal, message: String| {
+        op_finding(op, Some(expected), Some(moved), message).with_rows(rows)
+    };
+    let amount = op.amount.unwrap_or_default();
+    match outcome {
+        Outcome::Ok if rows.is_empty() => {
+            f.push(finding(amount, format!("acked {desc} is not in the ledger")));
+        }
+        Outcome::Ok if !exact => f.push(finding(
+            amount,
+            format!(
+                "acked {desc} does not match the ledger: {} rows carry its key (expected {expected_rows}): {}",
+                rows.len(),
+                describe_legs(rows)
+            ),
+        )),
+        Outcome::Failed if !rows.is_empty() => f.push(finding(
+            Decimal::ZERO,
+            format!(
+                "refused {desc}{} is in the ledger anyway: {}",
+                op.error_code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(),
+                describe_legs(rows)
+            ),
+        )),
+        Outcome::Indeterminate if !rows.is_empty() && !exact => {
+            let what = if rows.len() > expected_rows {
+                "applied more than once"
+            } else {
+                "does not match the ledger"
+            };
+            f.push(finding(
+                amount,
+                format!(
+                    "indeterminate {desc} {what}: {} rows carry its key (expected none or {expected_rows}): {}",
+                    rows.len(),
+                    describe_legs(rows)
+                ),
+            ));
+        }
+        _ => {}
+    }
+}
+
+/// Whether the ledger rows of a key are exactly what the operation should
+/// have written. A detail the log lacks (amount, wallet) is not held
+/// against the rows; the count and shape still are.
+pub(super) fn rows_match(op: &OpRecord, rows: &[&LedgerRow]) -> bool {
+    let amount_ok = |e: &LedgerRow| op.amount.is_none_or(|a| a == e.amount);
+    match op.kind {
+        OpKind::Fund => match rows {
+            [e] => {
+                e.kind == EventKind::Funded
+                    && op.wallet_id.is_none_or(|w| w == e.wallet_id)
+                    && amount_ok(e)
+            }
+            _ => false,
+        },
+        OpKind::Transfer => {
+            let [a, b] = rows else { return false };
+            let (out, credit) = match (a.kind, b.kind) {
+                (EventKind::TransferOut, EventKind::TransferIn) => (a, b),
+                (EventKind::TransferIn, EventKind::TransferOut) => (b, a),
+                _ => return false,
+            };
+            out.transfer_id.is_some()
+                && out.transfer_id == credit.transfer_id
+                && op.wallet_id.is_none_or(|w| w == out.wallet_id)
+                && op.to_wallet_id.is_none_or(|w| w == credit.wallet_id)
+                && amount_ok(out)
+                && amount_ok(credit)
+        }
+        OpKind::CreateWallet | OpKind::GetWallet | OpKind::GetHistory => rows.is_empty(),
+    }
+}
+
+/// The money a key's rows moved: funding, plus each transfer once (its
+/// debit side).
+pub(super) fn moved(rows: &[&LedgerRow]) -> Decimal {
+    rows.iter()
+        .filter(|e| matches!(e.kind, EventKind::Funded | EventKind::TransferOut))
+        .map(|e| e.amount)
+        .sum()
+}
+
+/// A mutating operation the ledger cannot be asked about.
+pub(super) fn unverifiable(op: &OpRecord) -> bool {
+    match op.kind {
+        OpKind::CreateWallet => op.wallet_id.is_none(),
+        OpKind::Fund | OpKind::Transfer => op.idempotency_key.is_none(),
+        OpKind::GetWallet | OpKind::GetHistory => false,
+    }
+}

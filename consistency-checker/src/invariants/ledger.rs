@@ -1,0 +1,313 @@
+//! The ledger on its own: balances against entries, money in against money
+//! held, no negative balance, transfer legs in pairs.
+
+use std::collections::{HashMap, HashSet};
+
+use rust_decimal::Decimal;
+use uuid::Uuid;
+use wallet_events::EventKind;
+
+use super::findings::*;
+use crate::report::{CheckResult, Invariant};
+use crate::snapshot::{LedgerRow, Snapshot};
+
+/// `balance-matches-ledger`: every wallet's balance equals the signed sum
+/// of its ledger entries. Examines wallets.
+pub fn balance_matches_ledger(s: &Snapshot) -> CheckResult {
+    let mut f = Findings::new(s);
+    let mut sums: HashMap<Uuid, Decimal> = HashMap::with_capacity(s.wallets.len());
+    for entry in &s.ledger {
+        *sums.entry(entry.wallet_id).or_default() += entry.signed_amount();
+    }
+    for wallet in &s.wallets {
+        f.examined += 1;
+        let ledger_sum = sums.get(&wallet.id).copied().unwrap_or_default();
+        if ledger_sum != wallet.balance {
+            f.push(Finding {
+                wallet_id: Some(wallet.id),
+                expected: Some(ledger_sum),
+                actual: Some(wallet.balance),
+                at: Some(wallet.updated_at),
+                message: format!(
+                    "wallet {}: balance {} but its ledger sums to {} (off by {})",
+                    wallet.id,
+                    money(wallet.balance),
+                    money(ledger_sum),
+                    money((wallet.balance - ledger_sum).abs())
+                ),
+                ..Finding::default()
+            });
+        }
+    }
+    // Entries of a wallet that does not exist count toward no balance.
+    let known: HashSet<Uuid> = s.wallets.iter().map(|w| w.id).collect();
+    let mut reported = HashSet::new();
+    for entry in &s.ledger {
+        if !known.contains(&entry.wallet_id) && reported.insert(entry.wallet_id) {
+            let sum = sums[&entry.wallet_id];
+            f.push(Finding {
+                wallet_id: Some(entry.wallet_id),
+                event_id: Some(entry.event_id),
+                expected: Some(Decimal::ZERO),
+                actual: Some(sum),
+                at: Some(entry.created_at),
+                message: format!(
+                    "wallet {} does not exist but has ledger entries summing to {} (first: event {})",
+                    entry.wallet_id,
+                    money(sum),
+                    entry.event_id
+                ),
+                ..Finding::default()
+            });
+        }
+    }
+    f.finish(Invariant::BalanceMatchesLedger)
+}
+
+/// `money-conserved`: the balances add up to the funding; transfers create
+/// and destroy nothing. Examines wallets.
+pub fn money_conserved(s: &Snapshot) -> CheckResult {
+    let mut f = Findings::new(s);
+    f.examined = s.wallets.len() as u64;
+    let balances: Decimal = s.wallets.iter().map(|w| w.balance).sum();
+    let funded = total_funded(s);
+    if balances != funded {
+        let difference = balances - funded;
+        let verb = if difference > Decimal::ZERO {
+            "created"
+        } else {
+            "lost"
+        };
+        // Where the difference comes from, when the ledger itself shows it.
+        let transfers_net: Decimal = s
+            .ledger
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::TransferIn | EventKind::TransferOut))
+            .map(LedgerRow::signed_amount)
+            .sum();
+        let hint = if transfers_net.is_zero() {
+            String::new()
+        } else {
+            format!(
+                "; transfer legs in the ledger net {}",
+                signed_money(transfers_net)
+            )
+        };
+        f.push(Finding {
+            expected: Some(funded),
+            actual: Some(balances),
+            message: format!(
+                "balances total {} but funding totals {}: {} {verb}{hint}",
+                money(balances),
+                money(funded),
+                money(difference.abs())
+            ),
+            ..Finding::default()
+        });
+    }
+    f.finish(Invariant::MoneyConserved)
+}
+
+/// `no-negative-balance`: no wallet ends below zero, and no ledger entry
+/// ever took one there. Examines wallets and ledger entries.
+pub fn no_negative_balance(s: &Snapshot) -> CheckResult {
+    let mut f = Findings::new(s);
+    for wallet in &s.wallets {
+        f.examined += 1;
+        if wallet.balance.is_sign_negative() && !wallet.balance.is_zero() {
+            f.push(Finding {
+                wallet_id: Some(wallet.id),
+                expected: Some(Decimal::ZERO),
+                actual: Some(wallet.balance),
+                at: Some(wallet.updated_at),
+                message: format!("wallet {}: balance is {}", wallet.id, money(wallet.balance)),
+                ..Finding::default()
+            });
+        }
+    }
+    // Only the first dip per wallet: that entry is the diagnosis, the ones
+    // after it follow from it.
+    let mut dipped = HashSet::new();
+    for entry in &s.ledger {
+        f.examined += 1;
+        if entry.balance_after.is_sign_negative()
+            && !entry.balance_after.is_zero()
+            && dipped.insert(entry.wallet_id)
+        {
+            f.push(Finding {
+                wallet_id: Some(entry.wallet_id),
+                event_id: Some(entry.event_id),
+                transfer_id: entry.transfer_id,
+                expected: Some(Decimal::ZERO),
+                actual: Some(entry.balance_after),
+                at: Some(entry.created_at),
+                message: format!(
+                    "wallet {} went to {} at seq {} ({})",
+                    entry.wallet_id,
+                    money(entry.balance_after),
+                    entry.seq,
+                    describe_entry(entry)
+                ),
+                ..Finding::default()
+            });
+        }
+    }
+    f.finish(Invariant::NoNegativeBalance)
+}
+
+/// `transfer-legs-paired`: each transfer has exactly one `transfer_out`
+/// and one `transfer_in` of the same amount, on the wallets each names as
+/// its counterparty. Examines transfers.
+pub fn transfer_legs_paired(s: &Snapshot) -> CheckResult {
+    let mut f = Findings::new(s);
+    let (groups, order) = legs_by_transfer(s, &mut f);
+    for transfer_id in order {
+        f.examined += 1;
+        judge_transfer(&mut f, transfer_id, &groups[&transfer_id]);
+    }
+    f.finish(Invariant::TransferLegsPaired)
+}
+
+/// Transfer legs by transfer, transfers in order of first appearance;
+/// a leg without a transfer id, or a non-leg with one, is a finding.
+fn legs_by_transfer<'a>(
+    s: &'a Snapshot,
+    f: &mut Findings,
+) -> (HashMap<Uuid, Vec<&'a LedgerRow>>, Vec<Uuid>) {
+    let mut groups: HashMap<Uuid, Vec<&LedgerRow>> = HashMap::new();
+    let mut order: Vec<Uuid> = Vec::new();
+    for entry in &s.ledger {
+        let is_leg = matches!(entry.kind, EventKind::TransferIn | EventKind::TransferOut);
+        match (is_leg, entry.transfer_id) {
+            (true, Some(transfer_id)) => {
+                let legs = groups.entry(transfer_id).or_default();
+                if legs.is_empty() {
+                    order.push(transfer_id);
+                }
+                legs.push(entry);
+            }
+            (true, None) => f.push(entry_finding(
+                entry,
+                format!("{} has no transfer_id", describe_entry(entry)),
+            )),
+            (false, Some(transfer_id)) => f.push(Finding {
+                transfer_id: Some(transfer_id),
+                ..entry_finding(
+                    entry,
+                    format!(
+                        "{} carries transfer_id {transfer_id}",
+                        describe_entry(entry)
+                    ),
+                )
+            }),
+            (false, None) => {}
+        }
+    }
+    (groups, order)
+}
+
+/// One transfer's legs: exactly one debit and one credit.
+fn judge_transfer(f: &mut Findings, transfer_id: Uuid, legs: &[&LedgerRow]) {
+    let of_kind = |kind: EventKind| -> Vec<&LedgerRow> {
+        legs.iter().copied().filter(|e| e.kind == kind).collect()
+    };
+    let (outs, ins) = (
+        of_kind(EventKind::TransferOut),
+        of_kind(EventKind::TransferIn),
+    );
+    let first = legs[0];
+    let base = Finding {
+        wallet_id: Some(first.wallet_id),
+        event_id: Some(first.event_id),
+        transfer_id: Some(transfer_id),
+        at: Some(first.created_at),
+        ..Finding::default()
+    };
+    match (outs.as_slice(), ins.as_slice()) {
+        ([out], [credit]) => judge_pair(f, &base, out, credit),
+        ([out], []) => f.push(Finding {
+            wallet_id: Some(out.wallet_id),
+            event_id: Some(out.event_id),
+            expected: Some(out.amount),
+            actual: Some(Decimal::ZERO),
+            message: format!(
+                "transfer {transfer_id}: {} left wallet {} (event {}) but no transfer_in credits wallet {}",
+                money(out.amount),
+                out.wallet_id,
+                out.event_id,
+                optional(out.counterparty_wallet_id)
+            ),
+            ..base.clone()
+        }),
+        ([], [credit]) => f.push(Finding {
+            wallet_id: Some(credit.wallet_id),
+            event_id: Some(credit.event_id),
+            expected: Some(credit.amount),
+            actual: Some(Decimal::ZERO),
+            message: format!(
+                "transfer {transfer_id}: {} arrived in wallet {} (event {}) but no transfer_out debits wallet {}",
+                money(credit.amount),
+                credit.wallet_id,
+                credit.event_id,
+                optional(credit.counterparty_wallet_id)
+            ),
+            ..base.clone()
+        }),
+        _ => {
+            let legs: Vec<&LedgerRow> = legs.to_vec();
+            f.push(Finding {
+                message: format!(
+                    "transfer {transfer_id} has {} transfer_out and {} transfer_in legs, not one of each: {}",
+                    outs.len(),
+                    ins.len(),
+                    describe_legs(&legs)
+                ),
+                ..base.clone()
+            });
+        }
+    }
+}
+
+/// A debit and a credit: the same amount, on two wallets that name each
+/// other.
+fn judge_pair(f: &mut Findings, base: &Finding, out: &LedgerRow, credit: &LedgerRow) {
+    let transfer_id = base.transfer_id.unwrap_or_default();
+    if out.amount != credit.amount {
+        f.push(Finding {
+                expected: Some(out.amount),
+                actual: Some(credit.amount),
+                message: format!(
+                    "transfer {transfer_id}: wallet {} was debited {} but wallet {} credited {} (off by {})",
+                    out.wallet_id,
+                    money(out.amount),
+                    credit.wallet_id,
+                    money(credit.amount),
+                    money((out.amount - credit.amount).abs())
+                ),
+                ..base.clone()
+            });
+    }
+    if out.wallet_id == credit.wallet_id {
+        f.push(Finding {
+            message: format!(
+                "transfer {transfer_id}: both legs ({}) are on wallet {}",
+                money(out.amount),
+                out.wallet_id
+            ),
+            ..base.clone()
+        });
+    } else if out.counterparty_wallet_id != Some(credit.wallet_id)
+        || credit.counterparty_wallet_id != Some(out.wallet_id)
+    {
+        f.push(Finding {
+                message: format!(
+                    "transfer {transfer_id}: debit on wallet {} names counterparty {}, credit on wallet {} names counterparty {}",
+                    out.wallet_id,
+                    optional(out.counterparty_wallet_id),
+                    credit.wallet_id,
+                    optional(credit.counterparty_wallet_id)
+                ),
+                ..base.clone()
+            });
+    }
+}
