@@ -15,14 +15,11 @@ use std::{
 use goose::{config::GooseConfiguration, prelude::*};
 use run_log::{Attempt, OpKind, OpRecord, Outcome};
 use serde_json::json;
-use service_kit::Backoff;
 use uuid::Uuid;
 
-use crate::{
-    recorder::Recorder,
-    run::OpsSink,
-    workload::{PlannedOp, Workload},
-};
+use workload::{PlannedOp, Retry, Workload};
+
+use crate::{recorder::Recorder, run::OpsSink};
 
 pub const CREATE: &str = "POST /wallets";
 pub const FUND: &str = "POST /wallets/{id}/fund";
@@ -30,18 +27,6 @@ pub const TRANSFER: &str = "POST /wallets/{id}/transfer";
 pub const GET_WALLET: &str = "GET /wallets/{id}";
 pub const GET_HISTORY: &str = "GET /wallets/{id}/history";
 
-/// Retries of a mutating operation whose outcome is still open. Each carries
-/// the same idempotency key, so it can never apply twice. The pause doubles
-/// from the first to the longest; no retry starts later than the window
-/// after the first attempt. A killed wallet is back in about 2 s, so the
-/// window outlasts an outage with room: a retry reaches the restarted
-/// service, which replays the first result or applies the operation once.
-const RETRY_PAUSE_FIRST_MS: u64 = 200;
-const RETRY_PAUSE_LONGEST_MS: u64 = 2_000;
-const RETRY_WINDOW_MS: u64 = 10_000;
-/// With the pauses above, the window allows 7 retries; this bounds them
-/// should the constants change.
-const ATTEMPTS_MAX: usize = 8;
 /// Entries a history read asks for: a page a client would show.
 const HISTORY_PAGE_LIMIT: u32 = 20;
 /// A request that takes longer than this is indeterminate.
@@ -232,6 +217,7 @@ async fn attempt_until_settled(
 ) -> Result<Vec<Attempt>, Box<TransactionError>> {
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut retry = Retry::new();
+    let first = Instant::now();
     loop {
         let mut builder = user.get_request_builder(&request.method, &request.url)?;
         if let Some(key) = &request.key {
@@ -259,53 +245,10 @@ async fn attempt_until_settled(
             started_us: micros(started.saturating_duration_since(intended)),
             latency_us: micros(started.elapsed()),
         });
-        match retry.next_pause(request.key.is_some(), &attempts) {
+        match retry.next_pause(request.key.is_some(), &attempts, first.elapsed()) {
             Some(pause) => tokio::time::sleep(pause).await,
             None => return Ok(attempts),
         }
-    }
-}
-
-/// When to try an operation again: [`Retry::next_pause`] after each attempt.
-pub struct Retry {
-    first: Instant,
-    backoff: Backoff,
-}
-
-impl Retry {
-    pub fn new() -> Self {
-        Self {
-            first: Instant::now(),
-            backoff: Backoff::new(
-                Duration::from_millis(RETRY_PAUSE_FIRST_MS),
-                Duration::from_millis(RETRY_PAUSE_LONGEST_MS),
-            ),
-        }
-    }
-
-    /// The pause before the next attempt, or `None` to stop. Only an
-    /// operation with an idempotency key is retried, and only while its
-    /// folded outcome is open and the last attempt was not answered by the
-    /// service with a refusal: a 4xx to a retry is the service's word on
-    /// that key, and asking again would only repeat it. A connection
-    /// refused (the service is down) or cut off is asked again.
-    pub fn next_pause(&mut self, keyed: bool, attempts: &[Attempt]) -> Option<Duration> {
-        let last = attempts.last()?;
-        let open =
-            Outcome::fold(attempts.iter().map(|a| a.outcome)) == Some(Outcome::Indeterminate);
-        let answered = last.status.is_some_and(|status| status < 500);
-        if !keyed || !open || answered || attempts.len() >= ATTEMPTS_MAX {
-            return None;
-        }
-        let pause = self.backoff.next_pause();
-        let in_window = self.first.elapsed() + pause <= Duration::from_millis(RETRY_WINDOW_MS);
-        in_window.then_some(pause)
-    }
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -2,23 +2,22 @@
 //!
 //! - `loadgen run`: one seeded experiment: provision, load + chaos, heal,
 //!   converge, check, report ([`run`]); its exit code is the verdict.
-//! - `loadgen scenarios`: the built-in scenarios ([`scenario`]).
+//! - `loadgen scenarios`: the built-in scenarios (`workload::scenario`).
 //! - `loadgen up`: the system on fixed local ports until Ctrl-C.
 //! - `loadgen serve <role>`: how the harness runs each role of the system as
 //!   its own process from this one binary, so `cargo run` builds all a run needs.
 //!
-//! The load itself: [`workload`] (the seed's operations), [`attack`] (the
-//! goose attack that executes them), [`recorder`] (HdrHistograms from each
-//! operation's intended start), [`thresholds`] (latency bounds).
+//! The load itself: the `workload` crate (the seed's operations and the
+//! retry policy, shared with the simulator), [`attack`] (the goose attack
+//! that executes them), [`recorder`] (HdrHistograms from each operation's
+//! intended start), [`thresholds`] (latency bounds).
 
 pub mod attack;
 pub mod cli;
 pub mod recorder;
 pub mod run;
-pub mod scenario;
 pub mod thresholds;
 mod up;
-pub mod workload;
 
 use std::process::ExitCode;
 
@@ -41,7 +40,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 up::up(args).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Scenarios => {
-                for scenario in scenario::builtin() {
+                for scenario in workload::scenario::builtin() {
                     println!("{:<10} {}", scenario.name, scenario.description);
                 }
                 Ok(ExitCode::SUCCESS)

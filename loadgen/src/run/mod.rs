@@ -30,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use ops_log::OpsSink;
 
-use crate::{cli::RunArgs, thresholds, workload::Workload};
+use workload::Workload;
+
+use crate::{cli::RunArgs, thresholds};
 
 pub const EXIT_VIOLATED: u8 = 1;
 pub const EXIT_HARNESS: u8 = 2;

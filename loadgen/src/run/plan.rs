@@ -8,10 +8,9 @@ use anyhow::Context;
 use chaos::plan::{FaultMenu, PlannedFault};
 use harness::system::{Launcher, SystemOptions};
 
-use crate::{
-    cli::RunArgs,
-    scenario::{self, Scenario},
-};
+use workload::scenario::{self, Scenario};
+
+use crate::cli::RunArgs;
 
 pub struct Plan {
     pub scenario: Scenario,

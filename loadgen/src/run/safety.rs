@@ -18,8 +18,8 @@ use super::{OpsSink, ops_log::OpsLog, plan::Plan};
 use crate::{
     attack::{self, LoadContext},
     recorder::Recorder,
-    workload::Workload,
 };
+use workload::Workload;
 
 /// What the load left for the phases after it.
 pub struct Load {

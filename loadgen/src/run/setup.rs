@@ -11,10 +11,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::OpsSink;
-use crate::{
-    attack,
-    workload::{PlannedWallet, Workload},
-};
+use workload::{PlannedWallet, Workload};
+
+use crate::attack;
 
 /// Wallet creations and fundings in flight at once during set-up.
 const SETUP_CONCURRENCY: usize = 16;
