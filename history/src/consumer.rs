@@ -19,7 +19,7 @@ use service_kit::Backoff;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{BatchStats, Incoming, apply_batch};
+use crate::apply::{BatchStats, HistoryDb, Incoming, PgHistoryDb, apply_batch};
 
 /// Messages applied per database transaction at most.
 pub const BATCH_MAX_DEFAULT: usize = 500;
@@ -147,6 +147,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let consumer = create(&config, status.clone())?;
+    let db = PgHistoryDb::new(pool);
     set_state(&status, "running");
     let mut batch: Vec<Incoming> = Vec::with_capacity(config.batch_max);
     loop {
@@ -170,18 +171,13 @@ pub async fn run(
                 _ => break,
             }
         }
-        if !apply_until_committed(&pool, &batch, &status, &shutdown).await {
+        let clock = WallClock {
+            shutdown: shutdown.clone(),
+        };
+        if !process_batch(&db, &consumer, &batch, &status, &clock).await {
             break;
         }
-        for message in batch.drain(..) {
-            // Fails only for a partition revoked meanwhile: its new owner
-            // re-reads the message and the duplicate guard drops it.
-            if let Err(err) =
-                consumer.store_offset(&message.topic, message.partition, message.offset)
-            {
-                tracing::debug!(error = %err, partition = message.partition, "offset not stored");
-            }
-        }
+        batch.clear();
     }
     set_state(&status, "stopping");
     // Committing and leaving the group talk to the broker, which may be
@@ -201,29 +197,81 @@ pub async fn run(
     Ok(())
 }
 
-/// Retries the batch until it commits; false if shutdown came first (the
-/// batch's offsets are then not stored, so it will be delivered again).
-async fn apply_until_committed(
-    pool: &PgPool,
+/// Where a batch's offsets go once its transaction committed.
+pub trait OffsetStore {
+    /// Stores `offset` as processed; the next commit of the group covers it.
+    fn store_offset(&self, topic: &str, partition: i32, offset: i64) -> Result<(), String>;
+}
+
+impl<C: ConsumerContext> OffsetStore for StreamConsumer<C> {
+    fn store_offset(&self, topic: &str, partition: i32, offset: i64) -> Result<(), String> {
+        Consumer::store_offset(self, topic, partition, offset).map_err(|err| err.to_string())
+    }
+}
+
+/// Time as the consumer sees it: the wall clock and tokio's timers in the
+/// service, simulated time in the simulator.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+
+    /// Waits `pause`; false if the consumer is stopping meanwhile.
+    fn sleep(&self, pause: Duration) -> impl Future<Output = bool> + Send;
+}
+
+/// The service's clock: wall time, tokio timers, woken by shutdown.
+pub struct WallClock {
+    pub shutdown: CancellationToken,
+}
+
+impl Clock for WallClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    async fn sleep(&self, pause: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(pause) => true,
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+}
+
+/// One batch, the consumer's contract kept: apply it in one transaction,
+/// retried with bounded backoff until it commits (never skipped), and only
+/// then store its offsets. If the clock says the consumer is stopping
+/// between attempts, the batch's offsets are not stored, so it will be
+/// delivered again. Returns false if it stopped.
+pub async fn process_batch<D, O, C>(
+    db: &D,
+    offsets: &O,
     batch: &[Incoming],
     status: &SharedStatus,
-    shutdown: &CancellationToken,
-) -> bool {
+    clock: &C,
+) -> bool
+where
+    D: HistoryDb,
+    O: OffsetStore + ?Sized,
+    C: Clock,
+{
+    let early = service_kit::canary::enabled("offset-before-commit");
+    if early {
+        store_offsets(offsets, batch);
+    }
     let mut backoff = Backoff::new(
         Duration::from_millis(RETRY_FIRST_MS),
         Duration::from_millis(RETRY_MAX_MS),
     );
     loop {
-        match apply_batch(pool, batch).await {
+        match apply_batch(db, batch).await {
             Ok(stats) => {
                 let mut status = status.lock().expect("status lock");
                 status.totals.applied += stats.applied;
                 status.totals.duplicates += stats.duplicates;
                 status.totals.parked += stats.parked;
                 status.totals.dead_lettered += stats.dead_lettered;
-                status.last_applied_at = Some(Utc::now());
+                status.last_applied_at = Some(clock.now());
                 status.state = "running";
-                return true;
+                break;
             }
             Err(err) => {
                 tracing::warn!(error = %err, messages = batch.len(), "applying batch failed, retrying");
@@ -232,10 +280,24 @@ async fn apply_until_committed(
                     status.state = "retrying";
                     status.last_error = Some(err.to_string());
                 }
-                if !backoff.wait(shutdown).await {
+                if !clock.sleep(backoff.next_pause()).await {
                     return false;
                 }
             }
+        }
+    }
+    if !early {
+        store_offsets(offsets, batch);
+    }
+    true
+}
+
+fn store_offsets<O: OffsetStore + ?Sized>(offsets: &O, batch: &[Incoming]) {
+    for message in batch {
+        // Fails only for a partition revoked meanwhile: its new owner
+        // re-reads the message and the duplicate guard drops it.
+        if let Err(err) = offsets.store_offset(&message.topic, message.partition, message.offset) {
+            tracing::debug!(error = %err, partition = message.partition, "offset not stored");
         }
     }
 }

@@ -5,6 +5,7 @@
 //! one bounded [`Backoff`] every retry loop uses.
 
 mod backoff;
+pub mod canary;
 
 use std::time::Duration;
 

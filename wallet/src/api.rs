@@ -20,7 +20,7 @@ pub use wallet_events::Envelope;
 
 use crate::{
     error::ApiError,
-    store::{Idempotency, Outcome, Store},
+    store::{Idempotency, Outcome, PgWalletDb, Store, WalletDb},
 };
 
 /// Request bodies are a few fields; anything bigger is a mistake or abuse.
@@ -28,20 +28,22 @@ pub const BODY_MAX_BYTES: usize = 16 * 1024;
 /// A health probe that takes longer than this answers "unavailable".
 const HEALTH_TIMEOUT_MS: u64 = 2_000;
 
+/// What every handler shares: the store over backend `D` (PostgreSQL in
+/// production).
 #[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
+pub struct AppState<D = PgWalletDb> {
+    pub store: Store<D>,
 }
 
 /// The wallet API over `state`; no I/O happens until it is served.
-pub fn router(state: AppState) -> Router {
+pub fn router<D: WalletDb>(state: AppState<D>) -> Router {
     Router::new()
-        .route("/wallets", post(create_wallet))
-        .route("/wallets/{id}", get(get_wallet))
-        .route("/users/{id}/wallets", get(user_wallets))
-        .route("/wallets/{id}/fund", post(fund))
-        .route("/wallets/{id}/transfer", post(transfer))
-        .route("/health", get(health))
+        .route("/wallets", post(create_wallet::<D>))
+        .route("/wallets/{id}", get(get_wallet::<D>))
+        .route("/users/{id}/wallets", get(user_wallets::<D>))
+        .route("/wallets/{id}/fund", post(fund::<D>))
+        .route("/wallets/{id}/transfer", post(transfer::<D>))
+        .route("/health", get(health::<D>))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_MAX_BYTES))
@@ -66,8 +68,8 @@ struct Transfer {
 }
 
 #[tracing::instrument(skip_all)]
-async fn create_wallet(
-    State(state): State<AppState>,
+async fn create_wallet<D: WalletDb>(
+    State(state): State<AppState<D>>,
     body: Result<Json<CreateWallet>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
@@ -77,8 +79,8 @@ async fn create_wallet(
 }
 
 #[tracing::instrument(skip_all, fields(wallet_id = %id))]
-async fn get_wallet(
-    State(state): State<AppState>,
+async fn get_wallet<D: WalletDb>(
+    State(state): State<AppState<D>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let wallet = state.store.wallet(wallet_id(&id)?).await?;
@@ -86,8 +88,8 @@ async fn get_wallet(
 }
 
 #[tracing::instrument(skip_all)]
-async fn user_wallets(
-    State(state): State<AppState>,
+async fn user_wallets<D: WalletDb>(
+    State(state): State<AppState<D>>,
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let wallets = state.store.user_wallets(&UserId::parse(&user_id)?).await?;
@@ -95,8 +97,8 @@ async fn user_wallets(
 }
 
 #[tracing::instrument(skip_all, fields(wallet_id = %id))]
-async fn fund(
-    State(state): State<AppState>,
+async fn fund<D: WalletDb>(
+    State(state): State<AppState<D>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Json<Fund>, JsonRejection>,
@@ -113,8 +115,8 @@ async fn fund(
 }
 
 #[tracing::instrument(skip_all, fields(wallet_id = %id))]
-async fn transfer(
-    State(state): State<AppState>,
+async fn transfer<D: WalletDb>(
+    State(state): State<AppState<D>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Json<Transfer>, JsonRejection>,
@@ -132,7 +134,7 @@ async fn transfer(
 }
 
 /// `OK` while the database answers.
-async fn health(State(state): State<AppState>) -> Response {
+async fn health<D: WalletDb>(State(state): State<AppState<D>>) -> Response {
     let probe = tokio::time::timeout(Duration::from_millis(HEALTH_TIMEOUT_MS), state.store.ping());
     match probe.await {
         Ok(Ok(())) => (StatusCode::OK, "OK").into_response(),

@@ -96,7 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}:{}", config.bind_address, config.port))?;
     tracing::info!(address = %listener.local_addr()?, "wallet listening");
     let state = AppState {
-        store: store::Store::new(pool.clone()),
+        store: store::Store::postgres(pool.clone()),
     };
     service_kit::serve(listener, router(state), shutdown.clone()).await?;
     shutdown.cancel();

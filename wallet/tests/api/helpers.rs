@@ -35,7 +35,7 @@ pub async fn spawn_app() -> TestApp {
     let pool = sqlx::PgPool::connect(&url).await.expect("connect");
     wallet::MIGRATOR.run(&pool).await.expect("migrate");
     let router = wallet::router(wallet::AppState {
-        store: wallet::store::Store::new(pool.clone()),
+        store: wallet::store::Store::postgres(pool.clone()),
     });
     TestApp { router, pool }
 }

@@ -1,17 +1,19 @@
 //! The outbox relay: a task in the wallet process that carries committed
-//! outbox rows to the topic.
+//! outbox rows to the topic, round after round ([`round::publish_round`],
+//! whose opening comment states the invariant it keeps).
 //!
-//! It takes the oldest unpublished rows (`FOR UPDATE SKIP LOCKED`, so several
-//! wallet processes can relay at once without publishing a row twice in
-//! parallel), publishes them with an idempotent producer (acks=all, key =
-//! wallet id), waits for the broker's acknowledgements, and only then marks
-//! rows sent, in the same transaction that locked them. Rows are marked only
-//! up to the first one that failed, in id order, so a wallet's events are
-//! re-published from the gap onward. With one relay a wallet's events reach
-//! the topic in order; with several, one relay may publish a wallet's later
-//! row while another still holds an earlier one, and the consumer parks an
-//! early event until its predecessor arrives. A crash anywhere means
-//! re-publishing, never loss; the consumer drops duplicates.
+//! Here is the production wiring: the outbox on PostgreSQL
+//! ([`PgOutbox`]: `FOR UPDATE SKIP LOCKED`, so several wallet processes can
+//! relay at once without publishing a row twice in parallel), an
+//! idempotent rdkafka producer (acks=all, key = wallet id:
+//! [`KafkaPublisher`]), and the loop: rounds back to back while rows wait,
+//! an idle wait woken by the outbox's NOTIFY, bounded backoff after a
+//! failed round. With one relay a wallet's events reach the topic in
+//! order; with several, one relay may publish a wallet's later row while
+//! another still holds an earlier one, and the consumer parks an early
+//! event until its predecessor arrives.
+
+pub mod round;
 
 use std::time::Duration;
 
@@ -24,10 +26,12 @@ use rdkafka::{
     error::RDKafkaErrorCode,
     producer::{FutureProducer, FutureRecord, Producer},
 };
+use round::{Outbox, OutboxRound, OutboxRow, Publisher, publish_round};
 use service_kit::Backoff;
 use sqlx::{PgPool, Row, postgres::PgListener};
+
+use crate::store::DbError;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 /// Rows published per round: large enough to keep the producer's batches
 /// full, small enough that a failed round re-publishes little.
@@ -69,7 +73,8 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
         Duration::from_millis(BACKOFF_MAX_MS),
     );
     let mut topic_ready = false;
-    let mut producer: Option<FutureProducer> = None;
+    let outbox = PgOutbox::new(pool.clone());
+    let mut publisher: Option<KafkaPublisher> = None;
     let mut listener = None;
     while !shutdown.is_cancelled() {
         if !topic_ready {
@@ -88,10 +93,13 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
         if listener.is_none() {
             listener = listen(&pool).await;
         }
-        let producer = match &producer {
-            Some(p) if p.client().fatal_error().is_none() => p,
+        let publisher = match &publisher {
+            Some(p) if p.producer.client().fatal_error().is_none() => p,
             _ => match new_producer(&config.brokers) {
-                Ok(p) => producer.insert(p),
+                Ok(producer) => publisher.insert(KafkaPublisher {
+                    producer,
+                    topic: config.topic.clone(),
+                }),
                 Err(err) => {
                     tracing::error!(error = %err, "relay: cannot create producer");
                     backoff.wait(&shutdown).await;
@@ -99,14 +107,19 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
                 }
             },
         };
-        match publish_round(&pool, producer, &config).await {
-            Ok(0) => {
+        match publish_round(&outbox, publisher, config.batch_max).await {
+            Ok(report) if report.locked == 0 => {
                 backoff.reset();
                 idle(&mut listener, &shutdown).await;
             }
-            Ok(published) => {
+            Ok(report) => {
                 backoff.reset();
-                tracing::debug!(published, "relay: round published");
+                match &report.failure {
+                    Some(err) => {
+                        tracing::warn!(error = %err, marked = report.marked, "relay: partial round")
+                    }
+                    None => tracing::debug!(published = report.marked, "relay: round published"),
+                }
             }
             Err(err) => {
                 tracing::warn!(
@@ -117,8 +130,10 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
             }
         }
     }
-    if let Some(producer) = producer
-        && let Err(err) = producer.flush(Duration::from_millis(FLUSH_ON_STOP_MS))
+    if let Some(publisher) = publisher
+        && let Err(err) = publisher
+            .producer
+            .flush(Duration::from_millis(FLUSH_ON_STOP_MS))
     {
         tracing::warn!(error = %err, "relay: messages left unflushed at stop");
     }
@@ -197,104 +212,91 @@ async fn idle(listener: &mut Option<PgListener>, shutdown: &CancellationToken) {
     }
 }
 
-/// One round: lock, publish, await acknowledgements, mark, commit.
-/// Returns how many rows were marked sent.
-async fn publish_round(
-    pool: &PgPool,
-    producer: &FutureProducer,
-    config: &RelayConfig,
-) -> anyhow::Result<usize> {
-    let mut tx = pool.begin().await.context("relay: begin")?;
-    let rows = sqlx::query(
-        "SELECT id, wallet_id, payload FROM outbox WHERE published_at IS NULL
-         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(config.batch_max)
-    .fetch_all(&mut *tx)
-    .await
-    .context("relay: reading the outbox")?;
-    if rows.is_empty() {
-        return Ok(0);
+/// The outbox on PostgreSQL.
+pub struct PgOutbox {
+    pool: PgPool,
+}
+
+impl PgOutbox {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
     }
-    let rows: Vec<OutboxRow> = rows
-        .iter()
-        .map(|row| {
-            Ok(OutboxRow {
-                id: row.try_get("id")?,
-                wallet_id: row.try_get("wallet_id")?,
-                payload: row.try_get("payload")?,
+}
+
+pub struct PgRound(sqlx::Transaction<'static, sqlx::Postgres>);
+
+impl Outbox for PgOutbox {
+    type Round = PgRound;
+
+    async fn lock_unpublished(&self, batch_max: i64) -> Result<(PgRound, Vec<OutboxRow>), DbError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, wallet_id, payload FROM outbox WHERE published_at IS NULL
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(batch_max)
+        .fetch_all(&mut *tx)
+        .await?;
+        let rows = rows
+            .iter()
+            .map(|row| {
+                Ok(OutboxRow {
+                    id: row.try_get("id")?,
+                    wallet_id: row.try_get("wallet_id")?,
+                    payload: row.try_get("payload")?,
+                })
             })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
-    let (acked, failure) = publish(producer, &config.topic, &rows).await;
-    if !acked.is_empty() {
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok((PgRound(tx), rows))
+    }
+}
+
+impl OutboxRound for PgRound {
+    async fn mark_sent(&mut self, ids: &[i64]) -> Result<(), DbError> {
         sqlx::query("UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)")
-            .bind(&acked)
-            .execute(&mut *tx)
+            .bind(ids)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), DbError> {
+        Ok(self.0.commit().await?)
+    }
+}
+
+/// The topic through an idempotent rdkafka producer.
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Publisher for KafkaPublisher {
+    async fn publish(&self, rows: &[OutboxRow]) -> Vec<Result<(), String>> {
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = row.wallet_id.to_string();
+            let record = FutureRecord::to(&self.topic)
+                .key(&key)
+                .payload(&row.payload);
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                // The local queue is full: publish what was queued, the
+                // rest goes next round.
+                Err((err, _)) => {
+                    tracing::debug!(error = %err, "relay: producer queue full");
+                    break;
+                }
+            }
+        }
+        join_all(deliveries)
             .await
-            .context("relay: marking rows sent")?;
+            .into_iter()
+            .map(|delivery| match delivery {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((err, _))) => Err(err.to_string()),
+                Err(_) => Err("producer dropped".to_owned()),
+            })
+            .collect()
     }
-    tx.commit().await.context("relay: commit")?;
-    match failure {
-        Some(err) if acked.is_empty() => Err(err),
-        Some(err) => {
-            tracing::warn!(error = %err, marked = acked.len(), "relay: partial round");
-            Ok(acked.len())
-        }
-        None => Ok(acked.len()),
-    }
-}
-
-/// An unpublished outbox row, locked by the round.
-struct OutboxRow {
-    id: i64,
-    wallet_id: Uuid,
-    payload: String,
-}
-
-/// Publishes `rows` in id order and waits for every acknowledgement.
-/// Returns the ids of the acknowledged prefix (up to the first failure,
-/// so a wallet's later rows never count as sent before its earlier ones)
-/// and that failure, if any.
-async fn publish(
-    producer: &FutureProducer,
-    topic: &str,
-    rows: &[OutboxRow],
-) -> (Vec<i64>, Option<anyhow::Error>) {
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut deliveries = Vec::with_capacity(rows.len());
-    for row in rows {
-        let key = row.wallet_id.to_string();
-        let record = FutureRecord::to(topic).key(&key).payload(&row.payload);
-        match producer.send_result(record) {
-            Ok(delivery) => {
-                ids.push(row.id);
-                deliveries.push(delivery);
-            }
-            // The local queue is full: publish what was queued, the rest
-            // goes next round.
-            Err((err, _)) => {
-                tracing::debug!(error = %err, "relay: producer queue full");
-                break;
-            }
-        }
-    }
-    let results = join_all(deliveries).await;
-    let mut acked = Vec::with_capacity(ids.len());
-    for (id, result) in ids.iter().zip(results) {
-        match result {
-            Ok(Ok(_)) => acked.push(*id),
-            Ok(Err((err, _))) => {
-                return (
-                    acked,
-                    Some(anyhow::anyhow!("publishing outbox row {id}: {err}")),
-                );
-            }
-            Err(_) => {
-                let err = anyhow::anyhow!("publishing outbox row {id}: producer dropped");
-                return (acked, Some(err));
-            }
-        }
-    }
-    (acked, None)
 }

