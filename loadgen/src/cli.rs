@@ -25,6 +25,8 @@ pub enum Command {
     Scenarios,
     /// Start the whole system locally (PostgreSQL, broker, wallet, history) and keep it up until Ctrl-C.
     Up(UpArgs),
+    /// Deterministic simulation: the real service logic and checker on simulated time, one seed or thousands (exit 0 no violation, 1 violated, 2 bad arguments).
+    Sim(sim::cli::SimArgs),
     /// Run one process role in the foreground (the harness starts these).
     #[command(subcommand)]
     Serve(Serve),

@@ -4,6 +4,7 @@
 //!   converge, check, report ([`run`]); its exit code is the verdict.
 //! - `loadgen scenarios`: the built-in scenarios (`workload::scenario`).
 //! - `loadgen up`: the system on fixed local ports until Ctrl-C.
+//! - `loadgen sim`: the deterministic simulation (the `sim` crate).
 //! - `loadgen serve <role>`: how the harness runs each role of the system as
 //!   its own process from this one binary, so `cargo run` builds all a run needs.
 //!
@@ -25,6 +26,11 @@ use cli::{Cli, Command, Serve};
 use tokio_util::sync::CancellationToken;
 
 pub fn main(cli: Cli) -> ExitCode {
+    // The simulator needs no runtime: it is its own executor.
+    let cli = match cli.command {
+        Command::Sim(args) => return sim::cli::main(args),
+        command => Cli { command },
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -39,6 +45,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 service_kit::init_tracing("warn");
                 up::up(args).await.map(|()| ExitCode::SUCCESS)
             }
+            Command::Sim(_) => unreachable!("dispatched before the runtime starts"),
             Command::Scenarios => {
                 for scenario in workload::scenario::builtin() {
                     println!("{:<10} {}", scenario.name, scenario.description);

@@ -14,6 +14,8 @@
 //! - [`checker`]: the checker's verdict (`checker.json`).
 //! - [`latency`]: the conventions of the latency interval log
 //!   (`latency.hlog`): bounds, precision, tags, per-second percentiles.
+//! - [`recorder`]: records operations into `latency.hlog`,
+//!   `timeline.json` and the endpoint figures of `summary.json`.
 
 use std::{
     fs::File,
@@ -28,6 +30,7 @@ use uuid::Uuid;
 
 pub mod checker;
 pub mod latency;
+pub mod recorder;
 pub mod summary;
 
 /// What loadgen asked the system to do.
