@@ -200,6 +200,7 @@ fn one(seed: u64, args: &SimArgs) -> anyhow::Result<ExitCode> {
         "seed {seed}   (replay: cargo run --release -- {} --seed {seed})",
         args.replay_args().join(" ")
     );
+    #[allow(clippy::disallowed_methods)] // the wall time the seed took
     let started = Instant::now();
     let outcome = run_seed(seed, &config, plan);
     let real = started.elapsed();

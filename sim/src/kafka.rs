@@ -7,7 +7,7 @@
 //!   send. A send can be refused (not written), or written with its
 //!   acknowledgement lost; the relay then sends the row again in a later
 //!   round, so the topic holds duplicates, as a real one may.
-//! - The group: members join, heartbeat and poll; a member silent for the
+//! - Consumer groups, each independent: members join, heartbeat and poll; a member silent for the
 //!   session timeout is evicted; every change of membership is an eager
 //!   rebalance (everything revoked, then assigned round-robin over the
 //!   members in id order), after which a member resumes each partition
@@ -30,6 +30,18 @@ use history::apply::Incoming;
 
 use crate::{exec, world, world::Fnv};
 
+/// The broker's clock: simulated time in a simulation, time since the
+/// model's first use otherwise (the contract tests under tokio).
+fn now() -> Duration {
+    if exec::in_simulation() {
+        return exec::with(|e| e.now());
+    }
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    #[allow(clippy::disallowed_methods)] // not the simulated path
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    origin.elapsed()
+}
+
 pub type MemberId = u64;
 
 #[derive(Debug, Clone)]
@@ -40,6 +52,7 @@ struct Record {
 
 #[derive(Debug, Clone, Default)]
 struct Member {
+    group: String,
     last_heartbeat: Duration,
     generation: u64,
     assigned: Vec<i32>,
@@ -57,12 +70,15 @@ struct State {
     generation: u64,
     members: BTreeMap<MemberId, Member>,
     next_member: MemberId,
-    /// The next offset to read, per partition.
-    committed: BTreeMap<i32, i64>,
-    /// The highest offset ever fetched, per partition: a fetch at or below
-    /// it is a redelivery.
-    fetched_high: BTreeMap<i32, i64>,
+    /// The next offset to read, per group and partition.
+    committed: BTreeMap<(String, i32), i64>,
+    /// The highest offset ever fetched, per group and partition: a fetch
+    /// at or below it is a redelivery.
+    fetched_high: BTreeMap<(String, i32), i64>,
 }
+
+/// The group the services' consumers share.
+pub const GROUP: &str = "history-service-group";
 
 /// What a poll found.
 #[derive(Debug)]
@@ -144,21 +160,27 @@ impl Kafka {
         Ok((partition, offset))
     }
 
-    /// Adds a member to the group (a rebalance follows).
+    /// Adds a member to the services' group (a rebalance follows).
     pub fn join(&self) -> MemberId {
+        self.join_group(GROUP)
+    }
+
+    /// Adds a member to `group` (a rebalance of that group follows).
+    pub fn join_group(&self, group: &str) -> MemberId {
         let mut state = self.lock();
         let id = state.next_member;
         state.next_member += 1;
-        let now = exec::with(|e| e.now());
+        let now = now();
         state.members.insert(
             id,
             Member {
+                group: group.to_owned(),
                 last_heartbeat: now,
                 ..Member::default()
             },
         );
         world::trace("kafka.join", &[id as i64], None);
-        state.rebalance();
+        state.rebalance(group);
         id
     }
 
@@ -168,8 +190,18 @@ impl Kafka {
         if state.up {
             state.commit(member);
         }
-        if state.members.remove(&member).is_some() {
-            state.rebalance();
+        if let Some(gone) = state.members.remove(&member) {
+            state.rebalance(&gone.group);
+        }
+    }
+
+    /// The member is gone without committing (its process died); the
+    /// group rebalances at once (a real broker waits for the session
+    /// timeout first).
+    pub fn leave_without_commit(&self, member: MemberId) {
+        let mut state = self.lock();
+        if let Some(gone) = state.members.remove(&member) {
+            state.rebalance(&gone.group);
         }
     }
 
@@ -179,7 +211,7 @@ impl Kafka {
         if !state.up {
             return true;
         }
-        let now = exec::with(|e| e.now());
+        let now = now();
         match state.members.get_mut(&member) {
             Some(m) => {
                 m.last_heartbeat = now;
@@ -195,7 +227,7 @@ impl Kafka {
         if !state.up {
             return;
         }
-        let now = exec::with(|e| e.now());
+        let now = now();
         let timeout = state.session_timeout;
         let silent: Vec<MemberId> = state
             .members
@@ -206,11 +238,16 @@ impl Kafka {
         if silent.is_empty() {
             return;
         }
+        let mut groups = std::collections::BTreeSet::new();
         for id in &silent {
-            state.members.remove(id);
+            if let Some(gone) = state.members.remove(id) {
+                groups.insert(gone.group);
+            }
             world::trace("kafka.evicted", &[*id as i64], None);
         }
-        state.rebalance();
+        for group in groups {
+            state.rebalance(&group);
+        }
     }
 
     /// Up to `max` messages from the member's partitions.
@@ -235,7 +272,9 @@ impl Kafka {
             let log = &partitions[partition as usize];
             while batch.len() < max && (*position as usize) < log.len() {
                 let record = &log[*position as usize];
-                let high = fetched_high.entry(partition).or_insert(-1);
+                let high = fetched_high
+                    .entry((m.group.clone(), partition))
+                    .or_insert(-1);
                 if *position <= *high {
                     world::count(|c| c.redeliveries += 1);
                 } else {
@@ -291,11 +330,13 @@ impl Kafka {
             .is_some_and(|m| partitions.iter().all(|p| m.assigned.contains(p)))
     }
 
-    /// Whether every message was consumed and committed by the group.
+    /// Whether every message was consumed and committed by the services'
+    /// group.
     pub fn drained(&self) -> bool {
         let state = self.lock();
         state.partitions.iter().enumerate().all(|(p, log)| {
-            state.committed.get(&(p as i32)).copied().unwrap_or(0) >= log.len() as i64
+            let key = (GROUP.to_owned(), p as i32);
+            state.committed.get(&key).copied().unwrap_or(0) >= log.len() as i64
         })
     }
 }
@@ -305,6 +346,7 @@ impl State {
         let Some(m) = self.members.get(&member) else {
             return;
         };
+        let group = m.group.clone();
         let stored: Vec<(i32, i64)> = m
             .stored
             .iter()
@@ -312,21 +354,31 @@ impl State {
             .map(|(&p, &o)| (p, o))
             .collect();
         for (partition, offset) in stored {
-            let committed = self.committed.entry(partition).or_insert(0);
+            let committed = self
+                .committed
+                .entry((group.clone(), partition))
+                .or_insert(0);
             *committed = (*committed).max(offset + 1);
         }
     }
 
-    /// Eager rebalance: live members' stored offsets committed, everything
-    /// revoked, partitions dealt round-robin over the members in id order.
-    fn rebalance(&mut self) {
-        let ids: Vec<MemberId> = self.members.keys().copied().collect();
+    /// Eager rebalance of `group`: its live members' stored offsets
+    /// committed, everything revoked, partitions dealt round-robin over the
+    /// members in id order.
+    fn rebalance(&mut self, group: &str) {
+        let ids: Vec<MemberId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.group == group)
+            .map(|(&id, _)| id)
+            .collect();
         for &id in &ids {
             self.commit(id);
         }
         self.generation += 1;
         let generation = self.generation;
-        for m in self.members.values_mut() {
+        for id in &ids {
+            let m = self.members.get_mut(id).expect("a member");
             m.assigned.clear();
             m.positions.clear();
             m.stored.clear();
@@ -336,7 +388,8 @@ impl State {
             for partition in 0..self.partitions.len() {
                 let id = ids[partition % ids.len()];
                 let p = i32::try_from(partition).expect("few partitions");
-                let position = self.committed.get(&p).copied().unwrap_or(0);
+                let key = (group.to_owned(), p);
+                let position = self.committed.get(&key).copied().unwrap_or(0);
                 let m = self.members.get_mut(&id).expect("a member");
                 m.assigned.push(p);
                 m.positions.insert(p, position);

@@ -67,6 +67,7 @@ struct SeedResult {
 
 impl Sweep {
     pub fn run(&self) -> anyhow::Result<SweepReport> {
+        #[allow(clippy::disallowed_methods)] // the sweep's wall time
         let started = Instant::now();
         let next = Arc::new(AtomicU64::new(self.from));
         let end = self.from + self.count;

@@ -222,3 +222,29 @@ mod tests {
         assert_eq!(MONEY_MAX.to_string(), "999999999999999.9999");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn every_amount_formats_and_parses_back(mantissa in 1i64..=999_999_999_999_999_999i64, scale in 0u32..=4) {
+            let value = Decimal::new(mantissa, scale);
+            prop_assume!(value <= MONEY_MAX);
+            let text = format_money(value);
+            prop_assert_eq!(parse_amount(&text), Ok(value));
+            let amount = Amount::new(value).unwrap();
+            prop_assert_eq!(Amount::parse(&amount.to_string()), Ok(amount));
+        }
+
+        #[test]
+        fn a_fifth_decimal_is_refused(mantissa in 1i64..1_000_000_000i64) {
+            let value = Decimal::new(mantissa * 10 + 3, 5);
+            prop_assert_eq!(parse_amount(&value.to_string()), Err(AmountError::TooPrecise));
+            prop_assert_eq!(Amount::new(value), Err(AmountError::TooPrecise));
+        }
+    }
+}

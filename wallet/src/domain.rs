@@ -348,3 +348,94 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use rust_decimal::Decimal;
+    use uuid::Uuid;
+    use wallet_events::{Amount, UserId};
+
+    use super::*;
+
+    struct Counter(u128);
+    impl IdSource for Counter {
+        fn next_id(&mut self) -> Uuid {
+            self.0 += 1;
+            Uuid::from_u128(self.0)
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Fund(usize, i64),
+        Transfer(usize, usize, i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..4usize, 1..100_000i64).prop_map(|(w, c)| Op::Fund(w, c)),
+            (0..4usize, 0..4usize, 1..100_000i64).prop_map(|(a, b, c)| Op::Transfer(a, b, c)),
+        ]
+    }
+
+    proptest! {
+        /// Over any sequence of funds and transfers: money is conserved
+        /// (balances sum to what was funded), every wallet's entries are
+        /// numbered 1, 2, 3, ... with each balance_after the running sum,
+        /// no balance goes negative, and a refusal changes nothing.
+        #[test]
+        fn the_ledger_rules_keep_their_promises(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut ids = Counter(0);
+            let mut wallets: Vec<WalletState> = Vec::new();
+            let mut entries: BTreeMap<Uuid, Vec<NewEntry>> = BTreeMap::new();
+            for i in 0..4 {
+                let (wallet, created) = open(&UserId::parse(&format!("u{i}")).unwrap(), &mut ids);
+                entries.entry(wallet.id).or_default().push(created);
+                wallets.push(wallet);
+            }
+            let mut funded = Decimal::ZERO;
+            for op in ops {
+                let before = wallets.clone();
+                match op {
+                    Op::Fund(w, cents) => {
+                        let amount = Amount::new(Decimal::new(cents, 2)).unwrap();
+                        if let Ok((after, entry)) = fund(&wallets[w], amount, &mut ids) {
+                            funded += amount.value();
+                            entries.entry(after.id).or_default().push(entry);
+                            wallets[w] = after;
+                        }
+                    }
+                    Op::Transfer(a, b, cents) => {
+                        let amount = Amount::new(Decimal::new(cents, 2)).unwrap();
+                        match transfer(&wallets[a], &wallets[b], amount, &mut ids) {
+                            Ok(t) => {
+                                entries.entry(t.from.id).or_default().push(t.debit);
+                                entries.entry(t.to.id).or_default().push(t.credit);
+                                wallets[a] = t.from;
+                                wallets[b] = t.to;
+                            }
+                            Err(_) => prop_assert_eq!(&wallets, &before, "a refusal changes nothing"),
+                        }
+                    }
+                }
+                let total: Decimal = wallets.iter().map(|w| w.balance).sum();
+                prop_assert_eq!(total, funded, "money is conserved");
+                prop_assert!(wallets.iter().all(|w| w.balance >= Decimal::ZERO));
+            }
+            for wallet in &wallets {
+                let list = &entries[&wallet.id];
+                let mut running = Decimal::ZERO;
+                for (n, entry) in list.iter().enumerate() {
+                    prop_assert_eq!(entry.seq, n as i64 + 1, "seq runs 1, 2, 3, ...");
+                    running += entry.kind.signed(entry.amount);
+                    prop_assert_eq!(entry.balance_after, running);
+                }
+                prop_assert_eq!(wallet.last_seq, list.len() as i64);
+                prop_assert_eq!(wallet.balance, running);
+            }
+        }
+    }
+}

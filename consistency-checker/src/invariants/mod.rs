@@ -26,6 +26,8 @@ mod ledger;
 mod liveness;
 mod outbox;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
 
 pub use acked::acked_write_durable;

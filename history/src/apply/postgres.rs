@@ -20,10 +20,15 @@ impl PgHistoryDb {
     }
 }
 
+/// Constraint violations (class 23) and values a column cannot hold (class
+/// 22: too long, out of range, a NUL in text) are the statement's fault;
+/// the rest is the database's.
 impl From<sqlx::Error> for ApplyError {
     fn from(err: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &err
-            && db.code().is_some_and(|code| code.starts_with("23"))
+            && db
+                .code()
+                .is_some_and(|code| code.starts_with("23") || code.starts_with("22"))
         {
             return ApplyError::Constraint(db.message().to_owned());
         }

@@ -33,13 +33,15 @@ impl PgWalletDb {
 }
 
 /// Serialization failures and deadlocks may be retried; constraint
-/// violations are the statement's fault; the rest is the database's.
+/// violations (class 23) and values a column cannot hold (class 22: too
+/// long, out of range, a NUL in text) are the statement's fault; the rest
+/// is the database's.
 impl From<sqlx::Error> for DbError {
     fn from(err: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &err {
             match db.code().as_deref() {
                 Some("40001" | "40P01") => return DbError::Conflict(db.message().to_owned()),
-                Some(code) if code.starts_with("23") => {
+                Some(code) if code.starts_with("23") || code.starts_with("22") => {
                     return DbError::Constraint(db.message().to_owned());
                 }
                 _ => {}

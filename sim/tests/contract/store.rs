@@ -1,0 +1,245 @@
+//! The wallet database's contract: what `wallet::store::Store` and the
+//! relay round rely on, step by step.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use uuid::Uuid;
+use wallet::{
+    domain::{self, WalletState},
+    relay::round::{Outbox, OutboxRound},
+    store::{DbError, Ids, KeyClaim, Store, WalletDb, WalletTx},
+};
+use wallet_events::{Amount, IdempotencyKey, UserId};
+
+use crate::STILL_WAITING;
+
+pub async fn contract<D: WalletDb, O: Outbox + 'static>(db: D, outbox: O) {
+    let store = Store::new(db.clone(), Ids::system());
+    let x = store.create_wallet(&user("xavier")).await.unwrap();
+    let y = store.create_wallet(&user("yolanda")).await.unwrap();
+    drain(&outbox).await;
+
+    visibility_and_rollback(&db).await;
+    locks_wait_and_come_in_id_order(&db, x.id, y.id).await;
+    a_claimed_key_waits_for_its_owner(&db).await;
+    constraints_refuse(&db, x.id).await;
+    outbox_ids_commit_out_of_order_and_skip_locked(&db, &outbox, x.id, y.id).await;
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+fn state(id: Uuid, name: &str) -> WalletState {
+    WalletState {
+        id,
+        user_id: name.into(),
+        balance: Decimal::ZERO,
+        last_seq: 1,
+    }
+}
+
+/// Marks every unpublished row sent.
+async fn drain<O: Outbox>(outbox: &O) {
+    loop {
+        let (mut round, rows) = outbox.lock_unpublished(1_000).await.unwrap();
+        if rows.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        round.mark_sent(&ids).await.unwrap();
+        round.commit().await.unwrap();
+    }
+}
+
+async fn visibility_and_rollback<D: WalletDb>(db: &D) {
+    let id = Uuid::now_v7();
+    let mut tx = db.begin().await.unwrap();
+    tx.insert_wallet(&state(id, "vera")).await.unwrap();
+    assert!(
+        db.wallet(id).await.unwrap().is_none(),
+        "uncommitted rows are invisible"
+    );
+    tx.commit().await.unwrap();
+    assert!(db.wallet(id).await.unwrap().is_some(), "visible at commit");
+
+    let dropped = Uuid::now_v7();
+    let mut tx = db.begin().await.unwrap();
+    tx.insert_wallet(&state(dropped, "dora")).await.unwrap();
+    drop(tx);
+    assert!(
+        db.wallet(dropped).await.unwrap().is_none(),
+        "dropped means rolled back"
+    );
+}
+
+async fn locks_wait_and_come_in_id_order<D: WalletDb>(db: &D, x: Uuid, y: Uuid) {
+    let mut a = db.begin().await.unwrap();
+    let locked = a.lock_wallets(&[x.max(y), x.min(y)]).await.unwrap();
+    let ids: Vec<Uuid> = locked.iter().map(|(w, _)| w.id).collect();
+    assert_eq!(ids, [x.min(y), x.max(y)], "locks and rows in id order");
+
+    let other = db.clone();
+    let waiting = tokio::spawn(async move {
+        let mut b = other.begin().await.unwrap();
+        let seen = b.lock_wallets(&[x]).await.unwrap();
+        drop(b);
+        seen
+    });
+    tokio::time::sleep(STILL_WAITING).await;
+    assert!(
+        !waiting.is_finished(),
+        "a locked wallet makes the next locker wait"
+    );
+    let (mut funded, _) = locked.into_iter().find(|(w, _)| w.id == x).unwrap();
+    let (after, entry) = domain::fund(
+        &funded,
+        Amount::new(Decimal::new(25, 0)).unwrap(),
+        &mut Ids::system(),
+    )
+    .unwrap();
+    let now = a.update_wallets(&[&after]).await.unwrap();
+    a.write_entries(&[entry], now, None).await.unwrap();
+    a.commit().await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiter proceeds once the lock is released")
+        .unwrap();
+    funded = seen[0].0.clone();
+    assert_eq!(
+        funded.balance,
+        Decimal::new(25, 0),
+        "the waiter sees the committed change"
+    );
+    assert_eq!(funded.last_seq, 2);
+}
+
+async fn a_claimed_key_waits_for_its_owner<D: WalletDb>(db: &D) {
+    for owner_commits in [true, false] {
+        let key = IdempotencyKey::parse(&format!("contract-{}", Uuid::now_v7())).unwrap();
+        let mut a = db.begin().await.unwrap();
+        assert_eq!(
+            a.claim_key(&key, "fund x 1").await.unwrap(),
+            KeyClaim::Claimed
+        );
+        let (other, waiting_key) = (db.clone(), key.clone());
+        let waiting = tokio::spawn(async move {
+            let mut b = other.begin().await.unwrap();
+            b.claim_key(&waiting_key, "fund x 1").await.unwrap()
+        });
+        tokio::time::sleep(STILL_WAITING).await;
+        assert!(
+            !waiting.is_finished(),
+            "a key another transaction holds makes the claimer wait"
+        );
+        if owner_commits {
+            a.record_response(&key, serde_json::json!({"ok": 1}))
+                .await
+                .unwrap();
+            a.commit().await.unwrap();
+        } else {
+            drop(a);
+        }
+        let claim = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the claimer proceeds")
+            .unwrap();
+        let expected = if owner_commits {
+            KeyClaim::Taken {
+                fingerprint: "fund x 1".into(),
+                response: Some(serde_json::json!({"ok": 1})),
+            }
+        } else {
+            KeyClaim::Claimed
+        };
+        assert_eq!(claim, expected, "owner commits: {owner_commits}");
+    }
+}
+
+fn is_constraint<T: std::fmt::Debug>(result: Result<T, DbError>) -> bool {
+    matches!(result, Err(DbError::Constraint(_)))
+}
+
+async fn constraints_refuse<D: WalletDb>(db: &D, x: Uuid) {
+    // VARCHAR(100), and no NUL in text.
+    for bad in ["u".repeat(101), "nul\0byte".to_owned()] {
+        let mut tx = db.begin().await.unwrap();
+        let result = tx.insert_wallet(&state(Uuid::now_v7(), &bad)).await;
+        assert!(is_constraint(result), "user id {bad:?} must be refused");
+    }
+    // CHECK (balance >= 0).
+    let mut tx = db.begin().await.unwrap();
+    let (mut wallet, _) = tx.lock_wallets(&[x]).await.unwrap().remove(0);
+    wallet.balance = Decimal::new(-1, 0);
+    assert!(
+        is_constraint(tx.update_wallets(&[&wallet]).await),
+        "a negative balance"
+    );
+    drop(tx);
+    // UNIQUE (wallet_id, seq): seq 1 is the wallet's created entry.
+    let mut tx = db.begin().await.unwrap();
+    let (wallet, _) = tx.lock_wallets(&[x]).await.unwrap().remove(0);
+    let (_, mut entry) = domain::fund(
+        &wallet,
+        Amount::new(Decimal::ONE).unwrap(),
+        &mut Ids::system(),
+    )
+    .unwrap();
+    entry.seq = 1;
+    let now = tx.update_wallets(&[&wallet]).await.unwrap();
+    assert!(
+        is_constraint(tx.write_entries(&[entry], now, None).await),
+        "a taken seq"
+    );
+}
+
+/// Writes one funded entry for `wallet` in a transaction left open.
+async fn open_fund<D: WalletDb>(db: &D, wallet: Uuid) -> D::Tx {
+    let mut tx = db.begin().await.unwrap();
+    let (before, _) = tx.lock_wallets(&[wallet]).await.unwrap().remove(0);
+    let (after, entry) = domain::fund(
+        &before,
+        Amount::new(Decimal::ONE).unwrap(),
+        &mut Ids::system(),
+    )
+    .unwrap();
+    let now = tx.update_wallets(&[&after]).await.unwrap();
+    tx.write_entries(&[entry], now, None).await.unwrap();
+    tx
+}
+
+async fn outbox_ids_commit_out_of_order_and_skip_locked<D: WalletDb, O: Outbox>(
+    db: &D,
+    outbox: &O,
+    x: Uuid,
+    y: Uuid,
+) {
+    drain(outbox).await;
+    let early = open_fund(db, x).await; // takes the smaller outbox id
+    let late = open_fund(db, y).await;
+    late.commit().await.unwrap();
+    let (round, rows) = outbox.lock_unpublished(10).await.unwrap();
+    assert_eq!(rows.len(), 1, "only committed rows: {rows:?}");
+    let late_id = rows[0].id;
+    assert_eq!(rows[0].wallet_id, y);
+    drop(round);
+    early.commit().await.unwrap();
+    let (mut first, rows) = outbox.lock_unpublished(1).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(
+        rows[0].id < late_id,
+        "the early row's id is smaller: it committed later"
+    );
+    assert_eq!(rows[0].wallet_id, x);
+    // SKIP LOCKED: a second round gets the other row, not the locked one.
+    let (second, others) = outbox.lock_unpublished(10).await.unwrap();
+    let other_ids: Vec<i64> = others.iter().map(|r| r.id).collect();
+    assert_eq!(other_ids, [late_id], "the locked row is skipped");
+    drop(second);
+    first.mark_sent(&[rows[0].id]).await.unwrap();
+    first.commit().await.unwrap();
+    let (_, left) = outbox.lock_unpublished(10).await.unwrap();
+    let left: Vec<i64> = left.iter().map(|r| r.id).collect();
+    assert_eq!(left, [late_id], "a row marked sent is not read again");
+}
