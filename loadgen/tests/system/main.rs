@@ -8,4 +8,5 @@ mod helpers;
 mod poison;
 mod report;
 mod run;
+mod sim;
 mod wallet_kills;
