@@ -186,7 +186,7 @@ async fn load_history_db(url: &str) -> Result<HistoryDb> {
     let dead_letters = fetch(
         &mut tx,
         "dead_letters",
-        "SELECT id, topic, partition, \"offset\", error, received_at FROM dead_letters ORDER BY id",
+        "SELECT id, topic, partition, \"offset\", error, received_at, payload FROM dead_letters ORDER BY id",
         dead_letter_row,
     )
     .await?;
@@ -276,5 +276,9 @@ fn dead_letter_row(row: &PgRow) -> Result<DeadLetterRow, sqlx::Error> {
         offset: row.try_get("offset")?,
         error: row.try_get("error")?,
         received_at: row.try_get("received_at")?,
+        event_id: row
+            .try_get::<Option<Vec<u8>>, _>("payload")?
+            .and_then(|payload| wallet_events::WalletEvent::decode(&payload).ok())
+            .map(|event| event.event_id),
     })
 }

@@ -115,6 +115,10 @@ pub struct DeadLetterRow {
     pub offset: i64,
     pub error: String,
     pub received_at: DateTime<Utc>,
+    /// The event id, when the payload decodes as a wallet event: a
+    /// genuine event in `dead_letters` is history the consumer dropped.
+    #[serde(default)]
+    pub event_id: Option<Uuid>,
 }
 
 /// Everything the invariants look at.

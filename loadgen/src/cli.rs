@@ -25,6 +25,8 @@ pub enum Command {
     Scenarios,
     /// Start the whole system locally (PostgreSQL, broker, wallet, history) and keep it up until Ctrl-C.
     Up(UpArgs),
+    /// Apply the history database's dead letters again (after their cause is fixed); those that now apply leave dead_letters and release their wallets' parked successors.
+    ReplayDeadLetters(ReplayArgs),
     /// Deterministic simulation: the real service logic and checker on simulated time, one seed or thousands (exit 0 no violation, 1 violated, 2 bad arguments).
     Sim(sim::cli::SimArgs),
     /// Run one process role in the foreground (the harness starts these).
@@ -40,6 +42,13 @@ pub enum Serve {
     History(history::Config),
     /// The Kafka-protocol broker.
     Broker(broker::Config),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// PostgreSQL URL of the history database.
+    #[arg(long, env = "HISTORY_DB")]
+    pub history_db: String,
 }
 
 /// Where the system runs: provisioned here, or existing infrastructure.

@@ -46,6 +46,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 up::up(args).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Sim(_) => unreachable!("dispatched before the runtime starts"),
+            Command::ReplayDeadLetters(args) => replay_dead_letters(&args.history_db).await,
             Command::Scenarios => {
                 for scenario in workload::scenario::builtin() {
                     println!("{:<10} {}", scenario.name, scenario.description);
@@ -74,6 +75,21 @@ pub fn main(cli: Cli) -> ExitCode {
         eprintln!("error: {err:#}");
         ExitCode::from(run::EXIT_HARNESS)
     })
+}
+
+async fn replay_dead_letters(history_db: &str) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let pool = sqlx::PgPool::connect(history_db)
+        .await
+        .with_context(|| format!("connecting to {history_db}"))?;
+    let replayed = history::apply::replay_dead_letters(&pool)
+        .await
+        .context("replaying dead letters")?;
+    println!(
+        "{} dead letters applied and released, {} still refused (they stay in dead_letters)",
+        replayed.released, replayed.still_refused
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(role: Serve) -> anyhow::Result<()> {

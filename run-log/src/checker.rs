@@ -26,12 +26,13 @@ pub enum Invariant {
     HistoryNoPhantom,
     HistoryOrdered,
     HistoryBalanceMatches,
+    HistoryNoDeadLetter,
     ConvergedInTime,
 }
 
 impl Invariant {
     /// Every invariant, in report order.
-    pub const ALL: [Invariant; 12] = [
+    pub const ALL: [Invariant; 13] = [
         Invariant::BalanceMatchesLedger,
         Invariant::MoneyConserved,
         Invariant::NoNegativeBalance,
@@ -43,6 +44,7 @@ impl Invariant {
         Invariant::HistoryNoPhantom,
         Invariant::HistoryOrdered,
         Invariant::HistoryBalanceMatches,
+        Invariant::HistoryNoDeadLetter,
         Invariant::ConvergedInTime,
     ];
 
@@ -60,6 +62,7 @@ impl Invariant {
             Invariant::HistoryNoPhantom => "history-no-phantom",
             Invariant::HistoryOrdered => "history-ordered",
             Invariant::HistoryBalanceMatches => "history-balance-matches",
+            Invariant::HistoryNoDeadLetter => "history-no-dead-letter",
             Invariant::ConvergedInTime => "converged-in-time",
         }
     }

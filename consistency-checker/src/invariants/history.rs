@@ -318,3 +318,36 @@ pub fn history_balance_matches(s: &Snapshot) -> CheckResult {
     }
     f.finish(Invariant::HistoryBalanceMatches)
 }
+
+/// `history-no-dead-letter`: no event of the ledger sits in
+/// `dead_letters`. A dead letter is for a message that is not a genuine
+/// event (undecodable, or claiming a sequence number another event holds);
+/// a ledger event there is history the consumer dropped, even if a copy of
+/// it was applied. Examines dead letters.
+pub fn history_no_dead_letter(s: &Snapshot) -> CheckResult {
+    let mut f = Findings::new(s);
+    let ledger = ledger_by_event(s);
+    for dead in &s.dead_letters {
+        f.examined += 1;
+        let Some(entry) = dead.event_id.and_then(|id| ledger.get(&id)) else {
+            continue;
+        };
+        f.push(Finding {
+            wallet_id: Some(entry.wallet_id),
+            event_id: Some(entry.event_id),
+            transfer_id: entry.transfer_id,
+            expected: Some(Decimal::ZERO),
+            actual: Some(entry.amount),
+            at: Some(dead.received_at),
+            message: format!(
+                "{} sits in dead_letters (partition {}, offset {}): {}",
+                describe_entry(entry),
+                dead.partition,
+                dead.offset,
+                dead.error
+            ),
+            ..Finding::default()
+        });
+    }
+    f.finish(Invariant::HistoryNoDeadLetter)
+}

@@ -32,8 +32,8 @@ mod tests;
 
 pub use acked::acked_write_durable;
 pub use history::{
-    history_balance_matches, history_no_duplicate, history_no_missing, history_no_phantom,
-    history_ordered,
+    history_balance_matches, history_no_dead_letter, history_no_duplicate, history_no_missing,
+    history_no_phantom, history_ordered,
 };
 pub use ledger::{
     balance_matches_ledger, money_conserved, no_negative_balance, transfer_legs_paired,
@@ -68,6 +68,7 @@ pub fn check_one(snapshot: &Snapshot, invariant: Invariant) -> CheckResult {
         Invariant::HistoryNoPhantom => history_no_phantom(snapshot),
         Invariant::HistoryOrdered => history_ordered(snapshot),
         Invariant::HistoryBalanceMatches => history_balance_matches(snapshot),
+        Invariant::HistoryNoDeadLetter => history_no_dead_letter(snapshot),
         Invariant::ConvergedInTime => converged_in_time(snapshot),
     }
 }

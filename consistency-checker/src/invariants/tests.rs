@@ -44,6 +44,19 @@ fn clean() -> Clean {
     world.retry(retried.op_id, Outcome::Ok);
     world.read(alice);
     world.converged(1_200, 30_000);
+    // A poison message: not a wallet event, rightly dead-lettered.
+    world
+        .snap
+        .dead_letters
+        .push(crate::snapshot::DeadLetterRow {
+            id: 1,
+            topic: "wallet-events".into(),
+            partition: 3,
+            offset: 17,
+            error: "not a wallet event".into(),
+            received_at: crate::fixture::at(30),
+            event_id: None,
+        });
     Clean {
         world,
         alice,
@@ -766,8 +779,8 @@ fn report_serializes_names_and_money_as_strings() {
     assert_eq!(checks[0]["violations"][0]["expected"], "74.9999");
     assert_eq!(checks[0]["violations"][0]["actual"], "75.0000");
     assert_eq!(checks[0]["violations"][0]["wallet_id"], c.alice.to_string());
-    assert_eq!(checks[11]["invariant"], "converged-in-time");
-    assert_eq!(checks[11]["status"], "not_evaluated");
+    assert_eq!(checks[12]["invariant"], "converged-in-time");
+    assert_eq!(checks[12]["status"], "not_evaluated");
     assert_eq!(json["facts"]["total_funded"], "150.0000");
     assert_eq!(json["passed"], false);
     let back: Report = serde_json::from_value(json).unwrap();
@@ -799,9 +812,9 @@ fn text_report_marks_each_invariant() {
     );
     assert!(lines[missing + 1].contains(&credit.to_string()), "{text}");
     assert!(text.contains("– converged-in-time"), "{text}");
-    assert!(text.contains("0 parked events, 0 dead letters"), "{text}");
+    assert!(text.contains("0 parked events, 1 dead letters"), "{text}");
     assert!(text.trim_end().ends_with(
-        "FAILED: 3 of 12 invariants violated (history-no-missing, history-ordered, history-balance-matches)"
+        "FAILED: 3 of 13 invariants violated (history-no-missing, history-ordered, history-balance-matches)"
     ));
 }
 
@@ -897,4 +910,30 @@ fn a_retry_that_resolves_an_open_attempt_is_counted() {
     assert_eq!(report.facts.ops_resolved_by_retry, 1);
     // 13 records of the clean world, one attempt each, plus these 3.
     assert_eq!(report.facts.attempts, 13 + 3);
+}
+
+#[test]
+fn a_ledger_event_in_dead_letters_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let event = c.fund_bob.events[0];
+    snap.dead_letters.push(crate::snapshot::DeadLetterRow {
+        id: 2,
+        topic: "wallet-events".into(),
+        partition: 1,
+        offset: 99,
+        error: "refused by the database: duplicate key".into(),
+        received_at: crate::fixture::at(40),
+        event_id: Some(event),
+    });
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryNoDeadLetter]);
+    let v = only_violation(&report, Invariant::HistoryNoDeadLetter);
+    assert_eq!((v.event_id, v.wallet_id), (Some(event), Some(c.bob)));
+    assert!(
+        v.message
+            .contains("sits in dead_letters (partition 1, offset 99)"),
+        "{}",
+        v.message
+    );
 }

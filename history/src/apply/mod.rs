@@ -30,7 +30,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_events::WalletEvent;
 
-pub use postgres::PgHistoryDb;
+pub use postgres::{PgHistoryDb, Replayed, replay_dead_letters};
 
 /// A message as received from the topic, owned.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,10 +144,64 @@ enum Effect {
     Applied(u64),
     Duplicate,
     Parked,
+    /// It claims a sequence number another event holds.
+    DeadLettered,
 }
 
 /// Applies `batch` in one transaction; nothing is applied if it fails.
+///
+/// A message the database refuses (a decodable event with a value a
+/// column cannot hold: an amount beyond NUMERIC(19,4), an over-long user
+/// id, a NUL) must not block its batch, nor every partition behind it: the
+/// batch is then applied message by message, and each refused message is
+/// dead-lettered with the database's reason, in its own transaction. Any
+/// other failure (the database is down) fails the batch, to be retried.
 pub async fn apply_batch<D: HistoryDb>(
+    db: &D,
+    batch: &[Incoming],
+) -> Result<BatchStats, ApplyError> {
+    match apply_together(db, batch).await {
+        Err(ApplyError::Constraint(reason)) => {
+            tracing::warn!(%reason, messages = batch.len(), "a message was refused; applying the batch one by one");
+            apply_each(db, batch).await
+        }
+        other => other,
+    }
+}
+
+/// Each message in its own transaction; a refused one is dead-lettered.
+async fn apply_each<D: HistoryDb>(db: &D, batch: &[Incoming]) -> Result<BatchStats, ApplyError> {
+    let mut total = BatchStats::default();
+    for message in batch {
+        let stats = match apply_together(db, std::slice::from_ref(message)).await {
+            Ok(stats) => stats,
+            Err(ApplyError::Constraint(reason)) => {
+                tracing::error!(
+                    partition = message.partition,
+                    offset = message.offset,
+                    %reason,
+                    "a message the database refuses moved to dead_letters"
+                );
+                let mut tx = db.begin().await?;
+                tx.dead_letter(message, &format!("refused by the database: {reason}"))
+                    .await?;
+                tx.commit().await?;
+                BatchStats {
+                    dead_lettered: 1,
+                    ..BatchStats::default()
+                }
+            }
+            Err(other) => return Err(other),
+        };
+        total.applied += stats.applied;
+        total.duplicates += stats.duplicates;
+        total.parked += stats.parked;
+        total.dead_lettered += stats.dead_lettered;
+    }
+    Ok(total)
+}
+
+async fn apply_together<D: HistoryDb>(
     db: &D,
     batch: &[Incoming],
 ) -> Result<BatchStats, ApplyError> {
@@ -173,6 +227,7 @@ pub async fn apply_batch<D: HistoryDb>(
             Effect::Applied(count) => stats.applied += count,
             Effect::Duplicate => stats.duplicates += 1,
             Effect::Parked => stats.parked += 1,
+            Effect::DeadLettered => stats.dead_lettered += 1,
         }
     }
     tx.commit().await?;
@@ -188,8 +243,11 @@ async fn apply_event(
     let head = tx.lock_head(event.wallet_id).await?;
     let guarded = !service_kit::canary::enabled("no-duplicate-guard");
     if event.seq <= head.last_seq && guarded {
-        drop_duplicate(tx, event, source).await?;
-        return Ok(Effect::Duplicate);
+        return Ok(if drop_duplicate(tx, event, source).await? {
+            Effect::DeadLettered
+        } else {
+            Effect::Duplicate
+        });
     }
     if event.seq > head.last_seq + 1 {
         tx.park(event, payload, source).await?;
@@ -215,22 +273,23 @@ async fn apply_event(
 }
 
 /// An event at or below the head: the same event again changes nothing;
-/// another event claiming a taken seq goes to `dead_letters`.
+/// another event claiming a taken seq goes to `dead_letters` (true).
 async fn drop_duplicate(
     tx: &mut impl HistoryTx,
     event: &WalletEvent,
     source: &Incoming,
-) -> Result<(), ApplyError> {
+) -> Result<bool, ApplyError> {
     let applied = tx.event_at(event.wallet_id, event.seq).await?;
-    if applied != Some(event.event_id) {
-        let reason = format!(
-            "event {} claims seq {} of wallet {}, already taken by {:?}",
-            event.event_id, event.seq, event.wallet_id, applied
-        );
-        tracing::error!(%reason, "conflicting event moved to dead_letters");
-        tx.dead_letter(source, &reason).await?;
+    if applied == Some(event.event_id) {
+        return Ok(false);
     }
-    Ok(())
+    let reason = format!(
+        "event {} claims seq {} of wallet {}, already taken by {:?}",
+        event.event_id, event.seq, event.wallet_id, applied
+    );
+    tracing::error!(%reason, "conflicting event moved to dead_letters");
+    tx.dead_letter(source, &reason).await?;
+    Ok(true)
 }
 
 /// Applies the parked events that follow `head`, in order, and returns

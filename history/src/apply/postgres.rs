@@ -163,7 +163,7 @@ impl HistoryTx for PgHistoryTx {
         .bind(message.offset)
         .bind(message.key.as_deref())
         .bind(message.payload.as_deref())
-        .bind(error)
+        .bind(error.replace('\0', "\\0"))
         .execute(&mut *self.0)
         .await?;
         Ok(())
@@ -172,4 +172,50 @@ impl HistoryTx for PgHistoryTx {
     async fn commit(self) -> Result<(), ApplyError> {
         Ok(self.0.commit().await?)
     }
+}
+
+/// What a replay of the dead letters did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Dead letters that now applied (or were already applied) and left
+    /// `dead_letters`.
+    pub released: u64,
+    /// Dead letters still refused; they stay, with their reason.
+    pub still_refused: u64,
+}
+
+/// Applies every dead letter again, as it first arrived (same topic,
+/// partition and offset), in id order. One that now applies leaves
+/// `dead_letters`, and its wallet's parked successors follow it; one that
+/// is still refused stays. For after the cause is fixed (a schema that now
+/// holds the value, a predecessor that arrived).
+pub async fn replay_dead_letters(pool: &PgPool) -> Result<Replayed, ApplyError> {
+    let rows = sqlx::query(
+        "SELECT id, topic, partition, \"offset\", key, payload FROM dead_letters ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let db = PgHistoryDb::new(pool.clone());
+    let mut replayed = Replayed::default();
+    for row in rows {
+        let id: i64 = row.try_get("id")?;
+        let message = Incoming {
+            topic: row.try_get("topic")?,
+            partition: row.try_get("partition")?,
+            offset: row.try_get("offset")?,
+            key: row.try_get("key")?,
+            payload: row.try_get("payload")?,
+        };
+        let stats = super::apply_batch(&db, std::slice::from_ref(&message)).await?;
+        if stats.dead_lettered == 0 {
+            sqlx::query("DELETE FROM dead_letters WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await?;
+            replayed.released += 1;
+        } else {
+            replayed.still_refused += 1;
+        }
+    }
+    Ok(replayed)
 }

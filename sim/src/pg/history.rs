@@ -73,7 +73,12 @@ pub struct SimHistoryTx {
 impl Drop for SimHistoryTx {
     fn drop(&mut self) {
         if !self.done {
-            self.pg.rollback(self.tx);
+            let wrote = !(self.entries.is_empty()
+                && self.heads.is_empty()
+                && self.parked.is_empty()
+                && self.unparked.is_empty()
+                && self.dead_letters.is_empty());
+            self.pg.rollback(self.tx, wrote);
         }
     }
 }
@@ -346,6 +351,11 @@ impl HistoryTx for SimHistoryTx {
                 offset: message.offset,
                 error: error.replace('\0', "\\0"),
                 received_at: clock_timestamp(),
+                event_id: message
+                    .payload
+                    .as_deref()
+                    .and_then(|p| WalletEvent::decode(p).ok())
+                    .map(|e| e.event_id),
             });
         }
         Ok(())

@@ -225,12 +225,17 @@ impl Postgres {
     }
 
     /// Ends `tx` without its writes (its writes live in the backend's
-    /// transaction object and are dropped with it).
-    pub fn rollback(&self, tx: TxId) {
+    /// transaction object and are dropped with it). Counted as aborted if
+    /// it had written or locked anything: a read that found nothing to do
+    /// is not an abort.
+    pub fn rollback(&self, tx: TxId, wrote: bool) {
         let mut state = self.lock_state();
         if state.open.contains_key(&tx) {
+            let locked = state.held.get(&tx).is_some_and(|locks| !locks.is_empty());
             state.release(tx);
-            world::count(|c| c.aborted_transactions += 1);
+            if wrote || locked {
+                world::count(|c| c.aborted_transactions += 1);
+            }
         }
     }
 

@@ -80,7 +80,12 @@ pub struct SimWalletTx {
 impl Drop for SimWalletTx {
     fn drop(&mut self) {
         if !self.done {
-            self.pg.rollback(self.tx);
+            let wrote = !(self.wallets.is_empty()
+                && self.ledger.is_empty()
+                && self.outbox.is_empty()
+                && self.keys.is_empty()
+                && self.published.is_empty());
+            self.pg.rollback(self.tx, wrote);
         }
     }
 }
