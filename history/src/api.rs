@@ -60,8 +60,20 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    #[error("the service cannot reach its database right now; retry")]
+    Unavailable(String),
     #[error("internal error")]
-    Internal(#[from] sqlx::Error),
+    Internal(sqlx::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        if service_kit::database_unavailable(&err) {
+            ApiError::Unavailable(err.to_string())
+        } else {
+            ApiError::Internal(err)
+        }
+    }
 }
 
 impl ApiError {
@@ -74,6 +86,7 @@ impl ApiError {
             ApiError::InvalidUserId(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_user_id"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

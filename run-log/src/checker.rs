@@ -27,12 +27,13 @@ pub enum Invariant {
     HistoryOrdered,
     HistoryBalanceMatches,
     HistoryNoDeadLetter,
+    NoInternalErrors,
     ConvergedInTime,
 }
 
 impl Invariant {
     /// Every invariant, in report order.
-    pub const ALL: [Invariant; 13] = [
+    pub const ALL: [Invariant; 14] = [
         Invariant::BalanceMatchesLedger,
         Invariant::MoneyConserved,
         Invariant::NoNegativeBalance,
@@ -45,6 +46,7 @@ impl Invariant {
         Invariant::HistoryOrdered,
         Invariant::HistoryBalanceMatches,
         Invariant::HistoryNoDeadLetter,
+        Invariant::NoInternalErrors,
         Invariant::ConvergedInTime,
     ];
 
@@ -63,6 +65,7 @@ impl Invariant {
             Invariant::HistoryOrdered => "history-ordered",
             Invariant::HistoryBalanceMatches => "history-balance-matches",
             Invariant::HistoryNoDeadLetter => "history-no-dead-letter",
+            Invariant::NoInternalErrors => "no-internal-errors",
             Invariant::ConvergedInTime => "converged-in-time",
         }
     }

@@ -21,6 +21,23 @@ const DATABASE_RETRY_MS: u64 = 500;
 /// A request waits at most this long for a free connection.
 const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
 
+/// Whether `err` means the database cannot be reached right now (down,
+/// restarting, the connection broke, no connection free in time), as
+/// opposed to a query that went wrong: the first is a 503 to retry, the
+/// second an internal error.
+pub fn database_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-3: shutdown, crash,
+            // starting up; 53300: too many connections.
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
 /// Where a service finds its database and the event topic: the part of
 /// the command line both services share (`#[command(flatten)]`).
 #[derive(Debug, Clone, clap::Args)]

@@ -95,8 +95,16 @@ pub struct SeedOutcome {
 }
 
 impl SeedOutcome {
+    /// No violation, no panic, and every invariant evaluated (a simulated
+    /// run gives the checker everything it needs).
     pub fn passed(&self) -> bool {
-        self.panic.is_none() && self.report.as_ref().is_some_and(|r| r.passed)
+        self.panic.is_none()
+            && self.report.as_ref().is_some_and(|r| {
+                r.passed
+                    && r.checks
+                        .iter()
+                        .all(|c| c.status != consistency_checker::Status::NotEvaluated)
+            })
     }
 
     /// The violated invariants' names, and `panic` for a fired assertion.

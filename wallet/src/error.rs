@@ -11,7 +11,11 @@ use axum::{
 use uuid::Uuid;
 use wallet_events::{AmountError, IdempotencyKeyError, UserIdError};
 
-use crate::{api::Envelope, domain::Refusal, store::StoreError};
+use crate::{
+    api::Envelope,
+    domain::Refusal,
+    store::{DbError, StoreError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -41,6 +45,10 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    /// The database cannot be reached now (or kept losing a race): the
+    /// client may retry, with the same idempotency key.
+    #[error("the service cannot reach its database right now; retry")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -61,6 +69,7 @@ impl ApiError {
             }
             WalletNotFound(_) | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,6 +96,7 @@ impl ApiError {
             IdempotencyKeyReused(_) => "idempotency_key_reused",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
+            Unavailable(_) => "service_unavailable",
             Internal(_) => "internal_error",
         }
     }
@@ -99,6 +109,9 @@ impl From<StoreError> for ApiError {
             StoreError::WalletNotFound(id) => ApiError::WalletNotFound(id),
             StoreError::IdempotencyKeyReused(key) => ApiError::IdempotencyKeyReused(key),
             err @ StoreError::Invariant(_) => ApiError::Internal(err.into()),
+            StoreError::Database(DbError::Unavailable(cause) | DbError::Conflict(cause)) => {
+                ApiError::Unavailable(cause)
+            }
             StoreError::Database(db) => ApiError::Internal(db.into()),
         }
     }
@@ -121,8 +134,10 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!(error = ?cause, "request failed");
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
+            ApiError::Unavailable(cause) => tracing::warn!(%cause, "database unavailable"),
+            _ => {}
         }
         let body = Envelope::<()>::error(self.code(), self.to_string());
         (self.status(), Json(body)).into_response()

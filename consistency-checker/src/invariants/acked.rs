@@ -195,3 +195,56 @@ pub(super) fn unverifiable(op: &OpRecord) -> bool {
         OpKind::GetWallet | OpKind::GetHistory => false,
     }
 }
+
+/// `no-internal-errors`: no request of the load was answered with a 500.
+/// A service that cannot reach its database answers 503 (retry); a 500 is
+/// an error nobody expected, and the request that caused it is named.
+/// Examines operations; not evaluated without an operation log.
+pub fn no_internal_errors(s: &Snapshot) -> CheckResult {
+    let mut f = Findings::new(s);
+    if s.ops.is_empty() {
+        return f.not_evaluated(Invariant::NoInternalErrors);
+    }
+    for op in &s.ops {
+        f.examined += 1;
+        let statuses: Vec<Option<u16>> = if op.attempts.is_empty() {
+            vec![op.status]
+        } else {
+            op.attempts.iter().map(|a| a.status).collect()
+        };
+        let Some(attempt) = statuses.iter().position(|s| *s == Some(500)) else {
+            continue;
+        };
+        let code = op
+            .attempts
+            .get(attempt)
+            .and_then(|a| a.error_code.clone())
+            .or_else(|| op.error_code.clone())
+            .unwrap_or_default();
+        f.push(op_finding(
+            op,
+            None,
+            None,
+            format!(
+                "{} got a 500 ({code}) on attempt {}",
+                describe_request(op),
+                attempt + 1
+            ),
+        ));
+    }
+    f.finish(Invariant::NoInternalErrors)
+}
+
+/// The request an operation sent, as a client would log it.
+fn describe_request(op: &OpRecord) -> String {
+    let wallet = op
+        .wallet_id
+        .map_or_else(|| "?".to_owned(), |id| id.to_string());
+    match op.kind {
+        OpKind::CreateWallet => format!("op {}: POST /wallets", op.op_id),
+        OpKind::Fund => format!("op {}: POST /wallets/{wallet}/fund", op.op_id),
+        OpKind::Transfer => format!("op {}: POST /wallets/{wallet}/transfer", op.op_id),
+        OpKind::GetWallet => format!("op {}: GET /wallets/{wallet}", op.op_id),
+        OpKind::GetHistory => format!("op {}: GET /wallets/{wallet}/history", op.op_id),
+    }
+}

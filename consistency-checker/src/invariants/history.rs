@@ -117,12 +117,17 @@ pub fn history_no_duplicate(s: &Snapshot) -> CheckResult {
 }
 
 /// `history-no-phantom`: every history row is the image of a ledger entry
-/// (same wallet, seq, kind, amount, balance after, transfer and
-/// counterparty); a row with no entry is a phantom, a row that differs is a
+/// (same wallet, user, seq, kind, amount, balance after, transfer,
+/// counterparty and commit time); a row with no entry is a phantom, a row that differs is a
 /// mismatch. Examines history rows.
 pub fn history_no_phantom(s: &Snapshot) -> CheckResult {
     let mut f = Findings::new(s);
     let ledger = ledger_by_event(s);
+    let users: HashMap<Uuid, &str> = s
+        .wallets
+        .iter()
+        .map(|w| (w.id, w.user_id.as_str()))
+        .collect();
     for row in &s.history {
         f.examined += 1;
         let base = Finding {
@@ -148,7 +153,8 @@ pub fn history_no_phantom(s: &Snapshot) -> CheckResult {
             });
             continue;
         };
-        let differences = differences(row, entry);
+        let user = users.get(&entry.wallet_id).copied();
+        let differences = differences(row, entry, user);
         if !differences.is_empty() {
             f.push(Finding {
                 expected: Some(entry.amount),
@@ -167,8 +173,18 @@ pub fn history_no_phantom(s: &Snapshot) -> CheckResult {
 }
 
 /// How a history row differs from its ledger entry, field by field.
-fn differences(row: &HistoryRow, entry: &LedgerRow) -> Vec<String> {
+fn differences(row: &HistoryRow, entry: &LedgerRow, user: Option<&str>) -> Vec<String> {
     let fields = [
+        (
+            "user",
+            row.user_id.clone(),
+            user.map_or_else(|| row.user_id.clone(), str::to_owned),
+        ),
+        (
+            "committed at",
+            row.committed_at.to_rfc3339(),
+            entry.created_at.to_rfc3339(),
+        ),
         (
             "wallet",
             row.wallet_id.to_string(),

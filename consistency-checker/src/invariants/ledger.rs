@@ -12,15 +12,23 @@ use crate::report::{CheckResult, Invariant};
 use crate::snapshot::{LedgerRow, Snapshot};
 
 /// `balance-matches-ledger`: every wallet's balance equals the signed sum
-/// of its ledger entries. Examines wallets.
+/// of its ledger entries, and the ledger is a chain: the wallet's entries
+/// are numbered 1..n without a gap, each entry's `balance_after` is the
+/// running sum up to it, and the wallet's `last_seq` is n. Examines
+/// wallets.
 pub fn balance_matches_ledger(s: &Snapshot) -> CheckResult {
     let mut f = Findings::new(s);
     let mut sums: HashMap<Uuid, Decimal> = HashMap::with_capacity(s.wallets.len());
+    let mut chains: HashMap<Uuid, Vec<&LedgerRow>> = HashMap::with_capacity(s.wallets.len());
     for entry in &s.ledger {
         *sums.entry(entry.wallet_id).or_default() += entry.signed_amount();
+        chains.entry(entry.wallet_id).or_default().push(entry);
     }
     for wallet in &s.wallets {
         f.examined += 1;
+        let mut chain = chains.remove(&wallet.id).unwrap_or_default();
+        chain.sort_by_key(|e| e.seq);
+        judge_chain(&mut f, wallet, &chain);
         let ledger_sum = sums.get(&wallet.id).copied().unwrap_or_default();
         if ledger_sum != wallet.balance {
             f.push(Finding {
@@ -62,6 +70,57 @@ pub fn balance_matches_ledger(s: &Snapshot) -> CheckResult {
         }
     }
     f.finish(Invariant::BalanceMatchesLedger)
+}
+
+/// The wallet's entries as a chain; the first break is named.
+fn judge_chain(f: &mut Findings, wallet: &crate::snapshot::WalletRow, chain: &[&LedgerRow]) {
+    let mut running = Decimal::ZERO;
+    for (index, entry) in chain.iter().enumerate() {
+        let expected_seq = index as i64 + 1;
+        running += entry.signed_amount();
+        let problem = if entry.seq != expected_seq {
+            Some(format!(
+                "seq {} where seq {expected_seq} belongs",
+                entry.seq
+            ))
+        } else if entry.balance_after != running {
+            Some(format!(
+                "balance_after {} but the entries up to it sum to {}",
+                money(entry.balance_after),
+                money(running)
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            f.push(Finding {
+                expected: Some(running),
+                actual: Some(entry.balance_after),
+                ..entry_finding(
+                    entry,
+                    format!(
+                        "wallet {}: the ledger chain breaks at {}: {problem}",
+                        wallet.id,
+                        describe_entry(entry)
+                    ),
+                )
+            });
+            return;
+        }
+    }
+    if chain.len() as i64 != wallet.last_seq {
+        f.push(Finding {
+            wallet_id: Some(wallet.id),
+            at: Some(wallet.updated_at),
+            message: format!(
+                "wallet {}: last_seq {} but it has {} ledger entries",
+                wallet.id,
+                wallet.last_seq,
+                chain.len()
+            ),
+            ..Finding::default()
+        });
+    }
 }
 
 /// `money-conserved`: the balances add up to the funding; transfers create

@@ -30,7 +30,7 @@ mod properties;
 #[cfg(test)]
 mod tests;
 
-pub use acked::acked_write_durable;
+pub use acked::{acked_write_durable, no_internal_errors};
 pub use history::{
     history_balance_matches, history_no_dead_letter, history_no_duplicate, history_no_missing,
     history_no_phantom, history_ordered,
@@ -69,6 +69,7 @@ pub fn check_one(snapshot: &Snapshot, invariant: Invariant) -> CheckResult {
         Invariant::HistoryOrdered => history_ordered(snapshot),
         Invariant::HistoryBalanceMatches => history_balance_matches(snapshot),
         Invariant::HistoryNoDeadLetter => history_no_dead_letter(snapshot),
+        Invariant::NoInternalErrors => no_internal_errors(snapshot),
         Invariant::ConvergedInTime => converged_in_time(snapshot),
     }
 }

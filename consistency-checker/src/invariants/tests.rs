@@ -779,8 +779,8 @@ fn report_serializes_names_and_money_as_strings() {
     assert_eq!(checks[0]["violations"][0]["expected"], "74.9999");
     assert_eq!(checks[0]["violations"][0]["actual"], "75.0000");
     assert_eq!(checks[0]["violations"][0]["wallet_id"], c.alice.to_string());
-    assert_eq!(checks[12]["invariant"], "converged-in-time");
-    assert_eq!(checks[12]["status"], "not_evaluated");
+    assert_eq!(checks[13]["invariant"], "converged-in-time");
+    assert_eq!(checks[13]["status"], "not_evaluated");
     assert_eq!(json["facts"]["total_funded"], "150.0000");
     assert_eq!(json["passed"], false);
     let back: Report = serde_json::from_value(json).unwrap();
@@ -814,7 +814,7 @@ fn text_report_marks_each_invariant() {
     assert!(text.contains("– converged-in-time"), "{text}");
     assert!(text.contains("0 parked events, 1 dead letters"), "{text}");
     assert!(text.trim_end().ends_with(
-        "FAILED: 3 of 13 invariants violated (history-no-missing, history-ordered, history-balance-matches)"
+        "FAILED: 3 of 14 invariants violated (history-no-missing, history-ordered, history-balance-matches)"
     ));
 }
 
@@ -933,6 +933,94 @@ fn a_ledger_event_in_dead_letters_is_named() {
     assert!(
         v.message
             .contains("sits in dead_letters (partition 1, offset 99)"),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
+fn a_broken_balance_after_chain_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    // Bob's second entry claims a balance its entries do not sum to; the
+    // balance itself still matches the sum.
+    let entry = snap
+        .ledger
+        .iter_mut()
+        .find(|e| e.wallet_id == c.bob && e.seq == 2)
+        .unwrap();
+    entry.balance_after += dec!(0.0001);
+    for h in snap
+        .history
+        .iter_mut()
+        .filter(|h| h.wallet_id == c.bob && h.seq == 2)
+    {
+        h.balance_after += dec!(0.0001);
+    }
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::BalanceMatchesLedger]);
+    let v = only_violation(&report, Invariant::BalanceMatchesLedger);
+    assert!(
+        v.message.contains("the ledger chain breaks"),
+        "{}",
+        v.message
+    );
+    assert!(v.message.contains("balance_after 50.0001"), "{}", v.message);
+}
+
+#[test]
+fn a_last_seq_that_disagrees_with_the_ledger_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    wallet_mut(&mut snap, c.carol).last_seq += 1;
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::BalanceMatchesLedger]);
+    let v = only_violation(&report, Invariant::BalanceMatchesLedger);
+    assert!(v.message.contains("last_seq"), "{}", v.message);
+}
+
+#[test]
+fn history_with_another_user_or_commit_time_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let row = snap
+        .history
+        .iter_mut()
+        .find(|h| h.wallet_id == c.carol)
+        .unwrap();
+    row.user_id = "mallory".into();
+    row.committed_at += Duration::seconds(1);
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryNoPhantom]);
+    let v = only_violation(&report, Invariant::HistoryNoPhantom);
+    assert!(
+        v.message.contains("user mallory vs ledger carol"),
+        "{}",
+        v.message
+    );
+    assert!(v.message.contains("committed at"), "{}", v.message);
+}
+
+#[test]
+fn a_500_answer_is_named_with_its_request() {
+    let mut c = clean();
+    let op = c
+        .world
+        .transfer(c.alice, c.bob, dec!(1), Outcome::Indeterminate, 0);
+    c.world
+        .attempts(op.op_id, &[(Outcome::Indeterminate, "internal_error")]);
+    let mut snap = c.world.snapshot();
+    let record = snap.ops.iter_mut().find(|o| o.op_id == op.op_id).unwrap();
+    record.attempts[0].status = Some(500);
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::NoInternalErrors]);
+    let v = only_violation(&report, Invariant::NoInternalErrors);
+    assert_eq!(v.op_id, Some(op.op_id));
+    assert!(
+        v.message.contains(&format!(
+            "POST /wallets/{}/transfer got a 500 (internal_error)",
+            c.alice
+        )),
         "{}",
         v.message
     );

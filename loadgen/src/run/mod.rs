@@ -93,7 +93,21 @@ async fn experiment(
     let missed =
         outputs::write_results(args, plan, system, &load, convergence, &report, versions).await?;
     outputs::render_report(&plan.run_dir);
-    Ok(verdict(report.passed, &missed))
+    // A run gives the checker everything it needs; an invariant it could
+    // not evaluate is a gap in the verdict, not a pass.
+    let unevaluated: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| c.status == run_log::checker::Status::NotEvaluated)
+        .map(|c| c.invariant.as_str())
+        .collect();
+    if !unevaluated.is_empty() {
+        println!(
+            "not evaluated, though the run should have: {}",
+            unevaluated.join(", ")
+        );
+    }
+    Ok(verdict(report.passed && unevaluated.is_empty(), &missed))
 }
 
 /// The exit code: invariants first, then thresholds.

@@ -54,7 +54,7 @@ impl From<PgError> for DbError {
         match err {
             PgError::Conflict(cause) => DbError::Conflict(cause),
             PgError::Constraint(cause) => DbError::Constraint(cause),
-            PgError::Connection(cause) => DbError::Other(anyhow::anyhow!(cause)),
+            PgError::Connection(cause) => DbError::Unavailable(cause),
         }
     }
 }

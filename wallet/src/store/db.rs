@@ -37,8 +37,11 @@ pub enum DbError {
     /// A UNIQUE or CHECK constraint refused the statement.
     #[error("constraint violated: {0}")]
     Constraint(String),
-    /// Anything else: the database is unreachable, the connection broke
-    /// (a commit's outcome is then unknown), a query failed.
+    /// The database cannot be reached right now (down, restarting, the
+    /// connection broke: a commit's outcome is then unknown).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a query that went wrong.
     #[error(transparent)]
     Other(anyhow::Error),
 }

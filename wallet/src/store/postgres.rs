@@ -47,6 +47,9 @@ impl From<sqlx::Error> for DbError {
                 _ => {}
             }
         }
+        if service_kit::database_unavailable(&err) {
+            return DbError::Unavailable(err.to_string());
+        }
         DbError::Other(err.into())
     }
 }
