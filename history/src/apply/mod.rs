@@ -12,11 +12,12 @@
 //! commits, so a crash anywhere means re-delivery, never loss.
 //!
 //! Every step on a wallet happens under its head's lock, so members of one
-//! group applying batches at once see each other's parking: after applying
-//! an event, the parked successors are looked up under that lock, never
-//! from a picture taken before it (a member that read "nothing parked" at
-//! the start of its batch would strand a successor another member parked
-//! meanwhile).
+//! group applying batches at once see each other's parking: the head row
+//! counts the wallet's parked events, parking raises the count and taking
+//! a parked event lowers it, all under that lock. After applying an event
+//! the count says whether to look for successors, never a picture taken
+//! before the lock (a member that read "nothing parked" at the start of its
+//! batch would strand a successor another member parked meanwhile).
 //!
 //! [`apply_batch`] is written once over the steps of [`HistoryTx`];
 //! PostgreSQL ([`postgres::PgHistoryDb`]) is the production backend, the
@@ -51,11 +52,13 @@ pub struct BatchStats {
     pub dead_lettered: u64,
 }
 
-/// A wallet's newest applied sequence number and running balance.
+/// A wallet's newest applied sequence number, running balance, and how
+/// many of its events wait parked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
     pub last_seq: i64,
     pub balance: Decimal,
+    pub parked: i64,
 }
 
 /// A parked event taken out of `parked_events`.
@@ -101,13 +104,14 @@ pub trait HistoryTx: Send {
         seq: i64,
     ) -> impl Future<Output = Result<Option<Uuid>, ApplyError>> + Send;
 
-    /// Parks an event until its predecessor arrives (once per event id).
+    /// Parks an event until its predecessor arrives (once per event id);
+    /// true if it was not parked already.
     fn park(
         &mut self,
         event: &WalletEvent,
         payload: &[u8],
         source: &Incoming,
-    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+    ) -> impl Future<Output = Result<bool, ApplyError>> + Send;
 
     /// Takes the wallet's parked event at `seq` out of `parked_events`.
     fn take_parked(
@@ -250,7 +254,13 @@ async fn apply_event(
         });
     }
     if event.seq > head.last_seq + 1 {
-        tx.park(event, payload, source).await?;
+        if tx.park(event, payload, source).await? {
+            let counted = Head {
+                parked: head.parked + 1,
+                ..head
+            };
+            tx.update_head(event.wallet_id, counted).await?;
+        }
         tracing::debug!(wallet_id = %event.wallet_id, seq = event.seq, last_seq = head.last_seq, "event parked until its predecessor arrives");
         return Ok(Effect::Parked);
     }
@@ -266,8 +276,12 @@ async fn apply_event(
     let mut head = Head {
         last_seq: event.seq,
         balance: head.balance + event.signed_amount(),
+        parked: head.parked,
     };
-    let applied = 1 + apply_parked_successors(tx, event.wallet_id, &mut head).await?;
+    let mut applied = 1;
+    if head.parked > 0 {
+        applied += apply_parked_successors(tx, event.wallet_id, &mut head).await?;
+    }
     tx.update_head(event.wallet_id, head).await?;
     Ok(Effect::Applied(applied))
 }
@@ -314,6 +328,8 @@ async fn apply_parked_successors(
             .await?;
         head.last_seq = event.seq;
         head.balance += event.signed_amount();
+        head.parked -= 1;
+        assert!(head.parked >= 0, "the parked count counts the parked rows");
         applied += 1;
     }
     Ok(applied)

@@ -51,7 +51,7 @@ impl HistoryTx for PgHistoryTx {
         let head = sqlx::query(
             "INSERT INTO wallet_heads (wallet_id, last_seq, balance) VALUES ($1, 0, 0)
              ON CONFLICT (wallet_id) DO UPDATE SET wallet_id = EXCLUDED.wallet_id
-             RETURNING last_seq, balance",
+             RETURNING last_seq, balance, parked",
         )
         .bind(wallet_id)
         .fetch_one(&mut *self.0)
@@ -59,6 +59,7 @@ impl HistoryTx for PgHistoryTx {
         Ok(Head {
             last_seq: head.try_get("last_seq")?,
             balance: head.try_get("balance")?,
+            parked: i64::from(head.try_get::<i32, _>("parked")?),
         })
     }
 
@@ -77,8 +78,8 @@ impl HistoryTx for PgHistoryTx {
         event: &WalletEvent,
         payload: &[u8],
         source: &Incoming,
-    ) -> Result<(), ApplyError> {
-        sqlx::query(
+    ) -> Result<bool, ApplyError> {
+        let inserted = sqlx::query(
             "INSERT INTO parked_events (event_id, wallet_id, seq, payload, source_partition, source_offset)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
         )
@@ -90,7 +91,7 @@ impl HistoryTx for PgHistoryTx {
         .bind(source.offset)
         .execute(&mut *self.0)
         .await?;
-        Ok(())
+        Ok(inserted.rows_affected() == 1)
     }
 
     async fn take_parked(
@@ -144,12 +145,15 @@ impl HistoryTx for PgHistoryTx {
     }
 
     async fn update_head(&mut self, wallet_id: Uuid, head: Head) -> Result<(), ApplyError> {
-        sqlx::query("UPDATE wallet_heads SET last_seq = $2, balance = $3 WHERE wallet_id = $1")
-            .bind(wallet_id)
-            .bind(head.last_seq)
-            .bind(head.balance)
-            .execute(&mut *self.0)
-            .await?;
+        sqlx::query(
+            "UPDATE wallet_heads SET last_seq = $2, balance = $3, parked = $4 WHERE wallet_id = $1",
+        )
+        .bind(wallet_id)
+        .bind(head.last_seq)
+        .bind(head.balance)
+        .bind(i32::try_from(head.parked).unwrap_or(i32::MAX))
+        .execute(&mut *self.0)
+        .await?;
         Ok(())
     }
 

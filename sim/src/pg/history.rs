@@ -179,6 +179,7 @@ impl HistoryTx for SimHistoryTx {
             .unwrap_or(Head {
                 last_seq: 0,
                 balance: Decimal::ZERO,
+                parked: 0,
             });
         drop(state);
         self.heads.entry(wallet_id).or_insert(head);
@@ -196,7 +197,7 @@ impl HistoryTx for SimHistoryTx {
         event: &WalletEvent,
         payload: &[u8],
         source: &Incoming,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<bool, ApplyError> {
         world::io("history.park").await;
         self.pg.lock(self.tx, Lock::Parked(event.event_id)).await?;
         let state = self.pg.statement(self.tx)?;
@@ -205,7 +206,7 @@ impl HistoryTx for SimHistoryTx {
                 && !self.unparked.contains(&event.event_id));
         drop(state);
         if exists {
-            return Ok(()); // ON CONFLICT (event_id) DO NOTHING
+            return Ok(false); // ON CONFLICT (event_id) DO NOTHING
         }
         let record = ParkedRecord {
             view: ParkedRow {
@@ -224,7 +225,7 @@ impl HistoryTx for SimHistoryTx {
         };
         self.parked.insert(event.event_id, record);
         world::count(|c| c.parked_events += 1);
-        Ok(())
+        Ok(true)
     }
 
     async fn take_parked(
@@ -321,11 +322,18 @@ impl HistoryTx for SimHistoryTx {
         );
         drop(state);
         let balance = numeric_19_4(head.balance, "wallet_heads.balance")?;
+        if head.parked < 0 {
+            return Err(PgError::Constraint(
+                "violates check constraint \"wallet_heads_parked_check\"".into(),
+            )
+            .into());
+        }
         self.heads.insert(
             wallet_id,
             Head {
                 last_seq: head.last_seq,
                 balance,
+                parked: head.parked,
             },
         );
         Ok(())

@@ -81,6 +81,7 @@ async fn heads_lock_and_wait<D: HistoryDb>(db: &D, wallet: Uuid) {
         history::apply::Head {
             last_seq: 1,
             balance: Decimal::ZERO,
+            parked: 0,
         },
     )
     .await
@@ -111,12 +112,13 @@ async fn entries_are_unique<D: HistoryDb>(db: &D, wallet: Uuid) {
 async fn parking<D: HistoryDb>(db: &D, wallet: Uuid) {
     let early = event(wallet, 3);
     let mut tx = db.begin().await.unwrap();
-    tx.park(&early, &early.to_json(), &message(&early, 7))
-        .await
-        .unwrap();
-    tx.park(&early, &early.to_json(), &message(&early, 7))
-        .await
-        .unwrap();
+    let first = tx.park(&early, &early.to_json(), &message(&early, 7)).await;
+    assert!(first.unwrap(), "parked");
+    let again = tx.park(&early, &early.to_json(), &message(&early, 7)).await;
+    assert!(
+        !again.unwrap(),
+        "parked once: the second park changes nothing"
+    );
     tx.commit().await.unwrap();
     let mut tx = db.begin().await.unwrap();
     let taken = tx
