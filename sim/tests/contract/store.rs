@@ -233,13 +233,31 @@ async fn outbox_ids_commit_out_of_order_and_skip_locked<D: WalletDb, O: Outbox>(
     );
     assert_eq!(rows[0].wallet_id, x);
     // SKIP LOCKED: a second round gets the other row, not the locked one.
-    let (second, others) = outbox.lock_unpublished(10).await.unwrap();
-    let other_ids: Vec<i64> = others.iter().map(|r| r.id).collect();
+    let other_ids = ids_once_released(outbox).await;
     assert_eq!(other_ids, [late_id], "the locked row is skipped");
-    drop(second);
     first.mark_sent(&[rows[0].id]).await.unwrap();
     first.commit().await.unwrap();
-    let (_, left) = outbox.lock_unpublished(10).await.unwrap();
-    let left: Vec<i64> = left.iter().map(|r| r.id).collect();
+    let left = ids_once_released(outbox).await;
     assert_eq!(left, [late_id], "a row marked sent is not read again");
+}
+
+/// The ids a fresh round locks, once the rounds dropped before it have let
+/// go. A dropped sqlx transaction rolls back when its pooled connection is
+/// next used, so for a moment its locks outlive it: wait (bounded) until
+/// the round sees rows, then say which.
+async fn ids_once_released<O: Outbox>(outbox: &O) -> Vec<i64> {
+    let mut ids = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (round, rows) = outbox.lock_unpublished(10).await.unwrap();
+            drop(round);
+            ids = rows.iter().map(|r| r.id).collect();
+            if !ids.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    ids
 }
