@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
-use run_log::{Attempt, OpKind, OpRecord, Outcome, summary::Convergence};
+use run_log::{Attempt, Observed, ObservedEntry, OpKind, OpRecord, Outcome, summary::Convergence};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_events::EventKind;
@@ -106,6 +106,7 @@ impl World {
             let event = self.entry(wallet, EventKind::Funded, amount, None, None, Some(&key));
             written.events.push(event);
         }
+        self.acknowledge(&written);
         written
     }
 
@@ -139,7 +140,53 @@ impl World {
             written.events.push(out);
             written.events.extend(credit);
         }
+        self.acknowledge(&written);
         written
+    }
+
+    /// An acknowledged write that applied once tells its client the
+    /// entries it wrote, as the API's response does.
+    fn acknowledge(&mut self, written: &Written) {
+        // The op and its rows were just written: look from the end.
+        let Some(op) = self
+            .snap
+            .ops
+            .iter()
+            .rev()
+            .find(|op| op.op_id == written.op_id)
+        else {
+            return;
+        };
+        let applied_once = match op.kind {
+            OpKind::Transfer => written.events.len() == 2,
+            _ => written.events.len() == 1,
+        };
+        if op.outcome != Outcome::Ok || !applied_once {
+            return;
+        }
+        let entries: Vec<ObservedEntry> = written
+            .events
+            .iter()
+            .filter_map(|id| self.snap.ledger.iter().rev().find(|e| e.event_id == *id))
+            .map(|e| ObservedEntry {
+                event_id: e.event_id,
+                wallet_id: e.wallet_id,
+                seq: e.seq,
+                amount: e.amount,
+                balance_after: e.balance_after,
+            })
+            .collect();
+        let observed = match (op.kind, entries.as_slice()) {
+            (OpKind::Fund, [entry]) => Observed::WalletAfter {
+                wallet_id: entry.wallet_id,
+                balance: entry.balance_after,
+            },
+            _ => Observed::Entries(entries),
+        };
+        let op_id = written.op_id;
+        if let Some(op) = self.snap.ops.iter_mut().rev().find(|op| op.op_id == op_id) {
+            op.attempts = vec![ok_attempt(observed)];
+        }
     }
 
     /// Only the debit of a transfer, outside the operation log.
@@ -183,17 +230,23 @@ impl World {
                 error_code: Some(code.to_owned()),
                 started_us: n * 1_000,
                 latency_us: 500,
+                observed: None,
             })
             .collect();
         *op = op.clone().settle(attempts);
     }
 
-    pub fn read(&mut self, wallet: Uuid) {
+    /// A balance read that showed what the wallet holds now.
+    pub fn read(&mut self, wallet: Uuid) -> u64 {
+        let balance = self.snap.wallets[self.index[&wallet]].balance;
         let op = self.op(OpKind::GetWallet, Some(wallet), None, None, Outcome::Ok);
+        let op_id = op.op_id;
         self.snap.ops.push(OpRecord {
             idempotency_key: None,
+            attempts: vec![ok_attempt(Observed::Balance(balance))],
             ..op
         });
+        op_id
     }
 
     pub fn converged(&mut self, took_ms: u64, bound_ms: u64) {
@@ -332,4 +385,16 @@ impl World {
 /// `seconds` after the fixture's epoch.
 pub fn at(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(EPOCH_S + seconds, 0).expect("in range")
+}
+
+/// One acknowledged attempt that showed `observed`.
+fn ok_attempt(observed: Observed) -> Attempt {
+    Attempt {
+        outcome: Outcome::Ok,
+        status: Some(200),
+        error_code: None,
+        started_us: 0,
+        latency_us: 500,
+        observed: Some(observed),
+    }
 }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use goose::{config::GooseConfiguration, prelude::*};
-use run_log::{Attempt, OpKind, OpRecord, Outcome};
+use run_log::{Attempt, Observed, OpKind, OpRecord, Outcome};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -113,6 +113,7 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
 
 /// The HTTP request that carries an operation, the same on every attempt.
 struct OpRequest {
+    kind: OpKind,
     endpoint: &'static str,
     method: GooseMethod,
     url: String,
@@ -156,6 +157,7 @@ impl LoadContext {
             attempts: Vec::new(),
         };
         let request = OpRequest {
+            kind: planned.kind,
             endpoint,
             method,
             url,
@@ -233,7 +235,8 @@ async fn attempt_until_settled(
             .build();
         let started = Instant::now();
         let mut sent = user.request(goose_request).await?;
-        let (outcome, status, error_code) = classify(sent.response).await;
+        let ((outcome, body), status, error_code) = classify_body(sent.response).await;
+        let observed = body.and_then(|body| Observed::from_body(request.kind, &body));
         // A definite refusal is an expected answer, not a load failure.
         if outcome == Outcome::Failed && status.is_some() {
             let _ = user.set_success(&mut sent.request);
@@ -244,6 +247,7 @@ async fn attempt_until_settled(
             error_code,
             started_us: micros(started.saturating_duration_since(intended)),
             latency_us: micros(started.elapsed()),
+            observed,
         });
         match retry.next_pause(request.key.is_some(), &attempts, first.elapsed()) {
             Some(pause) => tokio::time::sleep(pause).await,
@@ -305,18 +309,17 @@ pub async fn classify(
     }
 }
 
-/// [`classify`], keeping the JSON body of a successful response.
-pub async fn classify_json(
+/// [`classify`], keeping the raw body of a successful response (the
+/// checker verifies what it showed).
+pub async fn classify_body(
     response: Result<reqwest::Response, reqwest::Error>,
-) -> (
-    (Outcome, Option<serde_json::Value>),
-    Option<u16>,
-    Option<String>,
-) {
+) -> ((Outcome, Option<Vec<u8>>), Option<u16>, Option<String>) {
     match response {
         Ok(response) if response.status().is_success() => {
             let status = response.status().as_u16();
-            let body = response.json().await.ok();
+            // A body cut off mid-read is still an acknowledgement: the
+            // status said the operation applied.
+            let body = response.bytes().await.ok().map(|b| b.to_vec());
             ((Outcome::Ok, body), Some(status), None)
         }
         other => {

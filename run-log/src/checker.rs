@@ -28,12 +28,13 @@ pub enum Invariant {
     HistoryBalanceMatches,
     HistoryNoDeadLetter,
     NoInternalErrors,
+    ReadsConsistent,
     ConvergedInTime,
 }
 
 impl Invariant {
     /// Every invariant, in report order.
-    pub const ALL: [Invariant; 14] = [
+    pub const ALL: [Invariant; 15] = [
         Invariant::BalanceMatchesLedger,
         Invariant::MoneyConserved,
         Invariant::NoNegativeBalance,
@@ -47,6 +48,7 @@ impl Invariant {
         Invariant::HistoryBalanceMatches,
         Invariant::HistoryNoDeadLetter,
         Invariant::NoInternalErrors,
+        Invariant::ReadsConsistent,
         Invariant::ConvergedInTime,
     ];
 
@@ -66,6 +68,7 @@ impl Invariant {
             Invariant::HistoryBalanceMatches => "history-balance-matches",
             Invariant::HistoryNoDeadLetter => "history-no-dead-letter",
             Invariant::NoInternalErrors => "no-internal-errors",
+            Invariant::ReadsConsistent => "reads-consistent",
             Invariant::ConvergedInTime => "converged-in-time",
         }
     }

@@ -30,8 +30,11 @@ use uuid::Uuid;
 
 pub mod checker;
 pub mod latency;
+pub mod observed;
 pub mod recorder;
 pub mod summary;
+
+pub use observed::{Observed, ObservedEntry};
 
 /// What loadgen asked the system to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -107,6 +110,10 @@ pub struct Attempt {
     pub started_us: u64,
     /// How long the attempt took, from its own start.
     pub latency_us: u64,
+    /// What a 2xx response showed (entries of a write, a balance read),
+    /// for the checker to verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Observed>,
 }
 
 /// One attempted operation: a line of `ops.jsonl`, with every attempt.
@@ -447,6 +454,7 @@ mod tests {
             error_code: Some(code.to_owned()),
             started_us,
             latency_us: 100,
+            observed: None,
         }
     }
 

@@ -11,7 +11,7 @@ use axum::{
     http::{Method, Request},
 };
 use chrono::{DateTime, Utc};
-use run_log::{Attempt, OpKind, OpRecord, Outcome};
+use run_log::{Attempt, Observed, OpKind, OpRecord, Outcome};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use workload::{PlannedWallet, Retry, Workload};
@@ -54,7 +54,7 @@ async fn setup_wallet(
         body: Some(body),
         key: None,
         intended: started,
-        want_body: true,
+        kind: OpKind::CreateWallet,
     };
     let (attempt, data) = send(cluster, call).await;
     let id = data
@@ -82,7 +82,7 @@ async fn setup_wallet(
         body: Some(body),
         key: Some(&key),
         intended: started,
-        want_body: false,
+        kind: OpKind::Fund,
     };
     let (attempt, _) = send(cluster, call).await;
     assert_eq!(
@@ -186,7 +186,7 @@ async fn operation(
             body: body.clone(),
             key: key.as_deref(),
             intended,
-            want_body: false,
+            kind: planned.kind,
         };
         let (attempt, _) = send(cluster, call).await;
         attempts.push(attempt);
@@ -247,8 +247,9 @@ struct Call<'a> {
     key: Option<&'a str>,
     /// The operation's intended start: attempts are timed from it.
     intended: Duration,
-    /// Parse the body of a success (set-up needs the new wallet's id).
-    want_body: bool,
+    /// What the request does: a create's body is parsed (set-up needs the
+    /// new wallet's id); what other successes show is observed.
+    kind: OpKind,
 }
 
 /// One attempt: the request, its outcome as a live client classifies it,
@@ -261,7 +262,7 @@ async fn send(cluster: &Rc<Cluster>, call: Call<'_>) -> (Attempt, Option<Value>)
         body,
         key,
         intended,
-        want_body,
+        kind,
     } = call;
     let started = exec::with(|e| e.now());
     let mut request = Request::builder().method(method).uri(path);
@@ -277,28 +278,30 @@ async fn send(cluster: &Rc<Cluster>, call: Call<'_>) -> (Attempt, Option<Value>)
     .expect("a valid request");
     let answer = cluster.call_wallet(instance, request).await;
     let ended = exec::with(|e| e.now());
-    let (outcome, status, error_code, data) = classify(answer, want_body);
+    let (outcome, status, error_code, data) = classify(answer);
+    let observed = data
+        .as_deref()
+        .and_then(|body| Observed::from_body(kind, body));
+    let data = data
+        .filter(|_| kind == OpKind::CreateWallet)
+        .map(|body| serde_json::from_slice(&body).unwrap_or_default());
     let attempt = Attempt {
         outcome,
         status,
         error_code,
         started_us: micros(started.saturating_sub(intended)),
         latency_us: micros(ended - started),
+        observed,
     };
     (attempt, data)
 }
 
-/// An answer as a live client classifies it; the body of a success is
-/// parsed only when the caller wants it.
-fn classify(
-    answer: Answer,
-    want_body: bool,
-) -> (Outcome, Option<u16>, Option<String>, Option<Value>) {
+/// An answer as a live client classifies it, with the body of a success.
+fn classify(answer: Answer) -> (Outcome, Option<u16>, Option<String>, Option<Vec<u8>>) {
     match answer {
         Answer::Response { status, body } => {
             if (200..300).contains(&status) {
-                let json = want_body.then(|| serde_json::from_slice(&body).unwrap_or_default());
-                return (Outcome::Ok, Some(status), None, json);
+                return (Outcome::Ok, Some(status), None, Some(body));
             }
             let json: Value = serde_json::from_slice(&body).unwrap_or_default();
             let code = json["code"]

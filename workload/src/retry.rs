@@ -82,6 +82,7 @@ mod tests {
             error_code: None,
             started_us: 0,
             latency_us: 0,
+            observed: None,
         }
     }
 

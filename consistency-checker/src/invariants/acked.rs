@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use run_log::{OpKind, OpRecord, Outcome};
+use run_log::{Observed, ObservedEntry, OpKind, OpRecord, Outcome};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_events::EventKind;
@@ -18,12 +18,15 @@ use crate::snapshot::{LedgerRow, Snapshot};
 /// `ok` attempt makes it acknowledged; only if every attempt was refused is
 /// it refused; otherwise it is maybe-applied. Then:
 /// acknowledged means exactly the expected rows, refused means none,
-/// indeterminate means none or exactly the expected rows. An acknowledged
-/// create means the wallet exists (creates carry no key in the ledger).
-/// Ledger keys the log never sent (manual requests, other clients) are not
-/// judged: the log speaks only for what loadgen did.
-/// Examines mutating operations (key groups, and creates); not evaluated
-/// without an operation log.
+/// indeterminate means none or exactly the expected rows. What each
+/// acknowledged attempt's response said (event ids, wallets, seqs,
+/// amounts, `balance_after`) must be what the ledger holds: a replay that
+/// answers with other data is caught here. An acknowledged create means
+/// the wallet exists (creates carry no key in the ledger). A ledger row
+/// that no operation of the log asked for (no key, or a key the log never
+/// sent) is a violation: the run's databases are the load's alone.
+/// Examines mutating operations (key groups, and creates) and ledger rows;
+/// not evaluated without an operation log.
 pub fn acked_write_durable(s: &Snapshot) -> CheckResult {
     let mut f = Findings::new(s);
     if s.ops.is_empty() {
@@ -56,13 +59,122 @@ pub fn acked_write_durable(s: &Snapshot) -> CheckResult {
             OpKind::GetWallet | OpKind::GetHistory => {}
         }
     }
+    let created: HashSet<Uuid> = s
+        .ops
+        .iter()
+        .filter(|op| op.kind == OpKind::CreateWallet)
+        .filter_map(|op| op.wallet_id)
+        .collect();
     for records in &groups {
         f.examined += 1;
         let key = records[0].idempotency_key.as_deref().unwrap_or_default();
         let rows: &[&LedgerRow] = by_key.get(key).map(Vec::as_slice).unwrap_or_default();
         judge_keyed(&mut f, records, rows);
+        judge_responses(&mut f, records, rows);
+    }
+    for entry in &s.ledger {
+        f.examined += 1;
+        let asked = match entry.request_key.as_deref() {
+            Some(key) => group_of.contains_key(key),
+            // A create writes its wallet's first entry, without a key.
+            None => entry.kind == EventKind::Created && created.contains(&entry.wallet_id),
+        };
+        if !asked {
+            let why = match entry.request_key.as_deref() {
+                Some(key) => format!("carries key {key:?}, which no operation of the load sent"),
+                None if entry.kind == EventKind::Created => {
+                    "creates a wallet no logged create made".to_owned()
+                }
+                None => "carries no idempotency key".to_owned(),
+            };
+            f.push(entry_finding(
+                entry,
+                format!("{} {why}: no operation asked for it", describe_entry(entry)),
+            ));
+        }
     }
     f.finish(Invariant::AckedWriteDurable)
+}
+
+/// What each acknowledged attempt of a key's operation was told, against
+/// the rows that carry the key (when those are the right rows: a wrong
+/// set is reported by [`judge_keyed`]).
+fn judge_responses(f: &mut Findings, records: &[&OpRecord], rows: &[&LedgerRow]) {
+    for op in records {
+        let told = op
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == Outcome::Ok)
+            .filter_map(|a| a.observed.as_ref());
+        for observed in told {
+            let problem = match observed {
+                Observed::Entries(entries) => response_mismatch(entries, rows),
+                Observed::WalletAfter { wallet_id, balance } => match rows {
+                    [row] if row.wallet_id != *wallet_id || row.balance_after != *balance => {
+                        Some(format!(
+                            "the response said wallet {wallet_id} holds {} after it; the ledger's entry says wallet {} balance_after {}",
+                            money(*balance),
+                            row.wallet_id,
+                            money(row.balance_after)
+                        ))
+                    }
+                    _ => None,
+                },
+                Observed::Malformed(reason) => Some(format!(
+                    "its 2xx body is not what the API promises: {reason}"
+                )),
+                Observed::Balance(_) => Some("its response showed a balance, not entries".into()),
+            };
+            if let Some(problem) = problem {
+                let desc = describe_op(op, op.attempt_count());
+                f.push(
+                    op_finding(op, None, None, format!("acked {desc}: {problem}")).with_rows(rows),
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// How a response's entries differ from the ledger rows of their key.
+fn response_mismatch(entries: &[ObservedEntry], rows: &[&LedgerRow]) -> Option<String> {
+    if rows.is_empty() {
+        return None;
+    }
+    if entries.len() != rows.len() {
+        return Some(format!(
+            "the response named {} entries, the ledger holds {} for its key",
+            entries.len(),
+            rows.len()
+        ));
+    }
+    for told in entries {
+        let Some(row) = rows.iter().find(|r| r.event_id == told.event_id) else {
+            return Some(format!(
+                "the response named event {}, which the ledger does not hold under its key",
+                told.event_id
+            ));
+        };
+        let same = row.wallet_id == told.wallet_id
+            && row.seq == told.seq
+            && row.amount == told.amount
+            && row.balance_after == told.balance_after;
+        if !same {
+            return Some(format!(
+                "the response said event {} is wallet {} seq {} amount {} balance_after {}; the ledger says wallet {} seq {} amount {} balance_after {}",
+                told.event_id,
+                told.wallet_id,
+                told.seq,
+                money(told.amount),
+                money(told.balance_after),
+                row.wallet_id,
+                row.seq,
+                money(row.amount),
+                money(row.balance_after)
+            ));
+        }
+    }
+    None
 }
 
 /// An acknowledged create means the wallet exists; a refused one, that it

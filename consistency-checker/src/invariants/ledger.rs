@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use run_log::{OpKind, Outcome};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_events::EventKind;
@@ -123,8 +124,11 @@ fn judge_chain(f: &mut Findings, wallet: &crate::snapshot::WalletRow, chain: &[&
     }
 }
 
-/// `money-conserved`: the balances add up to the funding; transfers create
-/// and destroy nothing. Examines wallets.
+/// `money-conserved`: the balances add up to the funding in the ledger;
+/// transfers create and destroy nothing. And, with an operation log, to
+/// the funding the clients asked for, not the ledger's word for it: at
+/// least every acknowledged fund, at most those plus every fund that may
+/// have applied (indeterminate). Examines wallets.
 pub fn money_conserved(s: &Snapshot) -> CheckResult {
     let mut f = Findings::new(s);
     f.examined = s.wallets.len() as u64;
@@ -164,7 +168,55 @@ pub fn money_conserved(s: &Snapshot) -> CheckResult {
             ..Finding::default()
         });
     }
+    if !s.ops.is_empty() {
+        judge_requested_funding(&mut f, s, balances);
+    }
     f.finish(Invariant::MoneyConserved)
+}
+
+/// The balances against the funding the operation log asked for, one
+/// operation per idempotency key (a fund without a key is its own).
+fn judge_requested_funding(f: &mut Findings, s: &Snapshot, balances: Decimal) {
+    let mut funds: HashMap<&str, (Vec<Outcome>, Decimal)> = HashMap::new();
+    let mut keyless: Vec<(Vec<Outcome>, Decimal)> = Vec::new();
+    for op in s.ops.iter().filter(|op| op.kind == OpKind::Fund) {
+        let amount = op.amount.unwrap_or_default();
+        match op.idempotency_key.as_deref() {
+            Some(key) => {
+                let entry = funds.entry(key).or_insert_with(|| (Vec::new(), amount));
+                entry.0.extend(op.attempt_outcomes());
+            }
+            None => keyless.push((op.attempt_outcomes(), amount)),
+        }
+    }
+    let (mut acked, mut maybe) = (Decimal::ZERO, Decimal::ZERO);
+    for (outcomes, amount) in funds.into_values().chain(keyless) {
+        match Outcome::fold(outcomes) {
+            Some(Outcome::Ok) => acked += amount,
+            Some(Outcome::Indeterminate) => maybe += amount,
+            Some(Outcome::Failed) | None => {}
+        }
+    }
+    let (low, high) = (acked, acked + maybe);
+    if balances < low || balances > high {
+        let (expected, verb, difference) = if balances < low {
+            (low, "lost", low - balances)
+        } else {
+            (high, "created", balances - high)
+        };
+        f.push(Finding {
+            expected: Some(expected),
+            actual: Some(balances),
+            message: format!(
+                "balances total {} but the load asked for {} of acknowledged funding and at most {} more that may have applied: {} {verb} beyond what clients requested",
+                money(balances),
+                money(acked),
+                money(maybe),
+                money(difference)
+            ),
+            ..Finding::default()
+        });
+    }
 }
 
 /// `no-negative-balance`: no wallet ends below zero, and no ledger entry

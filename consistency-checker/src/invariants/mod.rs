@@ -27,6 +27,7 @@ mod liveness;
 mod outbox;
 #[cfg(test)]
 mod properties;
+mod reads;
 #[cfg(test)]
 mod tests;
 
@@ -40,6 +41,7 @@ pub use ledger::{
 };
 pub use liveness::converged_in_time;
 pub use outbox::outbox_drained;
+pub use reads::reads_consistent;
 /// Runs every invariant and gathers the facts.
 pub fn check(snapshot: &Snapshot) -> Report {
     let checks: Vec<CheckResult> = Invariant::ALL
@@ -70,6 +72,7 @@ pub fn check_one(snapshot: &Snapshot, invariant: Invariant) -> CheckResult {
         Invariant::HistoryBalanceMatches => history_balance_matches(snapshot),
         Invariant::HistoryNoDeadLetter => history_no_dead_letter(snapshot),
         Invariant::NoInternalErrors => no_internal_errors(snapshot),
+        Invariant::ReadsConsistent => reads_consistent(snapshot),
         Invariant::ConvergedInTime => converged_in_time(snapshot),
     }
 }

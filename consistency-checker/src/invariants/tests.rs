@@ -139,8 +139,10 @@ fn clean_world_passes_every_invariant() {
     assert_eq!(report.facts.ops_failed, 1);
     assert_eq!(report.facts.ops_indeterminate, 3);
     assert_eq!(report.facts.ops_unverifiable, 0);
-    // 3 creates and 8 key groups.
-    assert_eq!(result(&report, Invariant::AckedWriteDurable).examined, 11);
+    // 3 creates and 8 key groups, then the 13 ledger rows each asked for.
+    assert_eq!(result(&report, Invariant::AckedWriteDurable).examined, 24);
+    // The one balance read.
+    assert_eq!(result(&report, Invariant::ReadsConsistent).examined, 1);
 }
 
 #[test]
@@ -457,10 +459,15 @@ fn unpaired_leg_is_named() {
     let mut c = clean();
     let (transfer_id, debit) = c.world.half_transfer(c.alice, c.bob, dec!(3));
     let report = check(&c.world.snapshot());
-    // The wallet, its ledger and its history agree; the money just left.
+    // The wallet, its ledger and its history agree; the money just left,
+    // by a write no operation of the log asked for.
     assert_violated_exactly(
         &report,
-        &[Invariant::TransferLegsPaired, Invariant::MoneyConserved],
+        &[
+            Invariant::TransferLegsPaired,
+            Invariant::MoneyConserved,
+            Invariant::AckedWriteDurable,
+        ],
     );
     let v = only_violation(&report, Invariant::TransferLegsPaired);
     assert_eq!(v.transfer_id, Some(transfer_id));
@@ -472,7 +479,17 @@ fn unpaired_leg_is_named() {
         "{}",
         v.message
     );
-    let conserved = only_violation(&report, Invariant::MoneyConserved);
+    // Against the ledger's funding, then against the funding requested.
+    let conserved = &result(&report, Invariant::MoneyConserved).violations;
+    assert_eq!(conserved.len(), 2);
+    assert!(
+        conserved[1]
+            .message
+            .contains("3.0000 lost beyond what clients requested"),
+        "{}",
+        conserved[1].message
+    );
+    let conserved = &conserved[0];
     assert_eq!(
         (conserved.expected, conserved.actual),
         (Some(dec!(150)), Some(dec!(147)))
@@ -779,8 +796,8 @@ fn report_serializes_names_and_money_as_strings() {
     assert_eq!(checks[0]["violations"][0]["expected"], "74.9999");
     assert_eq!(checks[0]["violations"][0]["actual"], "75.0000");
     assert_eq!(checks[0]["violations"][0]["wallet_id"], c.alice.to_string());
-    assert_eq!(checks[13]["invariant"], "converged-in-time");
-    assert_eq!(checks[13]["status"], "not_evaluated");
+    assert_eq!(checks[14]["invariant"], "converged-in-time");
+    assert_eq!(checks[14]["status"], "not_evaluated");
     assert_eq!(json["facts"]["total_funded"], "150.0000");
     assert_eq!(json["passed"], false);
     let back: Report = serde_json::from_value(json).unwrap();
@@ -814,7 +831,7 @@ fn text_report_marks_each_invariant() {
     assert!(text.contains("– converged-in-time"), "{text}");
     assert!(text.contains("0 parked events, 1 dead letters"), "{text}");
     assert!(text.trim_end().ends_with(
-        "FAILED: 3 of 14 invariants violated (history-no-missing, history-ordered, history-balance-matches)"
+        "FAILED: 3 of 15 invariants violated (history-no-missing, history-ordered, history-balance-matches)"
     ));
 }
 
@@ -958,7 +975,20 @@ fn a_broken_balance_after_chain_is_named() {
         h.balance_after += dec!(0.0001);
     }
     let report = check(&snap);
-    assert_violated_exactly(&report, &[Invariant::BalanceMatchesLedger]);
+    // The client that wrote the entry was told the true balance_after.
+    assert_violated_exactly(
+        &report,
+        &[
+            Invariant::BalanceMatchesLedger,
+            Invariant::AckedWriteDurable,
+        ],
+    );
+    let told = only_violation(&report, Invariant::AckedWriteDurable);
+    assert!(
+        told.message.contains("holds 50.0000 after it; the ledger"),
+        "{}",
+        told.message
+    );
     let v = only_violation(&report, Invariant::BalanceMatchesLedger);
     assert!(
         v.message.contains("the ledger chain breaks"),
@@ -1023,5 +1053,128 @@ fn a_500_answer_is_named_with_its_request() {
         )),
         "{}",
         v.message
+    );
+}
+
+/// A read of `wallet`, now, that showed `shown`.
+fn observed_read(world: &mut World, wallet: Uuid, shown: Decimal) -> u64 {
+    let op_id = world.read(wallet);
+    let op = world
+        .snap
+        .ops
+        .iter_mut()
+        .find(|op| op.op_id == op_id)
+        .unwrap();
+    op.attempts[0].observed = Some(run_log::Observed::Balance(shown));
+    op_id
+}
+
+#[test]
+fn a_read_showing_a_balance_the_wallet_never_held_is_named() {
+    let mut c = clean();
+    // Alice held 0, 100, 70, 69.9999, 74.9999; never 71.
+    let op_id = observed_read(&mut c.world, c.alice, dec!(71));
+    let report = check(&c.world.snapshot());
+    assert_violated_exactly(&report, &[Invariant::ReadsConsistent]);
+    let v = only_violation(&report, Invariant::ReadsConsistent);
+    assert_eq!(v.op_id, Some(op_id));
+    assert_eq!(v.actual, Some(dec!(71)));
+    assert!(
+        v.message.contains("showed balance 71.0000") && v.message.contains("74.9999"),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
+fn a_stale_read_after_an_acknowledged_write_is_named() {
+    let mut c = clean();
+    // 100 is a balance alice held, but before writes that were
+    // acknowledged before this read started.
+    observed_read(&mut c.world, c.alice, dec!(100));
+    let report = check(&c.world.snapshot());
+    assert_violated_exactly(&report, &[Invariant::ReadsConsistent]);
+    let v = only_violation(&report, Invariant::ReadsConsistent);
+    assert!(v.message.contains("could only hold"), "{}", v.message);
+    // The same read, had it been in flight before the transfer out of
+    // alice started, may show 100.
+    let mut c = clean();
+    let op_id = observed_read(&mut c.world, c.alice, dec!(100));
+    let transfer_start = c
+        .world
+        .snap
+        .ops
+        .iter()
+        .find(|op| op.op_id == c.alice_to_bob.op_id)
+        .unwrap()
+        .intended_at;
+    let read = c
+        .world
+        .snap
+        .ops
+        .iter_mut()
+        .find(|op| op.op_id == op_id)
+        .unwrap();
+    read.intended_at = transfer_start - chrono::Duration::milliseconds(1);
+    read.attempts[0].latency_us = 500;
+    let report = check(&c.world.snapshot());
+    assert_violated_exactly(&report, &[]);
+}
+
+#[test]
+fn a_response_that_differs_from_the_ledger_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    // The ledger is right; the client was told another balance_after.
+    let op = snap
+        .ops
+        .iter_mut()
+        .find(|op| op.op_id == c.fund_bob.op_id)
+        .unwrap();
+    let Some(run_log::Observed::WalletAfter { balance, .. }) = &mut op.attempts[0].observed else {
+        panic!("the fund's response is observed");
+    };
+    *balance = dec!(5);
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::AckedWriteDurable]);
+    let v = only_violation(&report, Invariant::AckedWriteDurable);
+    assert_eq!(v.op_id, Some(c.fund_bob.op_id));
+    assert!(
+        v.message
+            .contains("holds 5.0000 after it; the ledger's entry says"),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
+fn a_fund_no_client_asked_for_is_named_twice() {
+    let mut c = clean();
+    let extra = c.world.fund(c.carol, dec!(10), Outcome::Ok, 1);
+    // The row, its outbox and history are all consistent; only the log
+    // never asked for it.
+    c.world.snap.ops.retain(|op| op.op_id != extra.op_id);
+    let report = check(&c.world.snapshot());
+    assert_violated_exactly(
+        &report,
+        &[Invariant::AckedWriteDurable, Invariant::MoneyConserved],
+    );
+    let v = only_violation(&report, Invariant::AckedWriteDurable);
+    assert_eq!(v.event_id, Some(extra.events[0]));
+    assert!(
+        v.message.contains("no operation asked for it"),
+        "{}",
+        v.message
+    );
+    let m = only_violation(&report, Invariant::MoneyConserved);
+    assert_eq!(
+        (m.expected, m.actual),
+        (Some(dec!(157.25)), Some(dec!(160)))
+    );
+    assert!(
+        m.message
+            .contains("2.7500 created beyond what clients requested"),
+        "{}",
+        m.message
     );
 }

@@ -175,6 +175,14 @@ fn dataset() -> (Vec<WalletSeed>, Vec<Entry>, Vec<OpRecord>) {
             idempotency_key: None,
             ..op(10, OpKind::CreateWallet, ALICE, None, None, Outcome::Ok, 1)
         },
+        OpRecord {
+            idempotency_key: None,
+            ..op(11, OpKind::CreateWallet, BOB, None, None, Outcome::Ok, 2)
+        },
+        OpRecord {
+            idempotency_key: None,
+            ..op(12, OpKind::CreateWallet, CAROL, None, None, Outcome::Ok, 3)
+        },
         op(
             1,
             OpKind::Fund,
@@ -388,7 +396,7 @@ async fn loads_a_consistent_pair_and_names_a_deleted_history_row() {
     );
     consistency_checker::attach_ops(&mut snapshot, &ops_path).expect("attach ops");
     consistency_checker::attach_chaos(&mut snapshot, &chaos_path).expect("attach chaos");
-    assert_eq!(snapshot.ops.len(), 6);
+    assert_eq!(snapshot.ops.len(), 8);
     assert_eq!(snapshot.faults.len(), 1);
 
     let report = check(&snapshot);

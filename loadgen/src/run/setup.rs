@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::{StreamExt, stream};
-use run_log::{Attempt, OpKind, OpRecord, Outcome};
+use run_log::{Attempt, Observed, OpKind, OpRecord, Outcome};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -47,8 +47,9 @@ async fn seed_wallet(
     let create = json!({"user_id": wallet.user_id});
     let (attempt, body) = post(http, format!("{wallet_url}/wallets"), &create, None).await;
     let id = body
-        .as_ref()
-        .and_then(|body| body["data"]["id"].as_str())
+        .and_then(|body| serde_json::from_slice::<Value>(&body).ok())
+        .and_then(|body| body["data"]["id"].as_str().map(str::to_owned))
+        .as_deref()
         .and_then(|id| Uuid::parse_str(id).ok());
     let record = |kind: OpKind, key: Option<String>, attempt: Attempt| {
         OpRecord {
@@ -75,7 +76,8 @@ async fn seed_wallet(
     let key = format!("seed{seed}-setup-fund-{}", wallet.index);
     let fund = json!({"amount": wallet_events::format_money(wallet.initial_balance)});
     let url = format!("{wallet_url}/wallets/{id}/fund");
-    let (attempt, _) = post(http, url, &fund, Some(&key)).await;
+    let (mut attempt, body) = post(http, url, &fund, Some(&key)).await;
+    attempt.observed = body.and_then(|body| Observed::from_body(OpKind::Fund, &body));
     let funded = attempt.outcome == Outcome::Ok;
     ops.record(record(OpKind::Fund, Some(key), attempt));
     if !funded {
@@ -84,25 +86,26 @@ async fn seed_wallet(
     Ok(id)
 }
 
-/// One POST as one attempt, with the JSON body of a success.
+/// One POST as one attempt, with the body of a success.
 async fn post(
     http: &reqwest::Client,
     url: String,
     body: &Value,
     key: Option<&str>,
-) -> (Attempt, Option<Value>) {
+) -> (Attempt, Option<Vec<u8>>) {
     let started = Instant::now();
     let mut request = http.post(url).json(body);
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }
-    let ((outcome, body), status, error_code) = attack::classify_json(request.send().await).await;
+    let ((outcome, body), status, error_code) = attack::classify_body(request.send().await).await;
     let attempt = Attempt {
         outcome,
         status,
         error_code,
         started_us: 0,
         latency_us: started.elapsed().as_micros() as u64,
+        observed: None,
     };
     (attempt, body)
 }

@@ -1,0 +1,148 @@
+//! What a successful response showed the client, kept in the operation log
+//! so the checker can hold it against the databases: what a write said
+//! it wrote against the ledger rows of its key, a balance read against the values
+//! the wallet could have held while the read was in flight.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::OpKind;
+
+/// One ledger entry as a write's response named it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedEntry {
+    /// The entry's event id (`id` in the API).
+    #[serde(alias = "id")]
+    pub event_id: Uuid,
+    pub wallet_id: Uuid,
+    pub seq: i64,
+    #[serde(with = "wallet_events::money_str")]
+    pub amount: Decimal,
+    #[serde(with = "wallet_events::money_str")]
+    pub balance_after: Decimal,
+}
+
+/// What a 2xx response of a verified operation showed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Observed {
+    /// `GET /wallets/{id}`: the balance it showed.
+    Balance(#[serde(with = "wallet_events::money_str")] Decimal),
+    /// A fund: the wallet as the fund left it.
+    WalletAfter {
+        wallet_id: Uuid,
+        #[serde(with = "wallet_events::money_str")]
+        balance: Decimal,
+    },
+    /// A transfer: its debit, then its credit.
+    Entries(Vec<ObservedEntry>),
+    /// A 2xx whose body is not what the API promises for this operation.
+    Malformed(String),
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: Option<T>,
+}
+
+#[derive(Deserialize)]
+struct WalletBody {
+    id: Uuid,
+    #[serde(with = "wallet_events::money_str")]
+    balance: Decimal,
+}
+
+#[derive(Deserialize)]
+struct TransferBody {
+    debit: ObservedEntry,
+    credit: ObservedEntry,
+}
+
+impl Observed {
+    /// What the 2xx `body` of an operation of `kind` showed; `None` for
+    /// kinds whose responses are not verified this way.
+    pub fn from_body(kind: OpKind, body: &[u8]) -> Option<Observed> {
+        fn data<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+            serde_json::from_slice::<Envelope<T>>(body)
+                .map_err(|e| e.to_string())?
+                .data
+                .ok_or_else(|| "no data in the envelope".to_owned())
+        }
+        let observed = match kind {
+            OpKind::GetWallet => data::<WalletBody>(body).map(|w| Observed::Balance(w.balance)),
+            OpKind::Fund => data::<WalletBody>(body).map(|w| Observed::WalletAfter {
+                wallet_id: w.id,
+                balance: w.balance,
+            }),
+            OpKind::Transfer => {
+                data::<TransferBody>(body).map(|t| Observed::Entries(vec![t.debit, t.credit]))
+            }
+            OpKind::CreateWallet | OpKind::GetHistory => return None,
+        };
+        Some(observed.unwrap_or_else(|reason| {
+            let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            Observed::Malformed(format!("{reason}: {shown}"))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_transfer_a_fund_and_a_balance_as_the_api_writes_them() {
+        let entry = |id: u128, seq: i64, after: &str| {
+            serde_json::json!({"id": Uuid::from_u128(id), "wallet_id": Uuid::from_u128(9),
+                "seq": seq, "kind": "transfer_out", "amount": "1.5000",
+                "balance_after": after, "transfer_id": null,
+                "counterparty_wallet_id": null, "created_at": "2026-01-01T00:00:00Z"})
+        };
+        let body = serde_json::json!({"success": true, "message": null,
+            "data": {"transfer_id": Uuid::from_u128(7), "debit": entry(1, 3, "8.5000"),
+                "credit": entry(2, 4, "2.0000")}});
+        let Some(Observed::Entries(entries)) =
+            Observed::from_body(OpKind::Transfer, body.to_string().as_bytes())
+        else {
+            panic!("a transfer's entries")
+        };
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].event_id, Uuid::from_u128(1));
+        assert_eq!(entries[0].balance_after, Decimal::new(85, 1));
+        assert_eq!(entries[1].seq, 4);
+
+        let body = br#"{"success":true,"data":{"id":"00000000-0000-0000-0000-000000000009","user_id":"u","balance":"3.5000"}}"#;
+        assert_eq!(
+            Observed::from_body(OpKind::Fund, body),
+            Some(Observed::WalletAfter {
+                wallet_id: Uuid::from_u128(9),
+                balance: Decimal::new(35, 1)
+            })
+        );
+
+        let body = br#"{"success":true,"data":{"id":"00000000-0000-0000-0000-000000000009","balance":"12.0000"}}"#;
+        assert_eq!(
+            Observed::from_body(OpKind::GetWallet, body),
+            Some(Observed::Balance(Decimal::new(12, 0)))
+        );
+    }
+
+    #[test]
+    fn a_body_that_breaks_the_promise_is_malformed_and_history_is_not_read() {
+        let body = br#"{"success":true,"data":{"balance":12.5}}"#;
+        assert!(matches!(
+            Observed::from_body(OpKind::GetWallet, body),
+            Some(Observed::Malformed(_))
+        ));
+        assert_eq!(Observed::from_body(OpKind::GetHistory, b"{}"), None);
+    }
+
+    #[test]
+    fn round_trips_through_the_log() {
+        let observed = Observed::Balance(Decimal::new(1, 4));
+        let line = serde_json::to_string(&observed).unwrap();
+        assert_eq!(line, r#"{"balance":"0.0001"}"#);
+        assert_eq!(serde_json::from_str::<Observed>(&line).unwrap(), observed);
+    }
+}
