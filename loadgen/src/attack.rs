@@ -235,7 +235,7 @@ async fn attempt_until_settled(
             .build();
         let started = Instant::now();
         let mut sent = user.request(goose_request).await?;
-        let ((outcome, body), status, error_code) = classify_body(sent.response).await;
+        let ((outcome, body), status, error_code) = classify(sent.response).await;
         let observed = body.and_then(|body| Observed::from_body(request.kind, &body));
         // A definite refusal is an expected answer, not a load failure.
         if outcome == Outcome::Failed && status.is_some() {
@@ -269,7 +269,8 @@ fn endpoint_path(endpoint: &'static str) -> &'static str {
 
 /// One attempt's outcome: ok (2xx), failed (4xx: a definite refusal, or a
 /// connection that was never made), indeterminate (5xx, timeout, reset: it
-/// may have applied).
+/// may have applied); with the body of a success, whose content the
+/// checker verifies.
 ///
 /// A connect error is a definite "not delivered" because reqwest (hyper's
 /// pooled client) reports it only when no connection to the service could
@@ -279,52 +280,29 @@ fn endpoint_path(endpoint: &'static str) -> &'static str {
 /// written, a failure is a send or body error, never a connect error.
 pub async fn classify(
     response: Result<reqwest::Response, reqwest::Error>,
-) -> (Outcome, Option<u16>, Option<String>) {
+) -> ((Outcome, Option<Vec<u8>>), Option<u16>, Option<String>) {
     match response {
         Ok(response) => {
             let status = response.status().as_u16();
-            if response.status().is_success() {
-                let _ = response.bytes().await;
-                return (Outcome::Ok, Some(status), None);
-            }
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
-            let code = body["code"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("http_{status}"));
-            let outcome = if status < 500 {
-                Outcome::Failed
-            } else {
-                Outcome::Indeterminate
-            };
-            (outcome, Some(status), Some(code))
+            // A body cut off mid-read still leaves the status's verdict;
+            // a success then has nothing to verify.
+            let body = response.bytes().await.ok();
+            let (outcome, code) = run_log::answered(status, body.as_deref().unwrap_or_default());
+            let body = body.filter(|_| outcome == Outcome::Ok).map(|b| b.to_vec());
+            ((outcome, body), Some(status), code)
         }
-        Err(err) if err.is_connect() => (Outcome::Failed, None, Some("connect_refused".into())),
-        Err(err) if err.is_timeout() => (Outcome::Indeterminate, None, Some("timeout".into())),
+        Err(err) if err.is_connect() => (
+            (Outcome::Failed, None),
+            None,
+            Some("connect_refused".into()),
+        ),
+        Err(err) if err.is_timeout() => {
+            ((Outcome::Indeterminate, None), None, Some("timeout".into()))
+        }
         Err(_) => (
-            Outcome::Indeterminate,
+            (Outcome::Indeterminate, None),
             None,
             Some("connection_error".into()),
         ),
-    }
-}
-
-/// [`classify`], keeping the raw body of a successful response (the
-/// checker verifies what it showed).
-pub async fn classify_body(
-    response: Result<reqwest::Response, reqwest::Error>,
-) -> ((Outcome, Option<Vec<u8>>), Option<u16>, Option<String>) {
-    match response {
-        Ok(response) if response.status().is_success() => {
-            let status = response.status().as_u16();
-            // A body cut off mid-read is still an acknowledgement: the
-            // status said the operation applied.
-            let body = response.bytes().await.ok().map(|b| b.to_vec());
-            ((Outcome::Ok, body), Some(status), None)
-        }
-        other => {
-            let (outcome, status, code) = classify(other).await;
-            ((outcome, None), status, code)
-        }
     }
 }

@@ -34,7 +34,7 @@ pub mod observed;
 pub mod recorder;
 pub mod summary;
 
-pub use observed::{Observed, ObservedEntry};
+pub use observed::{Observed, ObservedEntry, answered};
 
 /// What loadgen asked the system to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,4 +1,5 @@
-//! What a successful response showed the client, kept in the operation log
+//! How a client reads an answer ([`answered`]), and what a successful
+//! response showed it ([`Observed`]), kept in the operation log
 //! so the checker can hold it against the databases: what a write said
 //! it wrote against the ledger rows of its key, a balance read against the values
 //! the wallet could have held while the read was in flight.
@@ -7,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::OpKind;
+use crate::{OpKind, Outcome};
 
 /// One ledger entry as a write's response named it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +58,27 @@ struct WalletBody {
 struct TransferBody {
     debit: ObservedEntry,
     credit: ObservedEntry,
+}
+
+/// How a client reads an HTTP answer: a 2xx is acknowledged; any other
+/// status below 500 is a definite refusal; a 5xx may have applied. A
+/// refusal's code is the envelope's `code`, or `http_<status>` when the
+/// body has none.
+pub fn answered(status: u16, body: &[u8]) -> (Outcome, Option<String>) {
+    if (200..300).contains(&status) {
+        return (Outcome::Ok, None);
+    }
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let code = json["code"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("http_{status}"));
+    let outcome = if status < 500 {
+        Outcome::Failed
+    } else {
+        Outcome::Indeterminate
+    };
+    (outcome, Some(code))
 }
 
 impl Observed {
@@ -136,6 +158,20 @@ mod tests {
             Some(Observed::Malformed(_))
         ));
         assert_eq!(Observed::from_body(OpKind::GetHistory, b"{}"), None);
+    }
+
+    #[test]
+    fn an_answer_is_acknowledged_refused_or_open_by_its_status() {
+        assert_eq!(answered(201, b"not json"), (Outcome::Ok, None));
+        let refusal = br#"{"success":false,"code":"insufficient_funds"}"#;
+        assert_eq!(
+            answered(422, refusal),
+            (Outcome::Failed, Some("insufficient_funds".into()))
+        );
+        assert_eq!(
+            answered(503, b""),
+            (Outcome::Indeterminate, Some("http_503".into()))
+        );
     }
 
     #[test]

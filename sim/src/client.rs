@@ -300,20 +300,9 @@ async fn send(cluster: &Rc<Cluster>, call: Call<'_>) -> (Attempt, Option<Value>)
 fn classify(answer: Answer) -> (Outcome, Option<u16>, Option<String>, Option<Vec<u8>>) {
     match answer {
         Answer::Response { status, body } => {
-            if (200..300).contains(&status) {
-                return (Outcome::Ok, Some(status), None, Some(body));
-            }
-            let json: Value = serde_json::from_slice(&body).unwrap_or_default();
-            let code = json["code"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("http_{status}"));
-            let outcome = if status < 500 {
-                Outcome::Failed
-            } else {
-                Outcome::Indeterminate
-            };
-            (outcome, Some(status), Some(code), None)
+            let (outcome, code) = run_log::answered(status, &body);
+            let body = (outcome == Outcome::Ok).then_some(body);
+            (outcome, Some(status), code, body)
         }
         Answer::Refused => (Outcome::Failed, None, Some("connect_refused".into()), None),
         Answer::Reset => (

@@ -98,7 +98,7 @@ async fn post(
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }
-    let ((outcome, body), status, error_code) = attack::classify_body(request.send().await).await;
+    let ((outcome, body), status, error_code) = attack::classify(request.send().await).await;
     let attempt = Attempt {
         outcome,
         status,
