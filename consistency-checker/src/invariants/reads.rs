@@ -69,21 +69,23 @@ pub fn reads_consistent(s: &Snapshot) -> CheckResult {
         return f.not_evaluated(Invariant::ReadsConsistent);
     }
     let times = key_times(&s.ops);
-    let mut chains: HashMap<Uuid, Vec<&LedgerRow>> = HashMap::new();
+    let mut entries: HashMap<Uuid, Vec<&LedgerRow>> = HashMap::new();
     for entry in &s.ledger {
-        chains.entry(entry.wallet_id).or_default().push(entry);
+        entries.entry(entry.wallet_id).or_default().push(entry);
     }
-    for chain in chains.values_mut() {
-        chain.sort_by_key(|e| e.seq);
-    }
+    let chains: HashMap<Uuid, Chain> = entries
+        .into_iter()
+        .map(|(wallet, entries)| (wallet, Chain::new(entries, &times)))
+        .collect();
+    let empty = Chain::default();
     for op in s.ops.iter().filter(|op| op.kind == OpKind::GetWallet) {
         let Some(wallet) = op.wallet_id else { continue };
-        let chain = chains.get(&wallet).map(Vec::as_slice).unwrap_or_default();
+        let chain = chains.get(&wallet).unwrap_or(&empty);
         for attempt in op.attempts.iter().filter(|a| a.outcome == Outcome::Ok) {
             match &attempt.observed {
                 Some(Observed::Balance(shown)) => {
                     f.examined += 1;
-                    judge_read(&mut f, op, attempt, *shown, chain, &times);
+                    judge_read(&mut f, op, attempt, *shown, chain);
                 }
                 Some(Observed::Malformed(reason)) => {
                     f.examined += 1;
@@ -104,32 +106,72 @@ pub fn reads_consistent(s: &Snapshot) -> CheckResult {
     f.finish(Invariant::ReadsConsistent)
 }
 
-fn judge_read(
-    f: &mut Findings,
-    op: &OpRecord,
-    attempt: &Attempt,
-    shown: Decimal,
-    chain: &[&LedgerRow],
-    times: &HashMap<&str, KeyTimes>,
-) {
+/// A wallet's ledger in seq order, with what bounds a read in O(log n):
+/// for each entry, the earliest acknowledgement among it and the entries
+/// after it, and the latest first start among it and the entries before.
+/// Both are monotone in the position, so a binary search finds the bounds.
+#[derive(Default)]
+struct Chain<'a> {
+    entries: Vec<&'a LedgerRow>,
+    acked_from_here: Vec<Option<DateTime<Utc>>>,
+    started_up_to_here: Vec<Option<DateTime<Utc>>>,
+}
+
+impl<'a> Chain<'a> {
+    fn new(mut entries: Vec<&'a LedgerRow>, times: &HashMap<&str, KeyTimes>) -> Chain<'a> {
+        entries.sort_by_key(|e| e.seq);
+        let timing: Vec<KeyTimes> = entries
+            .iter()
+            .map(|e| {
+                e.request_key
+                    .as_deref()
+                    .and_then(|key| times.get(key))
+                    .copied()
+                    .unwrap_or_default()
+            })
+            .collect();
+        // Unknown times never bound a read: no acknowledgement, no start.
+        let mut acked_from_here = vec![None; entries.len()];
+        let mut earliest: Option<DateTime<Utc>> = None;
+        for (i, t) in timing.iter().enumerate().rev() {
+            earliest = match (earliest, t.acked_end) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            acked_from_here[i] = earliest;
+        }
+        let mut started_up_to_here = vec![None; entries.len()];
+        let mut latest: Option<DateTime<Utc>> = None;
+        for (i, t) in timing.iter().enumerate() {
+            latest = latest.max(t.first_start);
+            started_up_to_here[i] = latest;
+        }
+        Chain {
+            entries,
+            acked_from_here,
+            started_up_to_here,
+        }
+    }
+
+    /// Position k stands for the balance after the first k entries. The
+    /// lowest a read from `start` to `end` may show: past every entry
+    /// acknowledged before it started. The highest: short of the first
+    /// entry whose operation started after it ended.
+    fn bounds(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> (usize, usize) {
+        let lowest = self
+            .acked_from_here
+            .partition_point(|acked| acked.is_some_and(|acked| acked < start));
+        let highest = self
+            .started_up_to_here
+            .partition_point(|first| first.is_none_or(|first| first <= end));
+        (lowest, highest)
+    }
+}
+
+fn judge_read(f: &mut Findings, op: &OpRecord, attempt: &Attempt, shown: Decimal, chain: &Chain) {
     let (start, end) = (attempt_start(op, attempt), attempt_end(op, attempt));
-    let timing = |entry: &LedgerRow| {
-        entry
-            .request_key
-            .as_deref()
-            .and_then(|key| times.get(key))
-            .copied()
-            .unwrap_or_default()
-    };
-    // Position k stands for the balance after the chain's first k entries.
-    let lowest = chain
-        .iter()
-        .rposition(|e| timing(e).acked_end.is_some_and(|acked| acked < start))
-        .map_or(0, |i| i + 1);
-    let highest = chain
-        .iter()
-        .position(|e| timing(e).first_start.is_some_and(|first| first > end))
-        .unwrap_or(chain.len());
+    let (lowest, highest) = chain.bounds(start, end);
+    let chain = &chain.entries;
     let balance_at = |k: usize| {
         if k == 0 {
             Decimal::ZERO
