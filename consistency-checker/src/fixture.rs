@@ -387,6 +387,22 @@ pub fn at(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(EPOCH_S + seconds, 0).expect("in range")
 }
 
+/// Makes history have applied `wallet`'s entries `first` and `second` the
+/// other way round: swapped in applied order and in `applied_at`.
+pub fn apply_out_of_order(snap: &mut Snapshot, wallet: Uuid, first: i64, second: i64) {
+    let position = |snap: &Snapshot, seq: i64| {
+        snap.history
+            .iter()
+            .position(|h| h.wallet_id == wallet && h.seq == seq)
+            .expect("both entries are in history")
+    };
+    let (a, b) = (position(snap, first), position(snap, second));
+    let (early, late) = (snap.history[a].applied_at, snap.history[b].applied_at);
+    snap.history[a].applied_at = late;
+    snap.history[b].applied_at = early;
+    snap.history.swap(a, b);
+}
+
 /// One acknowledged attempt that showed `observed`.
 fn ok_attempt(observed: Observed) -> Attempt {
     Attempt {

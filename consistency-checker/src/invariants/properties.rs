@@ -161,25 +161,7 @@ fn plant(w: &mut World, ids: &[Uuid], defect: Defect, pick: usize) -> crate::sna
             let index = pick % snap.outbox.len();
             snap.outbox[index].published_at = None;
         }
-        Defect::HistoryOutOfOrder => {
-            let second = snap
-                .history
-                .iter()
-                .position(|h| h.wallet_id == ids[0] && h.seq == 2)
-                .unwrap();
-            let third = snap
-                .history
-                .iter()
-                .position(|h| h.wallet_id == ids[0] && h.seq == 3)
-                .unwrap();
-            let (early, late) = (
-                snap.history[second].applied_at,
-                snap.history[third].applied_at,
-            );
-            snap.history[second].applied_at = late;
-            snap.history[third].applied_at = early;
-            snap.history.swap(second, third);
-        }
+        Defect::HistoryOutOfOrder => crate::fixture::apply_out_of_order(&mut snap, ids[0], 2, 3),
         Defect::NotConverged => {
             snap.convergence = Some(Convergence {
                 converged: false,

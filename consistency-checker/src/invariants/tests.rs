@@ -566,23 +566,7 @@ fn out_of_order_history_is_named() {
     let mut snap = c.world.snapshot();
     // Swap the applied order of bob's funding (seq 2) and alice's credit to
     // him (seq 3).
-    let second = snap
-        .history
-        .iter()
-        .position(|h| h.wallet_id == c.bob && h.seq == 2)
-        .unwrap();
-    let third = snap
-        .history
-        .iter()
-        .position(|h| h.wallet_id == c.bob && h.seq == 3)
-        .unwrap();
-    let (early, late) = (
-        snap.history[second].applied_at,
-        snap.history[third].applied_at,
-    );
-    snap.history[second].applied_at = late;
-    snap.history[third].applied_at = early;
-    snap.history.swap(second, third);
+    crate::fixture::apply_out_of_order(&mut snap, c.bob, 2, 3);
     let report = check(&snap);
     assert_violated_exactly(&report, &[Invariant::HistoryOrdered]);
     let check = result(&report, Invariant::HistoryOrdered);
