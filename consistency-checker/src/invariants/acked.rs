@@ -40,25 +40,10 @@ pub fn acked_write_durable(s: &Snapshot) -> CheckResult {
     }
     let wallets: HashSet<Uuid> = s.wallets.iter().map(|w| w.id).collect();
 
-    // Key groups in order of first appearance in the log.
-    let mut groups: Vec<Vec<&OpRecord>> = Vec::new();
-    let mut group_of: HashMap<&str, usize> = HashMap::new();
-    for op in &s.ops {
-        match op.kind {
-            OpKind::CreateWallet => judge_create(&mut f, op, &wallets),
-            OpKind::Fund | OpKind::Transfer => {
-                let Some(key) = op.idempotency_key.as_deref() else {
-                    continue;
-                };
-                let index = *group_of.entry(key).or_insert_with(|| {
-                    groups.push(Vec::new());
-                    groups.len() - 1
-                });
-                groups[index].push(op);
-            }
-            OpKind::GetWallet | OpKind::GetHistory => {}
-        }
+    for op in s.ops.iter().filter(|op| op.kind == OpKind::CreateWallet) {
+        judge_create(&mut f, op, &wallets);
     }
+    let KeyGroups { groups, index } = key_groups(&s.ops);
     let created: HashSet<Uuid> = s
         .ops
         .iter()
@@ -74,19 +59,19 @@ pub fn acked_write_durable(s: &Snapshot) -> CheckResult {
     }
     for entry in &s.ledger {
         f.examined += 1;
-        let asked = match entry.request_key.as_deref() {
-            Some(key) => group_of.contains_key(key),
+        let unasked = match entry.request_key.as_deref() {
+            Some(key) if index.contains_key(key) => None,
+            Some(key) => Some(format!(
+                "carries key {key:?}, which no operation of the load sent"
+            )),
             // A create writes its wallet's first entry, without a key.
-            None => entry.kind == EventKind::Created && created.contains(&entry.wallet_id),
+            None if entry.kind == EventKind::Created && created.contains(&entry.wallet_id) => None,
+            None if entry.kind == EventKind::Created => {
+                Some("creates a wallet no logged create made".to_owned())
+            }
+            None => Some("carries no idempotency key".to_owned()),
         };
-        if !asked {
-            let why = match entry.request_key.as_deref() {
-                Some(key) => format!("carries key {key:?}, which no operation of the load sent"),
-                None if entry.kind == EventKind::Created => {
-                    "creates a wallet no logged create made".to_owned()
-                }
-                None => "carries no idempotency key".to_owned(),
-            };
+        if let Some(why) = unasked {
             f.push(entry_finding(
                 entry,
                 format!("{} {why}: no operation asked for it", describe_entry(entry)),
@@ -202,8 +187,7 @@ fn judge_create(f: &mut Findings, op: &OpRecord, wallets: &HashSet<Uuid>) {
 /// rows that carry the key.
 fn judge_keyed(f: &mut Findings, records: &[&OpRecord], rows: &[&LedgerRow]) {
     // Every attempt of every record with this key: one operation.
-    let outcome = Outcome::fold(records.iter().flat_map(|op| op.attempt_outcomes()))
-        .expect("a key group holds at least one record");
+    let outcome = group_outcome(records);
     // The record that decided the outcome speaks for the operation.
     let op = records
         .iter()

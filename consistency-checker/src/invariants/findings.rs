@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
-use run_log::{OpKind, OpRecord};
+use run_log::{OpKind, OpRecord, Outcome};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_events::{EventKind, format_money};
@@ -156,6 +156,40 @@ pub(super) fn op_end(op: &OpRecord) -> DateTime<Utc> {
     op.intended_at
         .checked_add_signed(latency)
         .unwrap_or(op.intended_at)
+}
+
+/// The log's funds and transfers as operations: the records that share an
+/// idempotency key (retries, reruns) are one, in order of first appearance.
+/// Records without a key are in no group.
+pub(super) struct KeyGroups<'a> {
+    pub(super) groups: Vec<Vec<&'a OpRecord>>,
+    pub(super) index: HashMap<&'a str, usize>,
+}
+
+pub(super) fn key_groups(ops: &[OpRecord]) -> KeyGroups<'_> {
+    let mut groups: Vec<Vec<&OpRecord>> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for op in ops {
+        if !matches!(op.kind, OpKind::Fund | OpKind::Transfer) {
+            continue;
+        }
+        let Some(key) = op.idempotency_key.as_deref() else {
+            continue;
+        };
+        let at = *index.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[at].push(op);
+    }
+    KeyGroups { groups, index }
+}
+
+/// One operation's outcome: every attempt of every record of its key,
+/// folded.
+pub(super) fn group_outcome(records: &[&OpRecord]) -> Outcome {
+    Outcome::fold(records.iter().flat_map(|op| op.attempt_outcomes()))
+        .expect("a key group holds at least one record")
 }
 
 pub(super) fn total_funded(s: &Snapshot) -> Decimal {

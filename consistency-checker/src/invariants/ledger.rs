@@ -177,24 +177,22 @@ pub fn money_conserved(s: &Snapshot) -> CheckResult {
 /// The balances against the funding the operation log asked for, one
 /// operation per idempotency key (a fund without a key is its own).
 fn judge_requested_funding(f: &mut Findings, s: &Snapshot, balances: Decimal) {
-    let mut funds: HashMap<&str, (Vec<Outcome>, Decimal)> = HashMap::new();
-    let mut keyless: Vec<(Vec<Outcome>, Decimal)> = Vec::new();
-    for op in s.ops.iter().filter(|op| op.kind == OpKind::Fund) {
-        let amount = op.amount.unwrap_or_default();
-        match op.idempotency_key.as_deref() {
-            Some(key) => {
-                let entry = funds.entry(key).or_insert_with(|| (Vec::new(), amount));
-                entry.0.extend(op.attempt_outcomes());
-            }
-            None => keyless.push((op.attempt_outcomes(), amount)),
-        }
-    }
+    let funds = key_groups(&s.ops)
+        .groups
+        .into_iter()
+        .filter(|g| g[0].kind == OpKind::Fund);
+    let keyless = s
+        .ops
+        .iter()
+        .filter(|op| op.kind == OpKind::Fund && op.idempotency_key.is_none())
+        .map(|op| vec![op]);
     let (mut acked, mut maybe) = (Decimal::ZERO, Decimal::ZERO);
-    for (outcomes, amount) in funds.into_values().chain(keyless) {
-        match Outcome::fold(outcomes) {
-            Some(Outcome::Ok) => acked += amount,
-            Some(Outcome::Indeterminate) => maybe += amount,
-            Some(Outcome::Failed) | None => {}
+    for records in funds.chain(keyless) {
+        let amount = records[0].amount.unwrap_or_default();
+        match group_outcome(&records) {
+            Outcome::Ok => acked += amount,
+            Outcome::Indeterminate => maybe += amount,
+            Outcome::Failed => {}
         }
     }
     let (low, high) = (acked, acked + maybe);
