@@ -245,16 +245,16 @@ fn simulate(executor: &Rc<Executor>, seed: u64, config: &SimConfig, plan: &Fault
     );
 
     // The check.
-    let ops_log = ops.borrow().clone();
     let chaos_events = timeline.events.borrow().clone();
     let mut snapshot: Snapshot = snapshot::take(&cluster);
-    snapshot.ops = ops_log.clone();
+    // The load is over: the log moves to the checker and back, uncopied.
+    snapshot.ops = std::mem::take(&mut *ops.borrow_mut());
     snapshot.faults = run_log::fault_windows(&chaos_events);
     snapshot.convergence = Some(convergence);
     let report = consistency_checker::check(&snapshot);
     Simulated {
         report,
-        ops: ops_log,
+        ops: std::mem::take(&mut snapshot.ops),
         chaos: chaos_events,
         convergence,
     }

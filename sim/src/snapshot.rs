@@ -5,22 +5,24 @@ use consistency_checker::Snapshot;
 
 use crate::cluster::Cluster;
 
-/// Every table, as the checker wants it.
+/// Every table, as the checker wants it. The run is over: the rows move
+/// out of the model rather than being copied, and the model is left empty.
 pub fn take(cluster: &Cluster) -> Snapshot {
-    let state = cluster.pg.lock_state();
-    let wallet = &state.wallet;
-    let history = &state.history;
-    let mut rows: Vec<_> = history.entries.values().cloned().collect();
+    let mut state = cluster.pg.lock_state();
+    let wallet = std::mem::take(&mut state.wallet);
+    let history = std::mem::take(&mut state.history);
+    drop(state);
+    let mut rows: Vec<_> = history.entries.into_values().collect();
     // Applied order: the commit that applied a row, then its seq.
-    rows.sort_by_key(|(commit, row)| (*commit, row.wallet_id, row.seq));
-    let mut parked: Vec<_> = history.parked.values().map(|p| p.view.clone()).collect();
+    rows.sort_unstable_by_key(|(commit, row)| (*commit, row.wallet_id, row.seq));
+    let mut parked: Vec<_> = history.parked.into_values().map(|p| p.view).collect();
     parked.sort_by_key(|p| (p.wallet_id, p.seq));
-    let mut dead_letters: Vec<_> = history.dead_letters.values().cloned().collect();
+    let mut dead_letters: Vec<_> = history.dead_letters.into_values().collect();
     dead_letters.sort_by_key(|d| d.id);
     Snapshot {
-        wallets: wallet.wallets.values().cloned().collect(),
-        ledger: wallet.ledger.values().cloned().collect(),
-        outbox: wallet.outbox.values().map(|r| r.view.clone()).collect(),
+        wallets: wallet.wallets.into_values().collect(),
+        ledger: wallet.ledger.into_values().collect(),
+        outbox: wallet.outbox.into_values().map(|r| r.view).collect(),
         history: rows.into_iter().map(|(_, row)| row).collect(),
         parked,
         dead_letters,

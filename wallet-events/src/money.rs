@@ -124,15 +124,35 @@ pub fn format_money(value: Decimal) -> String {
 /// (`#[serde(with = "wallet_events::money_str")]`).
 pub mod serde_str {
     use rust_decimal::Decimal;
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use serde::{
+        Deserializer, Serializer,
+        de::{Error, Visitor},
+    };
 
+    /// Written straight into the output, without an intermediate string.
     pub fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&super::format_money(*value))
+        let mut scaled = *value;
+        scaled.rescale(super::MONEY_SCALE);
+        serializer.collect_str(&scaled)
     }
 
+    /// Parsed from the input in place, without copying it first.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse::<Decimal>().map_err(D::Error::custom)
+        deserializer.deserialize_str(MoneyText)
+    }
+
+    pub(super) struct MoneyText;
+
+    impl Visitor<'_> for MoneyText {
+        type Value = Decimal;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a decimal amount as a string")
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<Decimal, E> {
+            text.parse::<Decimal>().map_err(E::custom)
+        }
     }
 }
 

@@ -167,8 +167,9 @@ pub(super) struct KeyGroups<'a> {
 }
 
 pub(super) fn key_groups(ops: &[OpRecord]) -> KeyGroups<'_> {
-    let mut groups: Vec<Vec<&OpRecord>> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    // Most keys have one record: size for that.
+    let mut groups: Vec<Vec<&OpRecord>> = Vec::with_capacity(ops.len());
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(ops.len());
     for op in ops {
         if !matches!(op.kind, OpKind::Fund | OpKind::Transfer) {
             continue;

@@ -172,8 +172,12 @@ pub fn history_no_phantom(s: &Snapshot) -> CheckResult {
     f.finish(Invariant::HistoryNoPhantom)
 }
 
-/// How a history row differs from its ledger entry, field by field.
+/// How a history row differs from its ledger entry, field by field, as
+/// the text each side shows.
 fn differences(row: &HistoryRow, entry: &LedgerRow, user: Option<&str>) -> Vec<String> {
+    if identical(row, entry, user) {
+        return Vec::new();
+    }
     let fields = [
         (
             "user",
@@ -214,6 +218,22 @@ fn differences(row: &HistoryRow, entry: &LedgerRow, user: Option<&str>) -> Vec<S
         .filter(|(_, ours, ledger)| ours != ledger)
         .map(|(name, ours, ledger)| format!("{name} {ours} vs ledger {ledger}"))
         .collect()
+}
+
+/// Whether every field is the same value in the same representation: then
+/// each side's text is the same too, and nothing needs formatting. (Equal
+/// decimals of different scale are left to the text comparison.)
+fn identical(row: &HistoryRow, entry: &LedgerRow, user: Option<&str>) -> bool {
+    let same_money = |a: Decimal, b: Decimal| a == b && a.scale() == b.scale();
+    user.is_none_or(|user| user == row.user_id)
+        && row.committed_at == entry.created_at
+        && row.wallet_id == entry.wallet_id
+        && row.seq == entry.seq
+        && row.kind == entry.kind.as_str()
+        && same_money(row.amount, entry.amount)
+        && same_money(row.balance_after, entry.balance_after)
+        && row.transfer_id == entry.transfer_id
+        && row.counterparty_wallet_id == entry.counterparty_wallet_id
 }
 
 /// `history-ordered`: per wallet, in applied order, seq runs 1, 2, 3, ...

@@ -27,10 +27,10 @@ pub struct OutboxRecord {
 }
 
 /// An idempotency key's row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct KeyRow {
     pub fingerprint: String,
-    pub response: Option<serde_json::Value>,
+    pub response: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// The committed rows of the wallet database.
@@ -228,9 +228,16 @@ impl WalletTx for SimWalletTx {
             .await?;
         let state = self.pg.statement(self.tx)?;
         if let Some(row) = state.wallet.keys.get(key.as_str()) {
+            // jsonb hands the stored document back parsed.
+            let response = row
+                .response
+                .as_deref()
+                .map(|raw| serde_json::from_str(raw.get()))
+                .transpose()
+                .map_err(|e| DbError::Other(e.into()))?;
             return Ok(KeyClaim::Taken {
                 fingerprint: row.fingerprint.clone(),
-                response: row.response.clone(),
+                response,
             });
         }
         drop(state);
@@ -375,8 +382,7 @@ impl WalletTx for SimWalletTx {
         for entry in entries {
             let id = state.wallet.next_outbox_id + 1;
             state.wallet.next_outbox_id = id;
-            let payload =
-                String::from_utf8(entry.event(committed_at).to_json()).expect("JSON is UTF-8");
+            let payload = entry.event(committed_at).to_json_text();
             outbox.push((
                 id,
                 OutboxRecord {
@@ -400,7 +406,7 @@ impl WalletTx for SimWalletTx {
     async fn record_response(
         &mut self,
         key: &IdempotencyKey,
-        response: serde_json::Value,
+        response: Box<serde_json::value::RawValue>,
     ) -> Result<(), DbError> {
         world::io("wallet.record_response").await;
         drop(self.pg.statement(self.tx)?);

@@ -134,9 +134,8 @@ async fn a_claimed_key_waits_for_its_owner<D: WalletDb>(db: &D) {
             "a key another transaction holds makes the claimer wait"
         );
         if owner_commits {
-            a.record_response(&key, serde_json::json!({"ok": 1}))
-                .await
-                .unwrap();
+            let response = serde_json::value::to_raw_value(&serde_json::json!({"ok": 1})).unwrap();
+            a.record_response(&key, response).await.unwrap();
             a.commit().await.unwrap();
         } else {
             drop(a);

@@ -117,7 +117,7 @@ pub trait WalletTx: Send {
     fn record_response(
         &mut self,
         key: &IdempotencyKey,
-        response: serde_json::Value,
+        response: Box<serde_json::value::RawValue>,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
 
     fn commit(self) -> impl Future<Output = Result<(), DbError>> + Send;

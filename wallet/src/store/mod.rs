@@ -305,7 +305,9 @@ async fn record_response(
     response: &impl Serialize,
 ) -> Result<(), StoreError> {
     if let Some(idempotency) = idempotency {
-        let json = serde_json::to_value(response).expect("responses always serialize");
+        // Serialized once, straight to text: the stored copy is only read
+        // back on a replay.
+        let json = serde_json::value::to_raw_value(response).expect("responses always serialize");
         tx.record_response(&idempotency.key, json).await?;
     }
     Ok(())

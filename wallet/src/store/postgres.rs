@@ -195,7 +195,7 @@ impl WalletTx for PgWalletTx {
         let balances: Vec<Decimal> = entries.iter().map(|e| e.balance_after).collect();
         let payloads: Vec<String> = entries
             .iter()
-            .map(|e| String::from_utf8(e.event(committed_at).to_json()).expect("JSON is UTF-8"))
+            .map(|e| e.event(committed_at).to_json_text())
             .collect();
         sqlx::query(
             "INSERT INTO ledger_entries (id, wallet_id, seq, kind, amount, balance_after,
@@ -230,11 +230,11 @@ impl WalletTx for PgWalletTx {
     async fn record_response(
         &mut self,
         key: &IdempotencyKey,
-        response: serde_json::Value,
+        response: Box<serde_json::value::RawValue>,
     ) -> Result<(), DbError> {
         sqlx::query("UPDATE idempotency_keys SET response = $2 WHERE key = $1")
             .bind(key.as_str())
-            .bind(response)
+            .bind(sqlx::types::Json(response))
             .execute(&mut *self.0)
             .await?;
         Ok(())
