@@ -5,10 +5,13 @@
 //! Ids are deterministic (`Uuid::from_u128` with a per-kind prefix) and
 //! time is a counter, so failures are reproducible and readable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
-use run_log::{Attempt, Observed, ObservedEntry, OpKind, OpRecord, Outcome, summary::Convergence};
+use run_log::{
+    Attempt, Observed, ObservedEntry, OpKind, OpRecord, Outcome, ShownEntry, ShownPage, Walk,
+    WalkedList, summary::Convergence,
+};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_events::EventKind;
@@ -34,6 +37,8 @@ pub struct Written {
 pub struct World {
     pub snap: Snapshot,
     seconds: i64,
+    /// Whether snapshots carry the end-of-run walk.
+    walks: bool,
     ids: u128,
     ops: u64,
     /// Wallet id to its position in `snap.wallets`, so run-sized worlds
@@ -49,6 +54,9 @@ impl World {
     /// The snapshot, in the orders `load` produces.
     pub fn snapshot(&self) -> Snapshot {
         let mut snap = self.snap.clone();
+        if self.walks {
+            snap.walk = Some(self.walk());
+        }
         snap.wallets.sort_by_key(|w| w.id);
         snap.ledger.sort_by_key(|e| (e.wallet_id, e.seq));
         snap
@@ -249,6 +257,71 @@ impl World {
         op_id
     }
 
+    /// A history page read that showed the wallet's whole history as it
+    /// stands now, newest first, on one page.
+    pub fn read_history(&mut self, wallet: Uuid) -> u64 {
+        let mut entries: Vec<ShownEntry> = self
+            .snap
+            .history
+            .iter()
+            .filter(|row| row.wallet_id == wallet)
+            .map(shown)
+            .collect();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
+        let page = ShownPage {
+            entries,
+            next_cursor: None,
+        };
+        let op = self.op(OpKind::GetHistory, Some(wallet), None, None, Outcome::Ok);
+        let op_id = op.op_id;
+        self.snap.ops.push(OpRecord {
+            idempotency_key: None,
+            attempts: vec![ok_attempt(Observed::HistoryPage(page))],
+            ..op
+        });
+        op_id
+    }
+
+    /// From now on each snapshot carries the end-of-run walk an honest
+    /// history API would give of the history table at that moment.
+    pub fn walked(&mut self) {
+        self.walks = true;
+    }
+
+    /// Each wallet newest seq first, each user newest commit (then
+    /// greatest event id) first, all on one page.
+    fn walk(&self) -> Walk {
+        let mut by_wallet: BTreeMap<String, Vec<ShownEntry>> = BTreeMap::new();
+        let mut by_user: BTreeMap<String, Vec<ShownEntry>> = BTreeMap::new();
+        for wallet in &self.snap.wallets {
+            by_wallet.entry(wallet.id.to_string()).or_default();
+            by_user.entry(wallet.user_id.clone()).or_default();
+        }
+        for row in &self.snap.history {
+            let wallet = by_wallet.entry(row.wallet_id.to_string()).or_default();
+            wallet.push(shown(row));
+            by_user
+                .entry(row.user_id.clone())
+                .or_default()
+                .push(shown(row));
+        }
+        let lists = |map: BTreeMap<String, Vec<ShownEntry>>| -> Vec<WalkedList> {
+            map.into_iter()
+                .map(|(id, entries)| list(id, entries))
+                .collect()
+        };
+        for entries in by_wallet.values_mut() {
+            entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
+        }
+        for entries in by_user.values_mut() {
+            entries.sort_by_key(|e| std::cmp::Reverse((e.committed_at, e.event_id)));
+        }
+        Walk {
+            wallets: lists(by_wallet),
+            users: lists(by_user),
+        }
+    }
+
     pub fn converged(&mut self, took_ms: u64, bound_ms: u64) {
         self.snap.convergence = Some(Convergence {
             converged: true,
@@ -404,6 +477,31 @@ pub fn apply_out_of_order(snap: &mut Snapshot, wallet: Uuid, first: i64, second:
 }
 
 /// One acknowledged attempt that showed `observed`.
+/// A history row as the history API shows it.
+pub fn shown(row: &HistoryRow) -> ShownEntry {
+    ShownEntry {
+        event_id: row.event_id,
+        wallet_id: row.wallet_id,
+        user_id: row.user_id.clone(),
+        seq: row.seq,
+        kind: row.kind.clone(),
+        amount: row.amount,
+        balance_after: row.balance_after,
+        transfer_id: row.transfer_id,
+        counterparty_wallet_id: row.counterparty_wallet_id,
+        committed_at: row.committed_at,
+    }
+}
+
+fn list(id: String, entries: Vec<ShownEntry>) -> WalkedList {
+    WalkedList {
+        id,
+        pages: 1,
+        entries,
+        error: None,
+    }
+}
+
 fn ok_attempt(observed: Observed) -> Attempt {
     Attempt {
         outcome: Outcome::Ok,

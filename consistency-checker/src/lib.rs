@@ -24,7 +24,7 @@ use anyhow::Context;
 use clap::Parser;
 
 pub use invariants::check;
-pub use load::{attach_chaos, attach_ops, load};
+pub use load::{attach_chaos, attach_ops, attach_walk, load};
 pub use report::{CheckResult, Facts, Invariant, Report, Status, Violation, render_text};
 pub use run_log::summary::Convergence;
 pub use snapshot::Snapshot;
@@ -55,6 +55,11 @@ pub struct Args {
     #[arg(long, env = "CHECKER_CHAOS")]
     pub chaos: Option<PathBuf>,
 
+    /// The run's end-of-run walk of the history API (walk.json); without
+    /// it history-reads-match judges only the load's page reads.
+    #[arg(long, env = "CHECKER_WALK")]
+    pub walk: Option<PathBuf>,
+
     /// Print the report as JSON instead of text.
     #[arg(long, env = "CHECKER_JSON")]
     pub json: bool,
@@ -80,6 +85,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
     }
     if let Some(path) = &args.chaos {
         attach_chaos(&mut snapshot, path)?;
+    }
+    if let Some(path) = &args.walk {
+        attach_walk(&mut snapshot, path)?;
     }
     snapshot.convergence = args.convergence;
     let report = check(&snapshot);

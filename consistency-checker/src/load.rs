@@ -56,6 +56,15 @@ pub fn attach_ops(snapshot: &mut Snapshot, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads `walk.json` into the snapshot.
+pub fn attach_walk(snapshot: &mut Snapshot, path: &Path) -> Result<()> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let walk = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a history walk", path.display()))?;
+    snapshot.walk = Some(walk);
+    Ok(())
+}
+
 /// Reads `chaos.jsonl` and folds it into the snapshot's fault windows.
 pub fn attach_chaos(snapshot: &mut Snapshot, path: &Path) -> Result<()> {
     snapshot.faults = read_fault_windows(path)?;

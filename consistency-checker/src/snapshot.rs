@@ -9,7 +9,7 @@
 //! consumer could write either, and the checker exists to notice.
 
 use chrono::{DateTime, Utc};
-use run_log::{FaultWindow, OpRecord, summary::Convergence};
+use run_log::{FaultWindow, OpRecord, Walk, summary::Convergence};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -141,4 +141,7 @@ pub struct Snapshot {
     pub faults: Vec<FaultWindow>,
     /// How the liveness phase ended, when the caller knows.
     pub convergence: Option<Convergence>,
+    /// What the history API showed after convergence (`walk.json`), when
+    /// the run walked it.
+    pub walk: Option<Walk>,
 }

@@ -209,7 +209,7 @@ fn facts_note(f: &Facts) -> Markup {
     }
 }
 
-/// "PASSED: all 15 invariants held", naming those that could not be
+/// "PASSED: all 16 invariants held", naming those that could not be
 /// evaluated (no operation log, no convergence measurement) if any.
 fn passed_headline(report: &Report) -> String {
     let count = |status: Status| report.checks.iter().filter(|c| c.status == status).count();

@@ -29,12 +29,13 @@ pub enum Invariant {
     HistoryNoDeadLetter,
     NoInternalErrors,
     ReadsConsistent,
+    HistoryReadsMatch,
     ConvergedInTime,
 }
 
 impl Invariant {
     /// Every invariant, in report order.
-    pub const ALL: [Invariant; 15] = [
+    pub const ALL: [Invariant; 16] = [
         Invariant::BalanceMatchesLedger,
         Invariant::MoneyConserved,
         Invariant::NoNegativeBalance,
@@ -49,6 +50,7 @@ impl Invariant {
         Invariant::HistoryNoDeadLetter,
         Invariant::NoInternalErrors,
         Invariant::ReadsConsistent,
+        Invariant::HistoryReadsMatch,
         Invariant::ConvergedInTime,
     ];
 
@@ -69,6 +71,7 @@ impl Invariant {
             Invariant::HistoryNoDeadLetter => "history-no-dead-letter",
             Invariant::NoInternalErrors => "no-internal-errors",
             Invariant::ReadsConsistent => "reads-consistent",
+            Invariant::HistoryReadsMatch => "history-reads-match",
             Invariant::ConvergedInTime => "converged-in-time",
         }
     }

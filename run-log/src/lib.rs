@@ -16,6 +16,8 @@
 //!   (`latency.hlog`): bounds, precision, tags, per-second percentiles.
 //! - [`recorder`]: records operations into `latency.hlog`,
 //!   `timeline.json` and the endpoint figures of `summary.json`.
+//! - [`walk`] (`walk.json`): every page of every wallet's history and
+//!   user's activity, read after convergence.
 
 use std::{
     fs::File,
@@ -33,8 +35,10 @@ pub mod latency;
 pub mod observed;
 pub mod recorder;
 pub mod summary;
+pub mod walk;
 
 pub use observed::{Observed, ObservedEntry, answered};
+pub use walk::{ShownEntry, ShownPage, Walk, WalkedList};
 
 /// What loadgen asked the system to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{OpKind, Outcome};
+use crate::{OpKind, Outcome, walk::ShownPage};
 
 /// One ledger entry as a write's response named it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +38,8 @@ pub enum Observed {
     },
     /// A transfer: its debit, then its credit.
     Entries(Vec<ObservedEntry>),
+    /// `GET /wallets/{id}/history`: the page it showed.
+    HistoryPage(ShownPage),
     /// A 2xx whose body is not what the API promises for this operation.
     Malformed(String),
 }
@@ -100,7 +102,8 @@ impl Observed {
             OpKind::Transfer => {
                 data::<TransferBody>(body).map(|t| Observed::Entries(vec![t.debit, t.credit]))
             }
-            OpKind::CreateWallet | OpKind::GetHistory => return None,
+            OpKind::GetHistory => data::<ShownPage>(body).map(Observed::HistoryPage),
+            OpKind::CreateWallet => return None,
         };
         Some(observed.unwrap_or_else(|reason| {
             let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();

@@ -94,16 +94,24 @@ pub struct SeedOutcome {
     pub polls: u64,
 }
 
+/// Invariants the simulator cannot give the checker input for: the
+/// history API is SQL over PostgreSQL with no seam beneath it, so there is
+/// no walk of it (live runs walk it).
+pub const NOT_SIMULATED: [consistency_checker::Invariant; 1] =
+    [consistency_checker::Invariant::HistoryReadsMatch];
+
 impl SeedOutcome {
-    /// No violation, no panic, and every invariant evaluated (a simulated
-    /// run gives the checker everything it needs).
+    /// No violation, no panic, and every invariant evaluated that a
+    /// simulated run gives the checker what it needs for (all but
+    /// [`NOT_SIMULATED`]).
     pub fn passed(&self) -> bool {
         self.panic.is_none()
             && self.report.as_ref().is_some_and(|r| {
                 r.passed
-                    && r.checks
-                        .iter()
-                        .all(|c| c.status != consistency_checker::Status::NotEvaluated)
+                    && r.checks.iter().all(|c| {
+                        c.status != consistency_checker::Status::NotEvaluated
+                            || NOT_SIMULATED.contains(&c.invariant)
+                    })
             })
     }
 

@@ -29,6 +29,7 @@ pub fn take(cluster: &Cluster) -> Snapshot {
         ops: Vec::new(),
         faults: Vec::new(),
         convergence: None,
+        walk: None,
     }
 }
 

@@ -108,7 +108,9 @@ fn judge_responses(f: &mut Findings, records: &[&OpRecord], rows: &[&LedgerRow])
                 Observed::Malformed(reason) => Some(format!(
                     "its 2xx body is not what the API promises: {reason}"
                 )),
-                Observed::Balance(_) => Some("its response showed a balance, not entries".into()),
+                Observed::Balance(_) | Observed::HistoryPage(_) => {
+                    Some("its response showed a read, not what it wrote".into())
+                }
             };
             if let Some(problem) = problem {
                 let desc = describe_op(op, op.attempt_count());

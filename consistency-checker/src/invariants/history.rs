@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
+use run_log::ShownEntry;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -154,7 +156,7 @@ pub fn history_no_phantom(s: &Snapshot) -> CheckResult {
             continue;
         };
         let user = users.get(&entry.wallet_id).copied();
-        let differences = differences(row, entry, user);
+        let differences = differences(row.into(), entry, user);
         if !differences.is_empty() {
             f.push(Finding {
                 expected: Some(entry.amount),
@@ -172,17 +174,64 @@ pub fn history_no_phantom(s: &Snapshot) -> CheckResult {
     f.finish(Invariant::HistoryNoPhantom)
 }
 
-/// How a history row differs from its ledger entry, field by field, as
-/// the text each side shows.
-fn differences(row: &HistoryRow, entry: &LedgerRow, user: Option<&str>) -> Vec<String> {
-    if identical(row, entry, user) {
+/// The fields a history row, or an entry the history API showed, shares
+/// with the ledger entry it is the image of.
+pub(super) struct Shown<'a> {
+    pub user_id: &'a str,
+    pub committed_at: DateTime<Utc>,
+    pub wallet_id: Uuid,
+    pub seq: i64,
+    pub kind: &'a str,
+    pub amount: Decimal,
+    pub balance_after: Decimal,
+    pub transfer_id: Option<Uuid>,
+    pub counterparty_wallet_id: Option<Uuid>,
+}
+
+impl<'a> From<&'a HistoryRow> for Shown<'a> {
+    fn from(row: &'a HistoryRow) -> Self {
+        Shown {
+            user_id: &row.user_id,
+            committed_at: row.committed_at,
+            wallet_id: row.wallet_id,
+            seq: row.seq,
+            kind: &row.kind,
+            amount: row.amount,
+            balance_after: row.balance_after,
+            transfer_id: row.transfer_id,
+            counterparty_wallet_id: row.counterparty_wallet_id,
+        }
+    }
+}
+
+impl<'a> From<&'a ShownEntry> for Shown<'a> {
+    fn from(entry: &'a ShownEntry) -> Self {
+        Shown {
+            user_id: &entry.user_id,
+            committed_at: entry.committed_at,
+            wallet_id: entry.wallet_id,
+            seq: entry.seq,
+            kind: &entry.kind,
+            amount: entry.amount,
+            balance_after: entry.balance_after,
+            transfer_id: entry.transfer_id,
+            counterparty_wallet_id: entry.counterparty_wallet_id,
+        }
+    }
+}
+
+/// How a history row (or a shown entry) differs from its ledger entry,
+/// field by field, as the text each side shows. `user` is the wallet's
+/// owner, when the wallet is known.
+pub(super) fn differences(row: Shown<'_>, entry: &LedgerRow, user: Option<&str>) -> Vec<String> {
+    if identical(&row, entry, user) {
         return Vec::new();
     }
     let fields = [
         (
             "user",
-            row.user_id.clone(),
-            user.map_or_else(|| row.user_id.clone(), str::to_owned),
+            row.user_id.to_owned(),
+            user.unwrap_or(row.user_id).to_owned(),
         ),
         (
             "committed at",
@@ -195,7 +244,7 @@ fn differences(row: &HistoryRow, entry: &LedgerRow, user: Option<&str>) -> Vec<S
             entry.wallet_id.to_string(),
         ),
         ("seq", row.seq.to_string(), entry.seq.to_string()),
-        ("kind", row.kind.clone(), entry.kind.to_string()),
+        ("kind", row.kind.to_owned(), entry.kind.to_string()),
         ("amount", money(row.amount), money(entry.amount)),
         (
             "balance after",
@@ -223,7 +272,7 @@ fn differences(row: &HistoryRow, entry: &LedgerRow, user: Option<&str>) -> Vec<S
 /// Whether every field is the same value in the same representation: then
 /// each side's text is the same too, and nothing needs formatting. (Equal
 /// decimals of different scale are left to the text comparison.)
-fn identical(row: &HistoryRow, entry: &LedgerRow, user: Option<&str>) -> bool {
+fn identical(row: &Shown<'_>, entry: &LedgerRow, user: Option<&str>) -> bool {
     let same_money = |a: Decimal, b: Decimal| a == b && a.scale() == b.scale();
     user.is_none_or(|user| user == row.user_id)
         && row.committed_at == entry.created_at

@@ -2,8 +2,8 @@
 //! [`Snapshot`]: no I/O, no clock, no randomness, so a real run's verdict
 //! depends on its rows alone and rows built in memory are judged by the
 //! very same code. One module per family: [`ledger`], [`acked`],
-//! [`outbox`], [`history`], [`liveness`]; [`findings`] holds what they
-//! share.
+//! [`outbox`], [`history`], [`reads`], [`history_reads`], [`liveness`];
+//! [`findings`] holds what they share.
 //!
 //! Every function is linear in the snapshot (hash maps for lookups, never a
 //! scan per row), since a run can leave some 300k ledger rows. Violations
@@ -22,6 +22,7 @@ use crate::snapshot::Snapshot;
 mod acked;
 mod findings;
 mod history;
+mod history_reads;
 mod ledger;
 mod liveness;
 mod outbox;
@@ -36,6 +37,7 @@ pub use history::{
     history_balance_matches, history_no_dead_letter, history_no_duplicate, history_no_missing,
     history_no_phantom, history_ordered,
 };
+pub use history_reads::history_reads_match;
 pub use ledger::{
     balance_matches_ledger, money_conserved, no_negative_balance, transfer_legs_paired,
 };
@@ -73,6 +75,7 @@ pub fn check_one(snapshot: &Snapshot, invariant: Invariant) -> CheckResult {
         Invariant::HistoryNoDeadLetter => history_no_dead_letter(snapshot),
         Invariant::NoInternalErrors => no_internal_errors(snapshot),
         Invariant::ReadsConsistent => reads_consistent(snapshot),
+        Invariant::HistoryReadsMatch => history_reads_match(snapshot),
         Invariant::ConvergedInTime => converged_in_time(snapshot),
     }
 }

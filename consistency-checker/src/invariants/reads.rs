@@ -99,7 +99,10 @@ pub fn reads_consistent(s: &Snapshot) -> CheckResult {
                         ),
                     ));
                 }
-                Some(Observed::Entries(_) | Observed::WalletAfter { .. }) | None => {}
+                Some(
+                    Observed::Entries(_) | Observed::WalletAfter { .. } | Observed::HistoryPage(_),
+                )
+                | None => {}
             }
         }
     }

@@ -43,6 +43,7 @@ fn clean() -> Clean {
     let retried = world.transfer(bob, alice, dec!(5), Outcome::Indeterminate, 1);
     world.retry(retried.op_id, Outcome::Ok);
     world.read(alice);
+    world.read_history(bob);
     world.converged(1_200, 30_000);
     // A poison message: not a wallet event, rightly dead-lettered.
     world
@@ -57,6 +58,7 @@ fn clean() -> Clean {
             received_at: crate::fixture::at(30),
             event_id: None,
         });
+    world.walked();
     Clean {
         world,
         alice,
@@ -133,9 +135,9 @@ fn clean_world_passes_every_invariant() {
     assert_eq!(report.facts.total_balance, dec!(150));
     assert_eq!(report.facts.total_funded, dec!(150));
     // 3 creates + fund, fund, transfer, transfer; refused transfer; two
-    // indeterminate; one indeterminate + its ok retry; the read.
-    assert_eq!(report.facts.ops, 13);
-    assert_eq!(report.facts.ops_ok, 9);
+    // indeterminate; one indeterminate + its ok retry; two reads.
+    assert_eq!(report.facts.ops, 14);
+    assert_eq!(report.facts.ops_ok, 10);
     assert_eq!(report.facts.ops_failed, 1);
     assert_eq!(report.facts.ops_indeterminate, 3);
     assert_eq!(report.facts.ops_unverifiable, 0);
@@ -143,6 +145,12 @@ fn clean_world_passes_every_invariant() {
     assert_eq!(result(&report, Invariant::AckedWriteDurable).examined, 24);
     // The one balance read.
     assert_eq!(result(&report, Invariant::ReadsConsistent).examined, 1);
+    // The history page read, then the walk: 13 entries by wallet and 13
+    // by user.
+    assert_eq!(
+        result(&report, Invariant::HistoryReadsMatch).examined,
+        1 + 13 + 13
+    );
 }
 
 #[test]
@@ -780,8 +788,8 @@ fn report_serializes_names_and_money_as_strings() {
     assert_eq!(checks[0]["violations"][0]["expected"], "74.9999");
     assert_eq!(checks[0]["violations"][0]["actual"], "75.0000");
     assert_eq!(checks[0]["violations"][0]["wallet_id"], c.alice.to_string());
-    assert_eq!(checks[14]["invariant"], "converged-in-time");
-    assert_eq!(checks[14]["status"], "not_evaluated");
+    assert_eq!(checks[15]["invariant"], "converged-in-time");
+    assert_eq!(checks[15]["status"], "not_evaluated");
     assert_eq!(json["facts"]["total_funded"], "150.0000");
     assert_eq!(json["passed"], false);
     let back: Report = serde_json::from_value(json).unwrap();
@@ -815,7 +823,7 @@ fn text_report_marks_each_invariant() {
     assert!(text.contains("– converged-in-time"), "{text}");
     assert!(text.contains("0 parked events, 1 dead letters"), "{text}");
     assert!(text.trim_end().ends_with(
-        "FAILED: 3 of 15 invariants violated (history-no-missing, history-ordered, history-balance-matches)"
+        "FAILED: 3 of 16 invariants violated (history-no-missing, history-ordered, history-balance-matches)"
     ));
 }
 
@@ -837,6 +845,7 @@ fn a_run_sized_snapshot_checks_quickly() {
         world.transfer(from, to, dec!(0.0001), Outcome::Ok, 1);
     }
     world.converged(1_000, 30_000);
+    world.walked();
     let snap = world.snapshot();
     assert!(snap.ledger.len() >= 300_000, "{}", snap.ledger.len());
     let started = std::time::Instant::now();
@@ -909,8 +918,8 @@ fn a_retry_that_resolves_an_open_attempt_is_counted() {
     let report = check(&c.world.snapshot());
     assert_violated_exactly(&report, &[]);
     assert_eq!(report.facts.ops_resolved_by_retry, 1);
-    // 13 records of the clean world, one attempt each, plus these 3.
-    assert_eq!(report.facts.attempts, 13 + 3);
+    // 14 records of the clean world, one attempt each, plus these 3.
+    assert_eq!(report.facts.attempts, 14 + 3);
 }
 
 #[test]
@@ -959,12 +968,14 @@ fn a_broken_balance_after_chain_is_named() {
         h.balance_after += dec!(0.0001);
     }
     let report = check(&snap);
-    // The client that wrote the entry was told the true balance_after.
+    // The client that wrote the entry was told the true balance_after, and
+    // the history reads, taken before the corruption, showed it too.
     assert_violated_exactly(
         &report,
         &[
             Invariant::BalanceMatchesLedger,
             Invariant::AckedWriteDurable,
+            Invariant::HistoryReadsMatch,
         ],
     );
     let told = only_violation(&report, Invariant::AckedWriteDurable);
@@ -1161,4 +1172,144 @@ fn a_fund_no_client_asked_for_is_named_twice() {
         "{}",
         m.message
     );
+}
+
+/// The walk of `wallet`'s history in `snap`.
+fn walked_wallet(snap: &mut Snapshot, wallet: Uuid) -> &mut run_log::WalkedList {
+    snap.walk
+        .as_mut()
+        .expect("the clean world walks")
+        .wallets
+        .iter_mut()
+        .find(|w| w.id == wallet.to_string())
+        .expect("every wallet is walked")
+}
+
+/// The page the clean world's history read showed.
+fn history_page(snap: &mut Snapshot) -> &mut run_log::ShownPage {
+    snap.ops
+        .iter_mut()
+        .filter(|op| op.kind == OpKind::GetHistory)
+        .flat_map(|op| op.attempts.iter_mut())
+        .find_map(|a| match &mut a.observed {
+            Some(run_log::Observed::HistoryPage(page)) => Some(page),
+            _ => None,
+        })
+        .expect("the clean world reads a history page")
+}
+
+#[test]
+fn a_history_page_with_a_gap_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let page = history_page(&mut snap);
+    assert!(page.entries.len() >= 3);
+    page.entries.remove(1);
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryReadsMatch]);
+    let v = only_violation(&report, Invariant::HistoryReadsMatch);
+    assert_eq!(v.wallet_id, Some(c.bob));
+    assert!(v.message.contains("not gap-free"), "{}", v.message);
+}
+
+#[test]
+fn a_last_page_that_stops_short_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    // The newest entries, truthful, but with no cursor to the older ones.
+    history_page(&mut snap).entries.pop();
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryReadsMatch]);
+    let v = only_violation(&report, Invariant::HistoryReadsMatch);
+    assert!(v.message.contains("leaving out seq 1..1"), "{}", v.message);
+}
+
+#[test]
+fn a_page_showing_a_wrong_amount_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    history_page(&mut snap).entries[0].amount += dec!(0.0001);
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryReadsMatch]);
+    let v = only_violation(&report, Invariant::HistoryReadsMatch);
+    assert!(v.message.contains("amount"), "{}", v.message);
+}
+
+/// A prefix of the history is fine during the load: history lags.
+#[test]
+fn a_page_read_behind_the_ledger_passes() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let page = history_page(&mut snap);
+    page.entries.remove(0);
+    assert!(page.entries.last().is_some_and(|e| e.seq == 1));
+    assert_violated_exactly(&check(&snap), &[]);
+}
+
+#[test]
+fn a_walk_missing_an_entry_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let credit = c.alice_to_bob.events[1];
+    walked_wallet(&mut snap, c.bob)
+        .entries
+        .retain(|e| e.event_id != credit);
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryReadsMatch]);
+    let v = only_violation(&report, Invariant::HistoryReadsMatch);
+    assert_eq!(v.wallet_id, Some(c.bob));
+    assert!(
+        v.message.contains(&format!("history of wallet {}", c.bob)),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
+fn an_activity_showing_another_users_entry_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let walk = snap.walk.as_mut().unwrap();
+    let bobs = walk.users.iter().find(|u| u.id == "bob").unwrap().entries[0].clone();
+    let alice = walk.users.iter_mut().find(|u| u.id == "alice").unwrap();
+    alice.entries.insert(0, bobs.clone());
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryReadsMatch]);
+    let v = only_violation(&report, Invariant::HistoryReadsMatch);
+    assert!(
+        v.message.contains("activity of user \"alice\""),
+        "{}",
+        v.message
+    );
+    assert!(
+        v.message.contains(&bobs.event_id.to_string()),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
+fn a_walk_that_stopped_early_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    walked_wallet(&mut snap, c.carol).error = Some("GET answered 503".into());
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryReadsMatch]);
+    let v = only_violation(&report, Invariant::HistoryReadsMatch);
+    assert!(v.message.contains("GET answered 503"), "{}", v.message);
+}
+
+#[test]
+fn without_a_walk_history_reads_are_not_evaluated() {
+    let mut snap = clean().world.snapshot();
+    snap.walk = None;
+    let report = check(&snap);
+    assert!(report.passed);
+    assert_eq!(
+        result(&report, Invariant::HistoryReadsMatch).status,
+        Status::NotEvaluated
+    );
+    // Unless a page read already broke it.
+    history_page(&mut snap).entries[0].seq += 5;
+    assert_violated_exactly(&check(&snap), &[Invariant::HistoryReadsMatch]);
 }

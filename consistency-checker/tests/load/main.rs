@@ -464,6 +464,7 @@ async fn run_writes_the_report_it_returns() {
         history_db: dbs.history_url.clone(),
         ops: None,
         chaos: None,
+        walk: None,
         json: false,
         out: Some(out.clone()),
         convergence: Some(consistency_checker::Convergence {

@@ -10,8 +10,10 @@
 //!    restarts processes.
 //! 5. [`liveness`]: heal every process, then wait for the outbox to drain
 //!    and history to catch up.
-//! 6. Check every invariant; the verdict is the exit code.
-//! 7. [`outputs`]: `summary.json`, `timeline.json`, `lag.json` and the
+//! 6. [`walk`]: read every page of every wallet's history and user's
+//!    activity through the history API (`walk.json`).
+//! 7. Check every invariant; the verdict is the exit code.
+//! 8. [`outputs`]: `summary.json`, `timeline.json`, `lag.json` and the
 //!    latency log next to the operation log ([`ops_log`]), the fault
 //!    timeline, `checker.json` and every process's log; then `report.html`.
 
@@ -21,6 +23,7 @@ mod outputs;
 mod plan;
 mod safety;
 mod setup;
+mod walk;
 
 use std::process::ExitCode;
 
@@ -75,12 +78,14 @@ async fn experiment(
 
     let convergence = liveness::run(system, args.converge_timeout, &mut load, interrupted).await?;
     ops.finish().await?;
+    walk::run(&system.wallet_db, &system.history_url, &plan.run_dir).await?;
 
     let checker_args = consistency_checker::Args {
         wallet_db: system.wallet_db.clone(),
         history_db: system.history_db.clone(),
         ops: Some(plan.run_dir.join("ops.jsonl")),
         chaos: Some(plan.run_dir.join("chaos.jsonl")),
+        walk: Some(plan.run_dir.join("walk.json")),
         json: false,
         out: Some(plan.run_dir.join("checker.json")),
         convergence: Some(convergence),

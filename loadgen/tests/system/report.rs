@@ -65,7 +65,7 @@ schedule = [
         );
     }
     assert!(
-        dom.contains("PASSED: all 15 invariants held"),
+        dom.contains("PASSED: all 16 invariants held"),
         "verdict banner"
     );
     // Every chart element holds an SVG the script drew into, and the body
