@@ -103,7 +103,7 @@ pub fn hold_bounds_ms(kind: FaultKind, session_timeout_ms: u64) -> (u64, u64) {
             session_timeout_ms.saturating_add(HISTORY_PAUSE_EXTRA_HOLD_MS.1),
         ),
         FaultKind::WalletKill => WALLET_KILL_HOLD_MS,
-        FaultKind::PostgresRestart => POSTGRES_RESTART_HOLD_MS,
+        FaultKind::PostgresRestart | FaultKind::PostgresKill => POSTGRES_RESTART_HOLD_MS,
     }
 }
 

@@ -44,7 +44,7 @@ pub fn target_role(kind: FaultKind) -> Role {
         FaultKind::BrokerKill => Role::Broker,
         FaultKind::HistoryKill | FaultKind::HistoryPause => Role::History,
         FaultKind::WalletKill => Role::Wallet,
-        FaultKind::PostgresRestart => Role::Postgres,
+        FaultKind::PostgresRestart | FaultKind::PostgresKill => Role::Postgres,
     }
 }
 
@@ -202,6 +202,7 @@ async fn recover_and_log(
 fn injection_detail(kind: FaultKind) -> &'static str {
     match kind {
         FaultKind::BrokerKill | FaultKind::HistoryKill | FaultKind::WalletKill => "SIGKILL",
+        FaultKind::PostgresKill => "SIGKILL to the postmaster (a crash)",
         FaultKind::HistoryPause => "SIGSTOP",
         FaultKind::PostgresRestart => "fast shutdown (SIGINT)",
     }
@@ -212,6 +213,7 @@ fn heal_detail(kind: FaultKind) -> &'static str {
         FaultKind::BrokerKill | FaultKind::HistoryKill | FaultKind::WalletKill => "restarted",
         FaultKind::HistoryPause => "SIGCONT",
         FaultKind::PostgresRestart => "started again, accepting connections",
+        FaultKind::PostgresKill => "started again after crash recovery, accepting connections",
     }
 }
 
@@ -224,6 +226,12 @@ pub async fn inject(system: &mut System, kind: FaultKind) -> Result<Option<u32>>
         let cluster = own_postgres(system)?;
         let pid = cluster.pid();
         cluster.fast_shutdown().await?;
+        return Ok(pid);
+    }
+    if kind == FaultKind::PostgresKill {
+        let cluster = own_postgres(system)?;
+        let pid = cluster.pid();
+        cluster.kill().await?;
         return Ok(pid);
     }
     let process = own_process(system, role)?;
@@ -255,7 +263,7 @@ fn own_process(system: &mut System, role: Role) -> Result<&mut harness::ManagedP
 /// Undoes `kind` and returns the pid now serving the part.
 pub async fn heal(system: &mut System, kind: FaultKind) -> Result<Option<u32>> {
     let role = target_role(kind);
-    if kind == FaultKind::PostgresRestart {
+    if matches!(kind, FaultKind::PostgresRestart | FaultKind::PostgresKill) {
         let cluster = own_postgres(system)?;
         cluster.start_again().await?;
         return Ok(cluster.pid());

@@ -60,6 +60,7 @@ pub fn colour(kind: FaultKind) -> &'static str {
         FaultKind::HistoryPause => "rgba(253, 126, 20, 0.18)",
         FaultKind::WalletKill => "rgba(13, 110, 253, 0.14)",
         FaultKind::PostgresRestart => "rgba(120, 85, 60, 0.18)",
+        FaultKind::PostgresKill => "rgba(80, 50, 30, 0.22)",
     }
 }
 

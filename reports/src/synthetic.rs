@@ -272,7 +272,7 @@ fn target_of(kind: FaultKind) -> &'static str {
         FaultKind::BrokerKill => "broker",
         FaultKind::HistoryKill | FaultKind::HistoryPause => "history",
         FaultKind::WalletKill => "wallet",
-        FaultKind::PostgresRestart => "postgres",
+        FaultKind::PostgresRestart | FaultKind::PostgresKill => "postgres",
     }
 }
 

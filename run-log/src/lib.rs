@@ -217,15 +217,19 @@ pub enum FaultKind {
     WalletKill,
     /// Fast shutdown of PostgreSQL, start it again after a pause.
     PostgresRestart,
+    /// SIGKILL PostgreSQL's postmaster (a crash: no checkpoint, sessions cut
+    /// mid-transaction), start it again after a pause (crash recovery).
+    PostgresKill,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::BrokerKill,
         FaultKind::HistoryKill,
         FaultKind::HistoryPause,
         FaultKind::WalletKill,
         FaultKind::PostgresRestart,
+        FaultKind::PostgresKill,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -235,6 +239,7 @@ impl FaultKind {
             FaultKind::HistoryPause => "history_pause",
             FaultKind::WalletKill => "wallet_kill",
             FaultKind::PostgresRestart => "postgres_restart",
+            FaultKind::PostgresKill => "postgres_kill",
         }
     }
 }

@@ -196,6 +196,7 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
                 (2, FaultKind::BrokerKill, 1_500),
                 (3, FaultKind::WalletKill, 1_000),
                 (4, FaultKind::PostgresRestart, 1_000),
+                (5, FaultKind::PostgresKill, 1_000),
             ]);
 
             // A stop that fired before the first fault acts on nothing.
@@ -223,7 +224,7 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
             // The timeline: per fault, Injected, Healed, Recovered, in plan order.
             let events: Vec<ChaosEvent> = run_log::read_jsonl(&path)?;
             ensure!(events == log.events(), "file and memory disagree");
-            ensure!(events.len() == 15, "{} events: {events:#?}", events.len());
+            ensure!(events.len() == 18, "{} events: {events:#?}", events.len());
             let mut recovery = Vec::new();
             for (fault, phases) in plan.iter().zip(events.chunks(3)) {
                 let got: Vec<(u32, FaultKind, FaultPhase)> = phases
@@ -270,11 +271,24 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
                 }
             }
             ensure!(
-                status.injected() == 5 && status.recovered() == 5,
+                status.injected() == 6 && status.recovered() == 6,
                 "{}",
                 status.progress()
             );
             ensure!(status.active().is_empty(), "{}", status.progress());
+            // The kill was a crash: the next start recovered from the WAL,
+            // which the fast shutdown before it never needs.
+            let pg_log = std::fs::read_to_string(
+                system
+                    .postgres
+                    .as_ref()
+                    .context("this run's PostgreSQL")?
+                    .log_path(),
+            )?;
+            ensure!(
+                pg_log.matches("automatic recovery in progress").count() == 1,
+                "one crash recovery expected in the PostgreSQL log:\n{pg_log}"
+            );
             for (role, old) in before {
                 ensure!(
                     pid_of(system, role)? != old,
@@ -302,7 +316,7 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
                 harness::procfs::state(history_pid) != Some('T'),
                 "history is still stopped"
             );
-            let heals: Vec<(u32, &str, FaultPhase)> = log.events()[15..]
+            let heals: Vec<(u32, &str, FaultPhase)> = log.events()[18..]
                 .iter()
                 .map(|e| (e.fault_id, e.target.as_str(), e.phase))
                 .collect();
@@ -325,7 +339,7 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
             ensure!(body["data"]["id"] == wallet_id.as_str(), "{body}");
 
             println!(
-                "system started in {:.1} s; five faults took {:.1} s; recovery: {}",
+                "system started in {:.1} s; six faults took {:.1} s; recovery: {}",
                 started_in.as_secs_f64(),
                 faults_took.as_secs_f64(),
                 recovery.join(", ")
