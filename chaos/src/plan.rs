@@ -53,6 +53,8 @@ pub const HISTORY_PAUSE_EXTRA_HOLD_MS: (u64, u64) = (1_000, 4_000);
 pub const WALLET_KILL_HOLD_MS: (u64, u64) = (1_000, 3_000);
 /// PostgreSQL down: both services' pools fail and must reconnect.
 pub const POSTGRES_RESTART_HOLD_MS: (u64, u64) = (1_000, 3_000);
+/// Long enough for the late instance to read a good part of the topic.
+pub const HISTORY_JOIN_HOLD_MS: (u64, u64) = (5_000, 15_000);
 
 /// Which faults a run may draw, how often relative to each other, and how
 /// many. A kind with weight 0 (or absent) is never drawn.
@@ -104,6 +106,7 @@ pub fn hold_bounds_ms(kind: FaultKind, session_timeout_ms: u64) -> (u64, u64) {
         ),
         FaultKind::WalletKill => WALLET_KILL_HOLD_MS,
         FaultKind::PostgresRestart | FaultKind::PostgresKill => POSTGRES_RESTART_HOLD_MS,
+        FaultKind::HistoryJoin => HISTORY_JOIN_HOLD_MS,
     }
 }
 

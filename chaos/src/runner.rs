@@ -42,7 +42,7 @@ pub const SKIPPED_NOT_STARTED: &str = "skipped: not started by this run";
 pub fn target_role(kind: FaultKind) -> Role {
     match kind {
         FaultKind::BrokerKill => Role::Broker,
-        FaultKind::HistoryKill | FaultKind::HistoryPause => Role::History,
+        FaultKind::HistoryKill | FaultKind::HistoryPause | FaultKind::HistoryJoin => Role::History,
         FaultKind::WalletKill => Role::Wallet,
         FaultKind::PostgresRestart | FaultKind::PostgresKill => Role::Postgres,
     }
@@ -203,6 +203,7 @@ fn injection_detail(kind: FaultKind) -> &'static str {
     match kind {
         FaultKind::BrokerKill | FaultKind::HistoryKill | FaultKind::WalletKill => "SIGKILL",
         FaultKind::PostgresKill => "SIGKILL to the postmaster (a crash)",
+        FaultKind::HistoryJoin => "another history instance started in a fresh consumer group",
         FaultKind::HistoryPause => "SIGSTOP",
         FaultKind::PostgresRestart => "fast shutdown (SIGINT)",
     }
@@ -214,6 +215,7 @@ fn heal_detail(kind: FaultKind) -> &'static str {
         FaultKind::HistoryPause => "SIGCONT",
         FaultKind::PostgresRestart => "started again, accepting connections",
         FaultKind::PostgresKill => "started again after crash recovery, accepting connections",
+        FaultKind::HistoryJoin => "the late instance stopped (SIGTERM)",
     }
 }
 
@@ -233,6 +235,9 @@ pub async fn inject(system: &mut System, kind: FaultKind) -> Result<Option<u32>>
         let pid = cluster.pid();
         cluster.kill().await?;
         return Ok(pid);
+    }
+    if kind == FaultKind::HistoryJoin {
+        return system.start_late_history().await;
     }
     let process = own_process(system, role)?;
     let pid = process.pid();
@@ -268,6 +273,10 @@ pub async fn heal(system: &mut System, kind: FaultKind) -> Result<Option<u32>> {
         cluster.start_again().await?;
         return Ok(cluster.pid());
     }
+    if kind == FaultKind::HistoryJoin {
+        system.stop_late_history().await?;
+        return Ok(system.history.pid());
+    }
     let process = own_process(system, role)?;
     if kind == FaultKind::HistoryPause {
         process.resume()?;
@@ -283,6 +292,16 @@ pub async fn heal(system: &mut System, kind: FaultKind) -> Result<Option<u32>> {
 /// Healed line with fault id 0 (not a planned fault) and the fault kind
 /// closest to what was undone; nothing is written when all was well.
 pub async fn heal_all(system: &mut System, mut log: Option<&mut ChaosLog>) -> Result<()> {
+    // A late history instance is an extra, not a part: it is stopped.
+    if let Some(pid) = system.stop_late_history().await? {
+        note(
+            &mut log,
+            FaultKind::HistoryJoin,
+            Role::History,
+            Some(pid),
+            heal_detail(FaultKind::HistoryJoin),
+        )?;
+    }
     if let Some(cluster) = system.postgres.as_mut() {
         let process = cluster.process_mut();
         if let Some(detail) = continue_if_stopped(process)? {

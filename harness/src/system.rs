@@ -161,6 +161,11 @@ pub struct System {
     pub history: ManagedProcess,
     pub wallet_url: String,
     pub history_url: String,
+    /// A history instance that joined late in a fresh consumer group
+    /// (chaos's `history_join`), while it runs.
+    pub late_history: Option<ManagedProcess>,
+    /// Late instances started so far: names their groups and logs.
+    late_joins: u32,
 }
 
 /// The given server, or a private cluster started here.
@@ -217,7 +222,7 @@ impl System {
         let wallet = ManagedProcess::start(service_spec(
             &options,
             &run_dir,
-            Role::Wallet,
+            (Role::Wallet, "wallet"),
             wallet_port,
             &wallet_db,
             &kafka_brokers,
@@ -225,7 +230,7 @@ impl System {
         let history = ManagedProcess::start(service_spec(
             &options,
             &run_dir,
-            Role::History,
+            (Role::History, "history"),
             history_port,
             &history_db,
             &kafka_brokers,
@@ -242,6 +247,8 @@ impl System {
             wallet_url: format!("http://127.0.0.1:{wallet_port}"),
             history_url: format!("http://127.0.0.1:{history_port}"),
             options: SystemOptions { run_dir, ..options },
+            late_history: None,
+            late_joins: 0,
         };
         system.wait_ready(Role::Wallet).await?;
         system.wait_ready(Role::History).await?;
@@ -286,10 +293,63 @@ impl System {
         self.options.run_dir.join(format!("{}.log", role.as_str()))
     }
 
+    /// Starts another history instance on the same database and topic, in
+    /// a consumer group of its own that has never committed an offset, so
+    /// it reads the topic from its start (`history-late-N.log`); returns
+    /// its pid once it answers.
+    pub async fn start_late_history(&mut self) -> Result<Option<u32>> {
+        if self.late_history.is_some() {
+            bail!("a late history instance is already running");
+        }
+        self.late_joins += 1;
+        let name = format!("history-late-{}", self.late_joins);
+        let port = free_port()?;
+        let spec = service_spec(
+            &self.options,
+            &self.options.run_dir,
+            (Role::History, &name),
+            port,
+            &self.history_db,
+            &self.kafka_brokers,
+        )
+        .env(
+            "KAFKA_GROUP_ID",
+            format!("{}-late-{}", self.options.group_id, self.late_joins),
+        );
+        let process = ManagedProcess::start(spec)?;
+        let pid = process.pid();
+        self.late_history = Some(process);
+        let log = self.options.run_dir.join(format!("{name}.log"));
+        wait_for_http_ok(
+            &format!("http://127.0.0.1:{port}/health"),
+            Duration::from_millis(READY_TIMEOUT_MS),
+        )
+        .await
+        .with_context(|| log_hint(&format!("{name} is not ready"), &log))?;
+        Ok(pid)
+    }
+
+    /// Stops the late history instance, if one runs (SIGTERM, then SIGKILL
+    /// after a grace); returns the pid it had.
+    pub async fn stop_late_history(&mut self) -> Result<Option<u32>> {
+        let Some(mut process) = self.late_history.take() else {
+            return Ok(None);
+        };
+        let pid = process.pid();
+        if process.is_running() {
+            let _ = process.resume();
+        }
+        process
+            .terminate(Duration::from_millis(STOP_GRACE_MS))
+            .await?;
+        Ok(pid)
+    }
+
     /// Stops the services (SIGTERM, then SIGKILL after a grace), then the
     /// broker and PostgreSQL; every child is reaped.
     pub async fn shutdown(mut self) -> Result<()> {
         let grace = Duration::from_millis(STOP_GRACE_MS);
+        self.stop_late_history().await?;
         for process in [&mut self.history, &mut self.wallet] {
             // A paused process cannot act on SIGTERM.
             if process.is_running() {
@@ -333,10 +393,11 @@ fn broker_spec(options: &SystemOptions, run_dir: &Path, port: u16) -> ProcessSpe
     .death_signal(Signal::SIGKILL)
 }
 
+/// A service process; `name` names its log (`<name>.log`).
 fn service_spec(
     options: &SystemOptions,
     run_dir: &Path,
-    role: Role,
+    (role, name): (Role, &str),
     port: u16,
     database_url: &str,
     brokers: &str,
@@ -346,9 +407,9 @@ fn service_spec(
         _ => options.launcher.history_args.clone(),
     };
     let mut spec = ProcessSpec::new(
-        role.as_str(),
+        name,
         &options.launcher.program,
-        run_dir.join(format!("{}.log", role.as_str())),
+        run_dir.join(format!("{name}.log")),
     )
     .args(args)
     .env("DATABASE_URL", database_url)

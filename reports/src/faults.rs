@@ -61,6 +61,7 @@ pub fn colour(kind: FaultKind) -> &'static str {
         FaultKind::WalletKill => "rgba(13, 110, 253, 0.14)",
         FaultKind::PostgresRestart => "rgba(120, 85, 60, 0.18)",
         FaultKind::PostgresKill => "rgba(80, 50, 30, 0.22)",
+        FaultKind::HistoryJoin => "rgba(32, 201, 151, 0.16)",
     }
 }
 

@@ -270,7 +270,7 @@ impl SyntheticRun {
 fn target_of(kind: FaultKind) -> &'static str {
     match kind {
         FaultKind::BrokerKill => "broker",
-        FaultKind::HistoryKill | FaultKind::HistoryPause => "history",
+        FaultKind::HistoryKill | FaultKind::HistoryPause | FaultKind::HistoryJoin => "history",
         FaultKind::WalletKill => "wallet",
         FaultKind::PostgresRestart | FaultKind::PostgresKill => "postgres",
     }

@@ -220,16 +220,21 @@ pub enum FaultKind {
     /// SIGKILL PostgreSQL's postmaster (a crash: no checkpoint, sessions cut
     /// mid-transaction), start it again after a pause (crash recovery).
     PostgresKill,
+    /// Start another history instance in a fresh consumer group on the
+    /// topic that already holds events (it reads from the start, beside the
+    /// running group), stop it after a pause.
+    HistoryJoin,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::BrokerKill,
         FaultKind::HistoryKill,
         FaultKind::HistoryPause,
         FaultKind::WalletKill,
         FaultKind::PostgresRestart,
         FaultKind::PostgresKill,
+        FaultKind::HistoryJoin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -240,6 +245,7 @@ impl FaultKind {
             FaultKind::WalletKill => "wallet_kill",
             FaultKind::PostgresRestart => "postgres_restart",
             FaultKind::PostgresKill => "postgres_kill",
+            FaultKind::HistoryJoin => "history_join",
         }
     }
 }

@@ -87,10 +87,11 @@ impl FaultPlan {
         };
         // The model's stop already loses every open transaction, as a crash
         // does, and has no checkpoint to skip: a PostgreSQL kill would be
-        // the restart drawn twice.
+        // the restart drawn twice. A late joiner in a fresh group is not
+        // modelled (the sim's consumers all share one group).
         let menu: Vec<FaultKind> = FaultKind::ALL
             .into_iter()
-            .filter(|kind| *kind != FaultKind::PostgresKill)
+            .filter(|kind| !NOT_SIMULATED.contains(kind))
             .filter(|_| !swarm || rng.random_bool(0.7))
             .collect();
         let count = if menu.is_empty() {
@@ -113,11 +114,13 @@ impl FaultPlan {
                     FaultKind::PostgresRestart | FaultKind::PostgresKill => {
                         rng.random_range(200..3_000)
                     }
-                    FaultKind::WalletKill | FaultKind::HistoryKill => rng.random_range(200..3_000),
+                    FaultKind::WalletKill | FaultKind::HistoryKill | FaultKind::HistoryJoin => {
+                        rng.random_range(200..3_000)
+                    }
                 };
                 let instance = match kind {
                     FaultKind::WalletKill => rng.random_range(0..wallets),
-                    FaultKind::HistoryKill | FaultKind::HistoryPause => {
+                    FaultKind::HistoryKill | FaultKind::HistoryPause | FaultKind::HistoryJoin => {
                         rng.random_range(0..histories)
                     }
                     FaultKind::BrokerKill
@@ -283,6 +286,9 @@ pub async fn run_timed(cluster: Rc<Cluster>, timeline: Rc<Timeline>, faults: Vec
     }
 }
 
+/// Live fault kinds the simulator never draws.
+pub const NOT_SIMULATED: [FaultKind; 2] = [FaultKind::PostgresKill, FaultKind::HistoryJoin];
+
 async fn one(cluster: Rc<Cluster>, timeline: Rc<Timeline>, fault: TimedFault) {
     let fault_id = timeline.new_fault();
     let kind = fault.kind;
@@ -309,6 +315,8 @@ async fn one(cluster: Rc<Cluster>, timeline: Rc<Timeline>, fault: TimedFault) {
             exec::with(|e| e.pause(role.process()));
             (role.name(), "SIGSTOP", "SIGCONT")
         }
+        // Not on the simulator's menu (a hand-written replay could name it).
+        FaultKind::HistoryJoin => return,
     };
     timeline.record(
         fault_id,
@@ -326,6 +334,7 @@ async fn one(cluster: Rc<Cluster>, timeline: Rc<Timeline>, fault: TimedFault) {
         FaultKind::HistoryPause => {
             exec::with(|e| e.resume(Role::History(fault.instance).process()))
         }
+        FaultKind::HistoryJoin => {}
     }
     timeline.record(fault_id, kind, FaultPhase::Healed, &target, healed.into());
     timeline.record(fault_id, kind, FaultPhase::Recovered, &target, "up".into());

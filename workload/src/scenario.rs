@@ -164,7 +164,7 @@ pub fn builtin() -> Vec<Scenario> {
         },
         Scenario {
             name: "chaos".into(),
-            description: "3 min at 200 ops/s with the full fault menu: broker, history, wallet kills, history pause, PostgreSQL restart and crash".into(),
+            description: "3 min at 200 ops/s with the full fault menu: broker, history, wallet kills, history pause, PostgreSQL restart and crash, a history instance joining late in a fresh group".into(),
             wallets: 300,
             users: 16,
             duration: Duration::from_secs(180),
@@ -172,7 +172,7 @@ pub fn builtin() -> Vec<Scenario> {
             faults: Faults {
                 enabled: true,
                 count: 8,
-                menu: menu(&[(BrokerKill, 2), (HistoryKill, 2), (HistoryPause, 1), (WalletKill, 2), (PostgresRestart, 1), (PostgresKill, 1)]),
+                menu: menu(&[(BrokerKill, 2), (HistoryKill, 2), (HistoryPause, 1), (WalletKill, 2), (PostgresRestart, 1), (PostgresKill, 1), (HistoryJoin, 1)]),
                 ..Faults::default()
             },
             ..Scenario::default()

@@ -197,6 +197,7 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
                 (3, FaultKind::WalletKill, 1_000),
                 (4, FaultKind::PostgresRestart, 1_000),
                 (5, FaultKind::PostgresKill, 1_000),
+                (6, FaultKind::HistoryJoin, 3_000),
             ]);
 
             // A stop that fired before the first fault acts on nothing.
@@ -224,7 +225,7 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
             // The timeline: per fault, Injected, Healed, Recovered, in plan order.
             let events: Vec<ChaosEvent> = run_log::read_jsonl(&path)?;
             ensure!(events == log.events(), "file and memory disagree");
-            ensure!(events.len() == 18, "{} events: {events:#?}", events.len());
+            ensure!(events.len() == 21, "{} events: {events:#?}", events.len());
             let mut recovery = Vec::new();
             for (fault, phases) in plan.iter().zip(events.chunks(3)) {
                 let got: Vec<(u32, FaultKind, FaultPhase)> = phases
@@ -271,11 +272,22 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
                 }
             }
             ensure!(
-                status.injected() == 6 && status.recovered() == 6,
+                status.injected() == 7 && status.recovered() == 7,
                 "{}",
                 status.progress()
             );
             ensure!(status.active().is_empty(), "{}", status.progress());
+            // The late instance ran in its own group and is gone again.
+            ensure!(
+                system.late_history.is_none(),
+                "the late instance still runs"
+            );
+            let late_log =
+                std::fs::read_to_string(system.options.run_dir.join("history-late-1.log"))?;
+            ensure!(
+                late_log.contains("-late-1"),
+                "the late instance's log does not name its fresh group:\n{late_log}"
+            );
             // The kill was a crash: the next start recovered from the WAL,
             // which the fast shutdown before it never needs.
             let pg_log = std::fs::read_to_string(
@@ -316,7 +328,7 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
                 harness::procfs::state(history_pid) != Some('T'),
                 "history is still stopped"
             );
-            let heals: Vec<(u32, &str, FaultPhase)> = log.events()[18..]
+            let heals: Vec<(u32, &str, FaultPhase)> = log.events()[21..]
                 .iter()
                 .map(|e| (e.fault_id, e.target.as_str(), e.phase))
                 .collect();
@@ -339,7 +351,7 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
             ensure!(body["data"]["id"] == wallet_id.as_str(), "{body}");
 
             println!(
-                "system started in {:.1} s; six faults took {:.1} s; recovery: {}",
+                "system started in {:.1} s; seven faults took {:.1} s; recovery: {}",
                 started_in.as_secs_f64(),
                 faults_took.as_secs_f64(),
                 recovery.join(", ")
