@@ -327,8 +327,10 @@ mod tests {
     fn zero_weight_kinds_are_never_planned() {
         let mut menu = FaultMenu::uniform(20);
         menu.weights.insert(FaultKind::PostgresRestart, 0);
+        menu.weights.insert(FaultKind::PostgresKill, 0);
         menu.weights.insert(FaultKind::WalletKill, 0);
         menu.weights.remove(&FaultKind::HistoryPause);
+        menu.weights.remove(&FaultKind::HistoryJoin);
         for seed in 0..50 {
             let plan = plan(seed, &menu, TEN_MINUTES_MS);
             assert!(!plan.is_empty());

@@ -444,7 +444,9 @@ mod tests {
             .collect();
         assert_eq!(
             targets,
-            ["broker", "history", "history", "wallet", "postgres"]
+            [
+                "broker", "history", "history", "wallet", "postgres", "postgres", "history"
+            ]
         );
     }
 }

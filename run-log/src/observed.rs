@@ -154,13 +154,31 @@ mod tests {
     }
 
     #[test]
-    fn a_body_that_breaks_the_promise_is_malformed_and_history_is_not_read() {
+    fn a_body_that_breaks_the_promise_is_malformed_and_a_create_is_not_read() {
         let body = br#"{"success":true,"data":{"balance":12.5}}"#;
         assert!(matches!(
             Observed::from_body(OpKind::GetWallet, body),
             Some(Observed::Malformed(_))
         ));
-        assert_eq!(Observed::from_body(OpKind::GetHistory, b"{}"), None);
+        assert!(matches!(
+            Observed::from_body(OpKind::GetHistory, b"{}"),
+            Some(Observed::Malformed(_))
+        ));
+        assert_eq!(Observed::from_body(OpKind::CreateWallet, b"{}"), None);
+    }
+
+    #[test]
+    fn reads_a_history_page_as_the_api_writes_it() {
+        let body = br#"{"success":true,"message":null,"data":{"entries":[{"event_id":"00000000-0000-0000-0000-000000000001","wallet_id":"00000000-0000-0000-0000-000000000009","user_id":"u-1","seq":2,"kind":"funded","amount":"5.0000","balance_after":"5.0000","transfer_id":null,"counterparty_wallet_id":null,"committed_at":"2026-01-01T00:00:01Z","applied_at":"2026-01-01T00:00:02Z"}],"next_cursor":"2"}}"#;
+        let Some(Observed::HistoryPage(page)) = Observed::from_body(OpKind::GetHistory, body)
+        else {
+            panic!("a history page")
+        };
+        assert_eq!(page.next_cursor.as_deref(), Some("2"));
+        assert_eq!(page.entries.len(), 1);
+        assert_eq!(page.entries[0].seq, 2);
+        assert_eq!(page.entries[0].user_id, "u-1");
+        assert_eq!(page.entries[0].amount, Decimal::new(5, 0));
     }
 
     #[test]
