@@ -224,16 +224,14 @@ fn heal_detail(kind: FaultKind) -> &'static str {
 /// stopped in `/proc`, PostgreSQL has shut down.
 pub async fn inject(system: &mut System, kind: FaultKind) -> Result<Option<u32>> {
     let role = target_role(kind);
-    if kind == FaultKind::PostgresRestart {
+    if matches!(kind, FaultKind::PostgresRestart | FaultKind::PostgresKill) {
         let cluster = own_postgres(system)?;
         let pid = cluster.pid();
-        cluster.fast_shutdown().await?;
-        return Ok(pid);
-    }
-    if kind == FaultKind::PostgresKill {
-        let cluster = own_postgres(system)?;
-        let pid = cluster.pid();
-        cluster.kill().await?;
+        if kind == FaultKind::PostgresKill {
+            cluster.kill().await?;
+        } else {
+            cluster.fast_shutdown().await?;
+        }
         return Ok(pid);
     }
     if kind == FaultKind::HistoryJoin {

@@ -336,12 +336,7 @@ impl System {
             return Ok(None);
         };
         let pid = process.pid();
-        if process.is_running() {
-            let _ = process.resume();
-        }
-        process
-            .terminate(Duration::from_millis(STOP_GRACE_MS))
-            .await?;
+        stop_service(&mut process, Duration::from_millis(STOP_GRACE_MS)).await?;
         Ok(pid)
     }
 
@@ -351,11 +346,7 @@ impl System {
         let grace = Duration::from_millis(STOP_GRACE_MS);
         self.stop_late_history().await?;
         for process in [&mut self.history, &mut self.wallet] {
-            // A paused process cannot act on SIGTERM.
-            if process.is_running() {
-                let _ = process.resume();
-            }
-            process.terminate(grace).await?;
+            stop_service(process, grace).await?;
         }
         if let Some(broker) = self.broker.as_mut() {
             broker.terminate(grace).await?;
@@ -365,6 +356,16 @@ impl System {
         }
         Ok(())
     }
+}
+
+/// SIGTERM, then SIGKILL after `grace`; reaped. A paused process is
+/// continued first: it cannot act on SIGTERM.
+async fn stop_service(process: &mut ManagedProcess, grace: Duration) -> Result<()> {
+    if process.is_running() {
+        let _ = process.resume();
+    }
+    process.terminate(grace).await?;
+    Ok(())
 }
 
 fn pick(port: u16) -> Result<u16> {

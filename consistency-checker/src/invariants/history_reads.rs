@@ -69,7 +69,6 @@ pub fn history_reads_match(s: &Snapshot) -> CheckResult {
 
 /// The ledger as the history API should show it.
 struct Ledger<'a> {
-    at: HashMap<(Uuid, i64), &'a LedgerRow>,
     owners: HashMap<Uuid, &'a str>,
     rows: &'a [LedgerRow],
     /// Each wallet's entries, newest seq first.
@@ -87,7 +86,6 @@ impl<'a> Ledger<'a> {
         }
         Ledger {
             by_wallet,
-            at: s.ledger.iter().map(|e| ((e.wallet_id, e.seq), e)).collect(),
             owners: s
                 .wallets
                 .iter()
@@ -100,6 +98,14 @@ impl<'a> Ledger<'a> {
     /// A wallet's entries as its history shows them: newest seq first.
     fn of_wallet(&self, wallet: Uuid) -> &[&'a LedgerRow] {
         self.by_wallet.get(&wallet).map_or(&[], Vec::as_slice)
+    }
+
+    /// The wallet's entry at `seq`, found in its newest-first list.
+    fn at(&self, wallet: Uuid, seq: i64) -> Option<&'a LedgerRow> {
+        let rows = self.of_wallet(wallet);
+        rows.binary_search_by(|e| seq.cmp(&e.seq))
+            .ok()
+            .map(|i| rows[i])
     }
 
     /// Every user's entries as the activity shows them: newest commit
@@ -155,7 +161,7 @@ fn page_problem(wallet: Uuid, page: &ShownPage, ledger: &Ledger<'_>) -> Option<S
             ));
         }
         previous = Some(shown.seq);
-        let Some(entry) = ledger.at.get(&(wallet, shown.seq)) else {
+        let Some(entry) = ledger.at(wallet, shown.seq) else {
             return Some(format!(
                 "showed seq {} (event {}), which the ledger does not have",
                 shown.seq, shown.event_id
@@ -210,10 +216,11 @@ fn judge_list(
             ..base.clone()
         });
     }
-    f.examined += list.entries.len().max(expected.len()) as u64;
+    let positions = list.entries.len().max(expected.len());
+    f.examined += positions as u64;
     let mut first: Option<String> = None;
     let mut differing = 0usize;
-    for i in 0..list.entries.len().max(expected.len()) {
+    for i in 0..positions {
         let problem = match (list.entries.get(i), expected.get(i)) {
             (Some(shown), Some(entry)) if shown.event_id != entry.event_id => Some(format!(
                 "position {i} shows event {} (wallet {}, seq {}) where the ledger has event {} (wallet {}, seq {})",
@@ -246,8 +253,7 @@ fn judge_list(
     if let Some(first) = first {
         f.push(Finding {
             message: format!(
-                "{what}: {differing} of {} positions differ from the ledger over {} pages; first: {first}",
-                list.entries.len().max(expected.len()),
+                "{what}: {differing} of {positions} positions differ from the ledger over {} pages; first: {first}",
                 list.pages
             ),
             ..base

@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
 /// Entries per page: the API's largest, so few requests cover a wallet.
-const PAGE_LIMIT: u32 = 500;
+const PAGE_LIMIT: i64 = history::api::PAGE_MAX;
 /// Lists walked at once.
 const WALKERS: usize = 8;
 /// A list longer than this many pages is taken to be a cursor loop.
