@@ -27,10 +27,6 @@ pub use crate::recovery::{RECOVERY_TIMEOUT_MS, wait_recovered};
 pub use crate::status::ChaosStatus;
 use crate::{log::ChaosLog, plan::PlannedFault, plan::tenths};
 
-/// SIGSTOP takes effect at the target's next return to user space; this
-/// bounds the wait to see it in `/proc` before the fault is recorded.
-const STOP_CONFIRM_TIMEOUT_MS: u64 = 2_000;
-const STOP_CONFIRM_POLL_MS: u64 = 5;
 /// A fault injected this much later than planned (its predecessor was
 /// still recovering) says so in its `detail`.
 const LATE_NOTE_MS: u64 = 1_000;
@@ -240,10 +236,7 @@ pub async fn inject(system: &mut System, kind: FaultKind) -> Result<Option<u32>>
     let process = own_process(system, role)?;
     let pid = process.pid();
     if kind == FaultKind::HistoryPause {
-        process.pause()?;
-        if let Some(pid) = pid {
-            confirm_stopped(pid).await;
-        }
+        process.pause().await?;
     } else {
         process.kill().await?;
     }
@@ -386,22 +379,6 @@ fn note(
         log.record(0, kind, FaultPhase::Healed, role.as_str(), pid, detail)?;
     }
     Ok(())
-}
-
-async fn confirm_stopped(pid: u32) {
-    let deadline = Instant::now() + Duration::from_millis(STOP_CONFIRM_TIMEOUT_MS);
-    loop {
-        match harness::procfs::state(pid) {
-            Some('T') => return,
-            // No /proc to look at: trust the signal.
-            None => return,
-            Some(_) if Instant::now() >= deadline => {
-                tracing::warn!(pid, "SIGSTOP sent but the process is not seen stopped");
-                return;
-            }
-            Some(_) => tokio::time::sleep(Duration::from_millis(STOP_CONFIRM_POLL_MS)).await,
-        }
-    }
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -44,6 +44,11 @@ const POLL_INTERVAL_MS: u64 = 10;
 /// takes longer than this.
 const KILL_REAP_TIMEOUT_MS: u64 = 10_000;
 
+/// How long [`ManagedProcess::pause`] waits to see SIGSTOP take effect, and
+/// how often it looks.
+const STOP_CONFIRM_TIMEOUT_MS: u64 = 2_000;
+const STOP_CONFIRM_POLL_MS: u64 = 5;
+
 /// Grace period between SIGTERM and SIGKILL when a still-running process is
 /// dropped. Drop blocks the thread, so this stays short.
 const DROP_GRACE_MS: u64 = 2_000;
@@ -202,9 +207,29 @@ impl ManagedProcess {
             .with_context(|| format!("sending {signal} to {} (pid {pid})", self.spec.name))
     }
 
-    /// SIGSTOP: freezes the process (a "hung" process, for chaos).
-    pub fn pause(&self) -> Result<()> {
-        self.signal(Signal::SIGSTOP)
+    /// SIGSTOP: freezes the process (a "hung" process, for chaos). Returns
+    /// once `/proc` shows it stopped: the signal takes effect at the
+    /// target's next return to user space, and a caller that looks at the
+    /// state straight after sending it (heal_all does) must not see it
+    /// still running and decide there is nothing to continue. Gives up
+    /// with a warning after [`STOP_CONFIRM_TIMEOUT_MS`]; with no `/proc`
+    /// to read it trusts the signal.
+    pub async fn pause(&self) -> Result<()> {
+        self.signal(Signal::SIGSTOP)?;
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_millis(STOP_CONFIRM_TIMEOUT_MS);
+        loop {
+            match crate::procfs::state(pid) {
+                Some('T') | None => return Ok(()),
+                Some(_) if Instant::now() >= deadline => {
+                    tracing::warn!(pid, "SIGSTOP sent but the process is not seen stopped");
+                    return Ok(());
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(STOP_CONFIRM_POLL_MS)).await,
+            }
+        }
     }
 
     /// SIGCONT: undoes [`ManagedProcess::pause`].

@@ -314,7 +314,7 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
             let wallet_pid = pid_of(system, Role::Wallet)?;
             let history_pid = pid_of(system, Role::History)?;
             system.wallet.kill().await?;
-            system.history.pause()?;
+            system.history.pause().await?;
             heal_all(system, Some(&mut log)).await?;
             ensure!(
                 pid_of(system, Role::Wallet)? != wallet_pid,

@@ -27,11 +27,12 @@ async fn pause_resume_and_kill_reap_the_child() -> Result<()> {
     ensure!(!pid_gone(pid), "kill(pid, 0) failed for a running child");
     assert_eq!(sleeper.name(), "sleeper");
 
-    sleeper.pause()?;
-    eventually("child stopped", SIGNAL_EFFECT_TIMEOUT_MS, || {
-        proc_state(pid) == Some('T')
-    })
-    .await?;
+    // pause returns once the stop has taken effect, not merely been sent.
+    sleeper.pause().await?;
+    ensure!(
+        proc_state(pid) == Some('T'),
+        "pause returned before the child was seen stopped"
+    );
     ensure!(sleeper.is_running(), "a paused process is still running");
     sleeper.resume()?;
     eventually("child resumed", SIGNAL_EFFECT_TIMEOUT_MS, || {
