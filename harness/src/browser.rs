@@ -53,6 +53,15 @@ pub fn chromium() -> Result<PathBuf> {
     if let Some(found) = find_chromium() {
         return Ok(found);
     }
+    // One install at a time: tests that need a browser run in parallel
+    // threads, and a second apt-get beside the first fails on its lock.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(found) = find_chromium() {
+        return Ok(found);
+    }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/prerequisites");
     if script.is_file() {
         let status = Command::new(&script)
