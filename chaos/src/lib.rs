@@ -10,6 +10,8 @@
 //!   fault by fault, on a [`harness::system::System`]; [`heal_all`] brings
 //!   every part back for the liveness phase.
 //! - [`recovery`]: when a healed part counts as recovered (probes).
+//! - [`network`]: faults on the links between the parts, through the
+//!   harness's fault proxies.
 //! - [`status`]: [`ChaosStatus`], the faults in flight, for a progress line.
 //!
 //! Turning faults off is the caller's choice: an empty plan
@@ -17,6 +19,7 @@
 //! [`run_plan`] returned and [`heal_all`] succeeded.
 
 pub mod log;
+pub mod network;
 pub mod plan;
 pub mod recovery;
 pub mod runner;

@@ -1,13 +1,14 @@
 //! When a healed part counts as recovered: the broker and PostgreSQL
-//! accept TCP connections, the wallet answers `/health` with 200, and the
-//! history member has taken the partitions over: its `/health` answers 200
-//! and lists every partition of the topic (a system runs one history
-//! member), AND the broker describes the consumer group as `Stable` with a
-//! member. Every partition, because after a kill the dead member keeps its
-//! share until its session times out while the new one may already hold
-//! the rest. The broker's view, because a member stopped past its session
-//! timeout still lists its old partitions for a moment after it continues,
-//! until it learns the group has moved on.
+//! accept TCP connections, the healed wallet instance answers `/health`
+//! with 200, and the history members have taken the partitions over: each
+//! member's `/health` answers 200, together they list every partition of
+//! the topic, each exactly once, AND the broker describes the consumer
+//! group as `Stable` with as many members as the system runs. Every
+//! partition, because after a kill the dead member keeps its share until
+//! its session times out while the others may already hold the rest.
+//! Exactly once and the broker's view, because a member stopped past its
+//! session timeout still lists its old partitions for a moment after it
+//! continues, until it learns the group has moved on.
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,12 +30,18 @@ const RECOVERY_POLL_MS: u64 = 100;
 /// Upper bound for one probe (an HTTP request, a group description).
 const PROBE_TIMEOUT_MS: u64 = 2_000;
 
-/// Waits up to `within` until `role` serves again (see the module docs for
-/// what that means per part).
-pub async fn wait_recovered(system: &System, role: Role, within: Duration) -> Result<()> {
+/// Waits up to `within` until instance `instance` of `role` serves again
+/// (see the module docs for what that means per part; for history, the
+/// whole group).
+pub async fn wait_recovered(
+    system: &System,
+    role: Role,
+    instance: usize,
+    within: Duration,
+) -> Result<()> {
     match role {
         Role::History => wait_history_takeover(system, within).await,
-        _ => match tokio::time::timeout(within, system.wait_ready(role)).await {
+        _ => match tokio::time::timeout(within, system.wait_instance_ready(role, instance)).await {
             Ok(ready) => ready,
             Err(_) => bail!(
                 "{} did not answer within {} ms",
@@ -51,21 +58,26 @@ async fn wait_history_takeover(system: &System, within: Duration) -> Result<()> 
         .no_proxy()
         .timeout(Duration::from_millis(PROBE_TIMEOUT_MS))
         .build()?;
-    let url = format!("{}/health", system.history_url);
+    let urls: Vec<String> = system
+        .history_urls()
+        .iter()
+        .map(|url| format!("{url}/health"))
+        .collect();
     let probe = GroupProbe::new(
         &system.kafka_brokers,
         &system.options.topic,
         &system.options.group_id,
+        urls.len(),
     )?;
     let outcome = loop {
-        let waiting_for = match history_partitions(&client, &url).await {
+        let waiting_for = match members_partitions(&client, &urls).await {
             Ok(held) if held.is_empty() => "history holds no partitions".to_owned(),
             Ok(held) => match probe.unsettled(held).await {
                 Ok(None) => break Ok(()),
                 Ok(Some(why)) => why,
                 Err(err) => format!("asking the broker: {err:#}"),
             },
-            Err(err) => format!("GET {url}: {err:#}"),
+            Err(err) => format!("{err:#}"),
         };
         if tokio::time::Instant::now() >= deadline {
             break Err(anyhow!(
@@ -79,6 +91,22 @@ async fn wait_history_takeover(system: &System, within: Duration) -> Result<()> 
     // async workers.
     let _ = tokio::task::spawn_blocking(move || drop(probe)).await;
     outcome
+}
+
+/// The partitions the history members say they hold, all together (a
+/// partition twice when two members claim it); an error unless each
+/// answers 200.
+async fn members_partitions(client: &reqwest::Client, urls: &[String]) -> Result<Vec<i32>> {
+    let mut held = Vec::new();
+    for url in urls {
+        held.extend(
+            history_partitions(client, url)
+                .await
+                .with_context(|| format!("GET {url}"))?,
+        );
+    }
+    held.sort_unstable();
+    Ok(held)
 }
 
 /// The partitions the history member says it holds (`assigned_partitions:`
@@ -109,10 +137,12 @@ struct GroupProbe {
     client: Arc<BaseConsumer>,
     topic: String,
     group: String,
+    /// Members the group must have.
+    members: usize,
 }
 
 impl GroupProbe {
-    fn new(brokers: &str, topic: &str, group: &str) -> Result<Self> {
+    fn new(brokers: &str, topic: &str, group: &str, members: usize) -> Result<Self> {
         // No group.id: this client only reads metadata and describes
         // groups, it never joins one.
         let client: BaseConsumer = ClientConfig::new()
@@ -123,12 +153,14 @@ impl GroupProbe {
             client: Arc::new(client),
             topic: topic.to_owned(),
             group: group.to_owned(),
+            members,
         })
     }
 
-    /// `None` once the takeover is complete: the member (the system runs
-    /// one) holds every partition of the topic, and the broker describes
-    /// the group as `Stable` with a member. Else what is still missing.
+    /// `None` once the takeover is complete: the members together hold
+    /// every partition of the topic exactly once (`held` is sorted), and
+    /// the broker describes the group as `Stable` with every member. Else
+    /// what is still missing.
     ///
     /// Every partition, not just one: after a kill, the dead member keeps
     /// its share until its session times out, and the new member may hold
@@ -136,6 +168,7 @@ impl GroupProbe {
     async fn unsettled(&self, held: Vec<i32>) -> Result<Option<String>> {
         let client = Arc::clone(&self.client);
         let (topic, group) = (self.topic.clone(), self.group.clone());
+        let wanted_members = self.members;
         tokio::task::spawn_blocking(move || {
             let timeout = Duration::from_millis(PROBE_TIMEOUT_MS);
             let metadata = client.fetch_metadata(Some(&topic), timeout)?;
@@ -147,8 +180,10 @@ impl GroupProbe {
             if partitions == 0 {
                 return Ok(Some(format!("topic {topic} has no partitions yet")));
             }
-            let all = (0..partitions).all(|p| i32::try_from(p).is_ok_and(|p| held.contains(&p)));
-            if !all {
+            let all: Vec<i32> = (0..partitions)
+                .filter_map(|p| i32::try_from(p).ok())
+                .collect();
+            if held != all {
                 return Ok(Some(format!(
                     "history holds {held:?} of {partitions} partitions"
                 )));
@@ -158,7 +193,7 @@ impl GroupProbe {
                 return Ok(Some(format!("group {group} unknown to the broker")));
             };
             let members = info.members().len();
-            if info.state().eq_ignore_ascii_case("stable") && members > 0 {
+            if info.state().eq_ignore_ascii_case("stable") && members == wanted_members {
                 Ok(None)
             } else {
                 Ok(Some(format!(

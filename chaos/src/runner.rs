@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::recovery::{RECOVERY_TIMEOUT_MS, wait_recovered};
 pub use crate::status::ChaosStatus;
-use crate::{log::ChaosLog, plan::PlannedFault, plan::tenths};
+use crate::{log::ChaosLog, network, plan::PlannedFault, plan::tenths};
 
 /// A fault injected this much later than planned (its predecessor was
 /// still recovering) says so in its `detail`.
@@ -34,25 +34,39 @@ const LATE_NOTE_MS: u64 = 1_000;
 /// The `detail` of a fault whose target this run did not start.
 pub const SKIPPED_NOT_STARTED: &str = "skipped: not started by this run";
 
-/// The part of the system a fault acts on.
-pub fn target_role(kind: FaultKind) -> Role {
+/// The process a fault acts on; `None` for a network fault, which acts on
+/// a link ([`PlannedFault::link`], see [`crate::network`]).
+pub fn target_role(kind: FaultKind) -> Option<Role> {
     match kind {
-        FaultKind::BrokerKill => Role::Broker,
-        FaultKind::HistoryKill | FaultKind::HistoryPause | FaultKind::HistoryJoin => Role::History,
-        FaultKind::WalletKill => Role::Wallet,
-        FaultKind::PostgresRestart | FaultKind::PostgresKill => Role::Postgres,
+        FaultKind::BrokerKill => Some(Role::Broker),
+        FaultKind::HistoryKill | FaultKind::HistoryPause | FaultKind::HistoryJoin => {
+            Some(Role::History)
+        }
+        FaultKind::WalletKill => Some(Role::Wallet),
+        FaultKind::PostgresRestart | FaultKind::PostgresKill => Some(Role::Postgres),
+        FaultKind::NetLatency
+        | FaultKind::NetDrop
+        | FaultKind::NetPartition
+        | FaultKind::LostResponse => None,
     }
 }
 
-/// Runs `plan` (in order) against `system`, timing each fault from the
-/// log's load start, and writes Injected, Healed and Recovered for each.
+/// Runs `plan` against `system`, timing each fault from the log's load
+/// start, and writes Injected, Healed and Recovered for each.
+///
+/// Faults are injected in plan order. An overlapping fault
+/// ([`PlannedFault::overlaps`]) is injected at its time while the faults
+/// before it still hold; any other fault first waits until every earlier
+/// fault has healed and recovered, and is injected at once if that made it
+/// late. A fault is healed when its hold ends; recovery is waited for once
+/// no fault holds any more (a part cannot be judged while another part it
+/// needs is still broken), and its time counts from its own heal.
 ///
 /// `stop` ends the run between faults: a fault not yet injected is dropped,
 /// but one already injected is held for its full time, healed and waited
-/// for, so the run never leaves a fault behind. A fault that runs late
-/// because its predecessor recovered slowly is injected at once. A part
-/// that does not recover is recorded as such and the run goes on; an error
-/// is returned only when the harness cannot act on its own processes.
+/// for, so the run never leaves a fault behind. A part that does not
+/// recover is recorded as such and the run goes on; an error is returned
+/// only when the harness cannot act on its own processes.
 pub async fn run_plan(
     system: &mut System,
     plan: &[PlannedFault],
@@ -60,54 +74,111 @@ pub async fn run_plan(
     status: &ChaosStatus,
     stop: &CancellationToken,
 ) -> Result<()> {
-    for fault in plan {
-        let due = log.load_start() + Duration::from_millis(fault.at_ms);
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return Ok(()),
-            () = tokio::time::sleep_until(due.into()) => {}
+    let mut pending = plan.iter().peekable();
+    // Injected, not yet healed: the fault and when its hold ends.
+    let mut holding: Vec<(&PlannedFault, Instant)> = Vec::new();
+    // Healed, recovery not yet judged: the fault and when its heal began.
+    let mut healed: Vec<(&PlannedFault, Instant)> = Vec::new();
+    loop {
+        let next_heal = holding
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (_, due))| *due)
+            .map(|(index, &(_, due))| (index, due));
+        // The next fault may go in now only if it overlaps by design or
+        // nothing else is in flight.
+        let next_inject = pending
+            .peek()
+            .filter(|fault| !stop.is_cancelled() && (fault.overlaps || holding.is_empty()))
+            .map(|fault| {
+                (
+                    *fault,
+                    log.load_start() + Duration::from_millis(fault.at_ms),
+                )
+            });
+        let inject_first = match (next_inject, next_heal) {
+            (Some((_, due)), Some((_, heal_due))) => due < heal_due,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if let (true, Some((fault, due))) = (inject_first, next_inject) {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => continue,
+                () = tokio::time::sleep_until(due.into()) => {}
+            }
+            pending.next();
+            if start_fault(system, fault, log, status).await? {
+                let hold = Duration::from_millis(fault.hold_ms);
+                holding.push((fault, Instant::now() + hold));
+            }
+        } else if let Some((index, due)) = next_heal {
+            // Not cut short by `stop`: a started fault is always held and
+            // healed.
+            tokio::time::sleep_until(due.into()).await;
+            let (fault, _) = holding.swap_remove(index);
+            // Recovery time counts from here, so a PostgreSQL restart
+            // (whose heal waits for the server to accept connections)
+            // shows its real start-up.
+            let heal_started = Instant::now();
+            heal_and_log(system, fault, log, status).await?;
+            healed.push((fault, heal_started));
+            if holding.is_empty() {
+                for (fault, heal_started) in healed.drain(..) {
+                    recover_and_log(system, fault, heal_started, log, status).await?;
+                }
+            }
+        } else {
+            // Nothing holds, so a waiting fault could have gone in: the
+            // plan is done or the run was stopped.
+            return Ok(());
         }
-        run_fault(system, fault, log, status).await?;
     }
-    Ok(())
 }
 
-async fn run_fault(
+/// Injects `fault` (true), or records why it cannot be (false).
+async fn start_fault(
     system: &mut System,
     fault: &PlannedFault,
     log: &mut ChaosLog,
     status: &ChaosStatus,
-) -> Result<()> {
+) -> Result<bool> {
     let late_ms = log.offset_ms().saturating_sub(fault.at_ms);
-    if let Some(detail) = skip_reason(system, fault.kind) {
+    if let Some(detail) = skip_reason(system, fault) {
         // A pair, so the timeline shows the fault was due and why it did
         // not happen, without opening a window that never closes.
-        let target = target_role(fault.kind).as_str();
+        let target = fault.target();
         let (id, kind) = (fault.fault_id, fault.kind);
-        log.record(id, kind, FaultPhase::Injected, target, None, &detail)?;
-        log.record(id, kind, FaultPhase::Healed, target, None, detail)?;
+        log.record(id, kind, FaultPhase::Injected, &target, None, &detail)?;
+        log.record(id, kind, FaultPhase::Healed, &target, None, detail)?;
         status.skip();
-        return Ok(());
+        return Ok(false);
     }
     inject_and_log(system, fault, late_ms, log, status).await?;
-    // Not cut short by `stop`: a started fault is always held and healed.
-    tokio::time::sleep(Duration::from_millis(fault.hold_ms)).await;
-    // Recovery time counts from here, so a PostgreSQL restart (whose heal
-    // waits for the server to accept connections) shows its real start-up.
-    let heal_started = Instant::now();
-    heal_and_log(system, fault, log, status).await?;
-    recover_and_log(system, fault, heal_started, log, status).await
+    Ok(true)
 }
 
 /// Why a fault cannot be injected: its target is not ours or not running.
-fn skip_reason(system: &mut System, kind: FaultKind) -> Option<String> {
-    let role = target_role(kind);
-    match system.process_mut(role) {
+fn skip_reason(system: &mut System, fault: &PlannedFault) -> Option<String> {
+    let Some(role) = target_role(fault.kind) else {
+        return network::skip_reason(system, fault.network_link());
+    };
+    let instance = if fault.kind == FaultKind::HistoryJoin {
+        0
+    } else {
+        fault.instance
+    };
+    let count = system.instance_count(role);
+    match system.instance_mut(role, instance) {
+        None if instance >= count => Some(format!(
+            "skipped: this run has {count} {} instance(s)",
+            role.as_str()
+        )),
         None => Some(SKIPPED_NOT_STARTED.to_owned()),
         Some(process) => (!process.is_running()).then(|| {
             format!(
                 "skipped: {} was not running (last exit: {})",
-                role.as_str(),
+                fault.target(),
                 process
                     .exit_status()
                     .map_or("unknown".to_owned(), |s| s.to_string())
@@ -124,7 +195,7 @@ async fn inject_and_log(
     status: &ChaosStatus,
 ) -> Result<()> {
     let (fault_id, kind) = (fault.fault_id, fault.kind);
-    let pid = inject(system, kind)
+    let pid = inject(system, fault)
         .await
         .with_context(|| format!("injecting fault #{fault_id} {kind}"))?;
     status.begin(fault_id, kind);
@@ -136,8 +207,14 @@ async fn inject_and_log(
             tenths(late_ms)
         );
     }
-    let target = target_role(kind).as_str();
-    log.record(fault_id, kind, FaultPhase::Injected, target, pid, detail)?;
+    log.record(
+        fault_id,
+        kind,
+        FaultPhase::Injected,
+        &fault.target(),
+        pid,
+        detail,
+    )?;
     Ok(())
 }
 
@@ -148,16 +225,16 @@ async fn heal_and_log(
     status: &ChaosStatus,
 ) -> Result<()> {
     let (fault_id, kind) = (fault.fault_id, fault.kind);
-    let target = target_role(kind).as_str();
-    match heal(system, kind).await {
+    let target = fault.target();
+    match heal(system, fault).await {
         Ok(pid) => {
             let detail = heal_detail(kind);
-            log.record(fault_id, kind, FaultPhase::Healed, target, pid, detail)?;
+            log.record(fault_id, kind, FaultPhase::Healed, &target, pid, detail)?;
             Ok(())
         }
         Err(err) => {
             let detail = format!("heal failed: {err:#}");
-            log.record(fault_id, kind, FaultPhase::Healed, target, None, detail)?;
+            log.record(fault_id, kind, FaultPhase::Healed, &target, None, detail)?;
             status.end(fault_id, false);
             Err(err.context(format!("healing fault #{fault_id} {kind}")))
         }
@@ -171,8 +248,13 @@ async fn recover_and_log(
     log: &mut ChaosLog,
     status: &ChaosStatus,
 ) -> Result<()> {
+    let instance = target_instance(fault);
+    let within = Duration::from_millis(RECOVERY_TIMEOUT_MS);
     let role = target_role(fault.kind);
-    let recovery = wait_recovered(system, role, Duration::from_millis(RECOVERY_TIMEOUT_MS)).await;
+    let recovery = match role {
+        Some(role) => wait_recovered(system, role, instance, within).await,
+        None => network::wait_recovered_through(system, fault.network_link(), within).await,
+    };
     let took = tenths(millis(heal_started.elapsed()));
     let (recovered, detail) = match recovery {
         Ok(()) => (true, format!("recovered in {took} s")),
@@ -182,17 +264,28 @@ async fn recover_and_log(
         ),
     };
     status.end(fault.fault_id, recovered);
-    let pid = system.process_mut(role).and_then(|process| process.pid());
-    let target = role.as_str();
+    let pid = role
+        .and_then(|role| system.instance_mut(role, instance))
+        .and_then(|process| process.pid());
     log.record(
         fault.fault_id,
         fault.kind,
         FaultPhase::Recovered,
-        target,
+        &fault.target(),
         pid,
         detail,
     )?;
     Ok(())
+}
+
+/// The instance a fault acts on (the first one for a late history
+/// instance, whose recovery is the regular members' takeover).
+fn target_instance(fault: &PlannedFault) -> usize {
+    if fault.kind == FaultKind::HistoryJoin {
+        0
+    } else {
+        fault.instance
+    }
 }
 
 fn injection_detail(kind: FaultKind) -> &'static str {
@@ -202,6 +295,10 @@ fn injection_detail(kind: FaultKind) -> &'static str {
         FaultKind::HistoryJoin => "another history instance started in a fresh consumer group",
         FaultKind::HistoryPause => "SIGSTOP",
         FaultKind::PostgresRestart => "fast shutdown (SIGINT)",
+        FaultKind::NetLatency => "every chunk delayed 150 ms each way",
+        FaultKind::NetDrop => "every open connection reset",
+        FaultKind::NetPartition => "open connections reset, new ones refused",
+        FaultKind::LostResponse => "requests delivered, answers dropped with the connection",
     }
 }
 
@@ -212,14 +309,22 @@ fn heal_detail(kind: FaultKind) -> &'static str {
         FaultKind::PostgresRestart => "started again, accepting connections",
         FaultKind::PostgresKill => "started again after crash recovery, accepting connections",
         FaultKind::HistoryJoin => "the late instance stopped (SIGTERM)",
+        FaultKind::NetLatency
+        | FaultKind::NetDrop
+        | FaultKind::NetPartition
+        | FaultKind::LostResponse => "bytes pass again",
     }
 }
 
 /// Injects `kind` and returns the pid acted on. The fault has taken effect
 /// when this returns: a killed process is reaped, a stopped one is seen
 /// stopped in `/proc`, PostgreSQL has shut down.
-pub async fn inject(system: &mut System, kind: FaultKind) -> Result<Option<u32>> {
-    let role = target_role(kind);
+pub async fn inject(system: &mut System, fault: &PlannedFault) -> Result<Option<u32>> {
+    let kind = fault.kind;
+    let Some(role) = target_role(kind) else {
+        network::inject(system, kind, fault.network_link())?;
+        return Ok(None);
+    };
     if matches!(kind, FaultKind::PostgresRestart | FaultKind::PostgresKill) {
         let cluster = own_postgres(system)?;
         let pid = cluster.pid();
@@ -233,7 +338,7 @@ pub async fn inject(system: &mut System, kind: FaultKind) -> Result<Option<u32>>
     if kind == FaultKind::HistoryJoin {
         return system.start_late_history().await;
     }
-    let process = own_process(system, role)?;
+    let process = own_process(system, role, fault.instance)?;
     let pid = process.pid();
     if kind == FaultKind::HistoryPause {
         process.pause().await?;
@@ -250,25 +355,35 @@ fn own_postgres(system: &mut System) -> Result<&mut harness::PgCluster> {
         .context("PostgreSQL was not started by this run")
 }
 
-fn own_process(system: &mut System, role: Role) -> Result<&mut harness::ManagedProcess> {
-    system
-        .process_mut(role)
-        .with_context(|| format!("{} was not started by this run", role.as_str()))
+fn own_process(
+    system: &mut System,
+    role: Role,
+    instance: usize,
+) -> Result<&mut harness::ManagedProcess> {
+    system.instance_mut(role, instance).with_context(|| {
+        format!(
+            "{} was not started by this run",
+            harness::system::instance_name(role, instance)
+        )
+    })
 }
 
 /// Undoes `kind` and returns the pid now serving the part.
-pub async fn heal(system: &mut System, kind: FaultKind) -> Result<Option<u32>> {
-    let role = target_role(kind);
+pub async fn heal(system: &mut System, fault: &PlannedFault) -> Result<Option<u32>> {
+    let kind = fault.kind;
+    let Some(role) = target_role(kind) else {
+        network::heal(system, fault.network_link())?;
+        return Ok(None);
+    };
     if matches!(kind, FaultKind::PostgresRestart | FaultKind::PostgresKill) {
         let cluster = own_postgres(system)?;
         cluster.start_again().await?;
         return Ok(cluster.pid());
     }
     if kind == FaultKind::HistoryJoin {
-        system.stop_late_history().await?;
-        return Ok(system.history.pid());
+        return system.stop_late_history().await;
     }
-    let process = own_process(system, role)?;
+    let process = own_process(system, role, fault.instance)?;
     if kind == FaultKind::HistoryPause {
         process.resume()?;
     } else {
@@ -288,7 +403,7 @@ pub async fn heal_all(system: &mut System, mut log: Option<&mut ChaosLog>) -> Re
         note(
             &mut log,
             FaultKind::HistoryJoin,
-            Role::History,
+            Role::History.as_str(),
             Some(pid),
             heal_detail(FaultKind::HistoryJoin),
         )?;
@@ -299,7 +414,7 @@ pub async fn heal_all(system: &mut System, mut log: Option<&mut ChaosLog>) -> Re
             note(
                 &mut log,
                 FaultKind::PostgresRestart,
-                Role::Postgres,
+                Role::Postgres.as_str(),
                 process.pid(),
                 &detail,
             )?;
@@ -313,7 +428,7 @@ pub async fn heal_all(system: &mut System, mut log: Option<&mut ChaosLog>) -> Re
             note(
                 &mut log,
                 FaultKind::PostgresRestart,
-                Role::Postgres,
+                Role::Postgres.as_str(),
                 cluster.pid(),
                 &detail,
             )?;
@@ -328,19 +443,22 @@ pub async fn heal_all(system: &mut System, mut log: Option<&mut ChaosLog>) -> Re
             FaultKind::HistoryPause,
         ),
     ] {
-        let Some(process) = system.process_mut(role) else {
-            continue;
-        };
-        if let Some(detail) = continue_if_stopped(process)? {
-            note(&mut log, stopped, role, process.pid(), &detail)?;
-        }
-        if !process.is_running() {
-            let detail = not_running_detail(process);
-            process
-                .restart()
-                .await
-                .with_context(|| format!("restarting {}", role.as_str()))?;
-            note(&mut log, dead, role, process.pid(), &detail)?;
+        for instance in 0..system.instance_count(role) {
+            let target = harness::system::instance_name(role, instance);
+            let Some(process) = system.instance_mut(role, instance) else {
+                continue;
+            };
+            if let Some(detail) = continue_if_stopped(process)? {
+                note(&mut log, stopped, &target, process.pid(), &detail)?;
+            }
+            if !process.is_running() {
+                let detail = not_running_detail(process);
+                process
+                    .restart()
+                    .await
+                    .with_context(|| format!("restarting {target}"))?;
+                note(&mut log, dead, &target, process.pid(), &detail)?;
+            }
         }
     }
     for role in [Role::Postgres, Role::Broker, Role::Wallet, Role::History] {
@@ -371,12 +489,12 @@ fn not_running_detail(process: &harness::ManagedProcess) -> String {
 fn note(
     log: &mut Option<&mut ChaosLog>,
     kind: FaultKind,
-    role: Role,
+    target: &str,
     pid: Option<u32>,
     detail: &str,
 ) -> Result<()> {
     if let Some(log) = log.as_deref_mut() {
-        log.record(0, kind, FaultPhase::Healed, role.as_str(), pid, detail)?;
+        log.record(0, kind, FaultPhase::Healed, target, pid, detail)?;
     }
     Ok(())
 }
@@ -415,13 +533,17 @@ mod tests {
     fn every_kind_targets_its_part() {
         let targets: Vec<&str> = FaultKind::ALL
             .iter()
-            .map(|&kind| target_role(kind).as_str())
+            .map(|&kind| target_role(kind).map_or("a link", Role::as_str))
             .collect();
         assert_eq!(
             targets,
             [
-                "broker", "history", "history", "wallet", "postgres", "postgres", "history"
+                "broker", "history", "history", "wallet", "postgres", "postgres", "history",
+                "a link", "a link", "a link", "a link"
             ]
         );
+        for kind in FaultKind::ALL {
+            assert_eq!(target_role(kind).is_none(), kind.is_network(), "{kind}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 //!   the shared per-test-process server ([`postgres::test_server`],
 //!   [`postgres::fresh_database`]).
 //! - [`net`]: free ports and readiness probes.
+//! - [`proxy`]: a TCP fault proxy for one network link ([`proxy::FaultProxy`]).
 //! - [`system`]: the whole system under test as processes, by [`system::Role`].
 //! - [`browser`]: headless Chromium loading a report page, for its tests.
 
@@ -20,6 +21,7 @@ pub mod net;
 pub mod postgres;
 pub mod process;
 pub mod procfs;
+pub mod proxy;
 pub mod system;
 
 pub use postgres::{PgCluster, PgOptions, TestServer, fresh_database, test_server};

@@ -1,11 +1,14 @@
 //! The whole system under test as real processes: PostgreSQL (a private
 //! cluster, or an existing server), the broker (our own, or an existing
-//! one), the wallet and the history service, each logging into the run
-//! directory.
+//! one), one or more wallet instances and one or more history instances,
+//! each logging into the run directory.
 //!
 //! [`System::start`] provisions fresh databases and waits until every part
-//! answers; chaos reaches each process through [`System::process_mut`] by
-//! [`Role`], so it signals exactly the pids started here. The services are
+//! answers; chaos reaches each process through [`System::instance_mut`] by
+//! [`Role`] and instance index, so it signals exactly the pids started
+//! here. Wallet instances share the wallet database (their relays compete
+//! for one outbox); history instances share the history database and one
+//! consumer group. The services are
 //! started through a [`Launcher`]: either separate binaries or one
 //! multi-call binary (`loadgen serve wallet ...`).
 
@@ -22,6 +25,7 @@ use crate::{
     net::{free_port, wait_for_http_ok, wait_for_tcp},
     postgres::{PgCluster, PgOptions, create_database_on, database_url_on},
     process::{ManagedProcess, ProcessSpec},
+    proxy::FaultProxy,
 };
 
 /// How long a freshly started part may take to answer.
@@ -110,9 +114,13 @@ pub struct SystemOptions {
     pub database_url: Option<String>,
     /// Bootstrap servers of an existing broker; `None` starts ours.
     pub kafka_brokers: Option<String>,
-    /// 0 picks a free port.
+    /// The first instance's port; 0 picks a free one. Further instances
+    /// always take free ports.
     pub wallet_port: u16,
     pub history_port: u16,
+    /// How many wallet and history processes to run (each at least 1).
+    pub wallet_instances: usize,
+    pub history_instances: usize,
     pub broker_port: u16,
     pub topic: String,
     pub group_id: String,
@@ -122,6 +130,11 @@ pub struct SystemOptions {
     pub database_prefix: String,
     /// Extra environment for the service processes (e.g. `RUST_LOG`).
     pub service_env: Vec<(String, String)>,
+    /// Put a fault proxy on each network link (client → each wallet
+    /// instance, services → PostgreSQL, services → broker) so chaos can
+    /// add latency, drop connections, partition and lose responses. Links
+    /// to a PostgreSQL or broker this system did not start get none.
+    pub network_faults: bool,
 }
 
 impl SystemOptions {
@@ -136,6 +149,8 @@ impl SystemOptions {
             kafka_brokers: None,
             wallet_port: 0,
             history_port: 0,
+            wallet_instances: 1,
+            history_instances: 1,
             broker_port: 0,
             topic: format!("wallet-events-{suffix}"),
             group_id: format!("history-{suffix}"),
@@ -143,6 +158,7 @@ impl SystemOptions {
             session_timeout_ms: 6_000,
             database_prefix: format!("sys_{suffix}"),
             service_env: Vec::new(),
+            network_faults: false,
         }
     }
 }
@@ -155,17 +171,74 @@ pub struct System {
     pub admin_url: String,
     pub wallet_db: String,
     pub history_db: String,
+    /// The bootstrap servers the services and the harness's own Kafka
+    /// clients use: the broker's proxy when there is one.
     pub kafka_brokers: String,
+    /// The broker's own address, which answers only while it runs.
+    pub broker_address: String,
     pub broker: Option<ManagedProcess>,
-    pub wallet: ManagedProcess,
-    pub history: ManagedProcess,
+    /// The fault proxies on the network links (see [`Link`]).
+    pub proxies: Proxies,
+    /// The wallet instances (at least one): relays that compete for one
+    /// outbox, each serving the API on its own port.
+    pub wallets: Vec<Instance>,
+    /// The history instances (at least one): members of one consumer group
+    /// sharing one database.
+    pub histories: Vec<Instance>,
+    /// The first wallet instance's URL, for clients that talk to one.
     pub wallet_url: String,
+    /// The first history instance's URL.
     pub history_url: String,
     /// A history instance that joined late in a fresh consumer group
     /// (chaos's `history_join`), while it runs.
     pub late_history: Option<ManagedProcess>,
     /// Late instances started so far: names their groups and logs.
     late_joins: u32,
+}
+
+/// One service process and where it serves.
+#[derive(Debug)]
+pub struct Instance {
+    pub process: ManagedProcess,
+    /// `http://127.0.0.1:<port>`: the process itself (health checks).
+    pub url: String,
+    /// Where the load reaches it: its client-link proxy, else `url`.
+    pub client_url: String,
+}
+
+/// A network link chaos can break, through the [`FaultProxy`] the system
+/// puts on it when [`SystemOptions::network_faults`] is set.
+pub use run_log::Link;
+
+/// The fault proxies of a system; empty without network faults.
+#[derive(Default)]
+pub struct Proxies {
+    /// One per wallet instance, in instance order.
+    pub client_wallet: Vec<FaultProxy>,
+    pub postgres: Option<FaultProxy>,
+    pub broker: Option<FaultProxy>,
+}
+
+impl std::fmt::Debug for Proxies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxies")
+            .field("client_wallet", &self.client_wallet.len())
+            .field("postgres", &self.postgres.is_some())
+            .field("broker", &self.broker.is_some())
+            .finish()
+    }
+}
+
+/// The name of instance `index` (from 0) of a service: `wallet`, then
+/// `wallet-2`, `wallet-3`, ...; it names the process's log and the
+/// target of a fault in chaos.jsonl. The first keeps the plain name so a
+/// one-instance system reads as before.
+pub fn instance_name(role: Role, index: usize) -> String {
+    if index == 0 {
+        role.as_str().to_owned()
+    } else {
+        format!("{}-{}", role.as_str(), index + 1)
+    }
 }
 
 /// The given server, or a private cluster started here.
@@ -183,21 +256,40 @@ async fn provision_postgres(
     Ok((Some(cluster), url))
 }
 
-/// The given brokers, or the bundled broker started here and answering.
+/// The given brokers, or the bundled broker started here and answering
+/// (behind a proxy it advertises, with network faults): the broker's
+/// process, the address clients bootstrap from, its own address, and the
+/// proxy.
 async fn provision_broker(
     options: &SystemOptions,
     run_dir: &Path,
-) -> Result<(Option<ManagedProcess>, String)> {
+) -> Result<(Option<ManagedProcess>, String, String, Option<FaultProxy>)> {
     if let Some(brokers) = &options.kafka_brokers {
-        return Ok((None, brokers.clone()));
+        return Ok((None, brokers.clone(), brokers.clone(), None));
     }
     let port = pick(options.broker_port)?;
-    let broker = ManagedProcess::start(broker_spec(options, run_dir, port))?;
     let address = format!("127.0.0.1:{port}");
+    let proxy = if options.network_faults {
+        Some(FaultProxy::start("services->broker", 0, address.parse()?).await?)
+    } else {
+        None
+    };
+    let advertised = proxy
+        .as_ref()
+        .map_or_else(|| address.clone(), |p| p.local_addr().to_string());
+    let broker = ManagedProcess::start(broker_spec(options, run_dir, port, &advertised))?;
     wait_for_tcp(address.parse()?, Duration::from_millis(READY_TIMEOUT_MS))
         .await
         .with_context(|| log_hint("the broker did not start", &run_dir.join("broker.log")))?;
-    Ok((Some(broker), address))
+    Ok((Some(broker), advertised, address, proxy))
+}
+
+/// `url` with its port replaced: a database URL that goes through a proxy.
+fn with_port(url: &str, port: u16) -> Result<String> {
+    let mut url = url::Url::parse(url).with_context(|| format!("parsing {url}"))?;
+    url.set_port(Some(port))
+        .map_err(|()| anyhow::anyhow!("{url} cannot take a port"))?;
+    Ok(url.into())
 }
 
 impl System {
@@ -215,37 +307,84 @@ impl System {
         let wallet_db = database_url_on(&admin_url, &wallet_name)?;
         let history_db = database_url_on(&admin_url, &history_name)?;
 
-        let (broker, kafka_brokers) = provision_broker(&options, &run_dir).await?;
+        let (broker, kafka_brokers, broker_address, broker_proxy) =
+            provision_broker(&options, &run_dir).await?;
+        let mut proxies = Proxies {
+            broker: broker_proxy,
+            ..Proxies::default()
+        };
+        // The services reach PostgreSQL through its proxy; the harness and
+        // the checker keep the direct URLs.
+        let (service_wallet_db, service_history_db) = match &postgres {
+            Some(cluster) if options.network_faults => {
+                let upstream = format!("127.0.0.1:{}", cluster.port()).parse()?;
+                let proxy = FaultProxy::start("services->postgres", 0, upstream).await?;
+                let port = proxy.local_addr().port();
+                proxies.postgres = Some(proxy);
+                (with_port(&wallet_db, port)?, with_port(&history_db, port)?)
+            }
+            _ => (wallet_db.clone(), history_db.clone()),
+        };
 
-        let wallet_port = pick(options.wallet_port)?;
-        let history_port = pick(options.history_port)?;
-        let wallet = ManagedProcess::start(service_spec(
-            &options,
-            &run_dir,
-            (Role::Wallet, "wallet"),
-            wallet_port,
-            &wallet_db,
-            &kafka_brokers,
-        ))?;
-        let history = ManagedProcess::start(service_spec(
-            &options,
-            &run_dir,
-            (Role::History, "history"),
-            history_port,
-            &history_db,
-            &kafka_brokers,
-        ))?;
+        if options.wallet_instances == 0 || options.history_instances == 0 {
+            bail!("a system needs at least one wallet and one history instance");
+        }
+        let start_instances = |role: Role, count: usize, first_port: u16, db: &str| {
+            (0..count)
+                .map(|index| {
+                    let port = pick(if index == 0 { first_port } else { 0 })?;
+                    let name = instance_name(role, index);
+                    let process = ManagedProcess::start(service_spec(
+                        &options,
+                        &run_dir,
+                        (role, &name),
+                        port,
+                        db,
+                        &kafka_brokers,
+                    ))?;
+                    let url = format!("http://127.0.0.1:{port}");
+                    Ok(Instance {
+                        process,
+                        client_url: url.clone(),
+                        url,
+                    })
+                })
+                .collect::<Result<Vec<Instance>>>()
+        };
+        let mut wallets = start_instances(
+            Role::Wallet,
+            options.wallet_instances,
+            options.wallet_port,
+            &service_wallet_db,
+        )?;
+        let histories = start_instances(
+            Role::History,
+            options.history_instances,
+            options.history_port,
+            &service_history_db,
+        )?;
+        if options.network_faults {
+            for (index, wallet) in wallets.iter_mut().enumerate() {
+                let upstream = wallet.url.trim_start_matches("http://").parse()?;
+                let name = Link::ClientWallet(index).name();
+                let proxy = FaultProxy::start(&name, 0, upstream).await?;
+                wallet.client_url = format!("http://{}", proxy.local_addr());
+                proxies.client_wallet.push(proxy);
+            }
+        }
         let system = System {
             postgres,
             admin_url,
             wallet_db,
             history_db,
             kafka_brokers,
+            broker_address,
             broker,
-            wallet,
-            history,
-            wallet_url: format!("http://127.0.0.1:{wallet_port}"),
-            history_url: format!("http://127.0.0.1:{history_port}"),
+            proxies,
+            wallet_url: wallets[0].url.clone(),
+            history_url: histories[0].url.clone(),
+            wallets,
+            histories,
             options: SystemOptions { run_dir, ..options },
             late_history: None,
             late_joins: 0,
@@ -255,17 +394,25 @@ impl System {
         Ok(system)
     }
 
-    /// Waits until `role` answers: its health endpoint for the services,
-    /// its port for the broker and PostgreSQL.
+    /// Waits until every instance of `role` answers: its health endpoint
+    /// for the services, its port for the broker and PostgreSQL.
     pub async fn wait_ready(&self, role: Role) -> Result<()> {
+        for index in 0..self.instance_count(role) {
+            self.wait_instance_ready(role, index).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until instance `index` of `role` answers (see [`System::wait_ready`]).
+    pub async fn wait_instance_ready(&self, role: Role, index: usize) -> Result<()> {
         let within = Duration::from_millis(READY_TIMEOUT_MS);
-        let log = self.log_path(role);
+        let log = self.log_path(role, index);
         let result = match role {
-            Role::Wallet => wait_for_http_ok(&format!("{}/health", self.wallet_url), within).await,
-            Role::History => {
-                wait_for_http_ok(&format!("{}/health", self.history_url), within).await
-            }
-            Role::Broker => match self.kafka_brokers.split(',').next() {
+            Role::Wallet | Role::History => match self.service_url(role, index) {
+                Some(url) => wait_for_http_ok(&format!("{url}/health"), within).await,
+                None => bail!("there is no {}", instance_name(role, index)),
+            },
+            Role::Broker => match self.broker_address.split(',').next() {
                 Some(address) => wait_for_tcp(address.parse()?, within).await,
                 None => bail!("no broker address"),
             },
@@ -276,21 +423,77 @@ impl System {
                 None => Ok(()),
             },
         };
-        result.with_context(|| log_hint(&format!("{} is not ready", role.as_str()), &log))
+        let name = instance_name(role, index);
+        result.with_context(|| log_hint(&format!("{name} is not ready"), &log))
     }
 
-    /// The process of `role`, if this system started it.
-    pub fn process_mut(&mut self, role: Role) -> Option<&mut ManagedProcess> {
+    /// How many instances of `role` this system has: its services' counts;
+    /// one broker and one PostgreSQL, started here or not.
+    pub fn instance_count(&self, role: Role) -> usize {
         match role {
-            Role::Wallet => Some(&mut self.wallet),
-            Role::History => Some(&mut self.history),
-            Role::Broker => self.broker.as_mut(),
-            Role::Postgres => self.postgres.as_mut().map(PgCluster::process_mut),
+            Role::Wallet => self.wallets.len(),
+            Role::History => self.histories.len(),
+            Role::Broker | Role::Postgres => 1,
         }
     }
 
-    pub fn log_path(&self, role: Role) -> PathBuf {
-        self.options.run_dir.join(format!("{}.log", role.as_str()))
+    /// The service instances of `role` (empty for the broker and PostgreSQL).
+    pub fn instances(&self, role: Role) -> &[Instance] {
+        match role {
+            Role::Wallet => &self.wallets,
+            Role::History => &self.histories,
+            Role::Broker | Role::Postgres => &[],
+        }
+    }
+
+    /// Where the load reaches each wallet instance, in instance order:
+    /// through its client-link proxy when there is one.
+    pub fn wallet_urls(&self) -> Vec<String> {
+        self.wallets.iter().map(|i| i.client_url.clone()).collect()
+    }
+
+    /// The proxy on `link`, if this system put one there.
+    pub fn proxy(&self, link: Link) -> Option<&FaultProxy> {
+        match link {
+            Link::ClientWallet(index) => self.proxies.client_wallet.get(index),
+            Link::Postgres => self.proxies.postgres.as_ref(),
+            Link::Broker => self.proxies.broker.as_ref(),
+        }
+    }
+
+    /// Every history instance's URL, in instance order.
+    pub fn history_urls(&self) -> Vec<String> {
+        self.histories.iter().map(|i| i.url.clone()).collect()
+    }
+
+    fn service_url(&self, role: Role, index: usize) -> Option<&str> {
+        self.instances(role).get(index).map(|i| i.url.as_str())
+    }
+
+    /// The process of the first instance of `role`, if this system started it.
+    pub fn process_mut(&mut self, role: Role) -> Option<&mut ManagedProcess> {
+        self.instance_mut(role, 0)
+    }
+
+    /// The process of instance `index` of `role`, if this system started it.
+    pub fn instance_mut(&mut self, role: Role, index: usize) -> Option<&mut ManagedProcess> {
+        match role {
+            Role::Wallet => self.wallets.get_mut(index).map(|i| &mut i.process),
+            Role::History => self.histories.get_mut(index).map(|i| &mut i.process),
+            Role::Broker => self.broker.as_mut().filter(|_| index == 0),
+            Role::Postgres => self
+                .postgres
+                .as_mut()
+                .filter(|_| index == 0)
+                .map(PgCluster::process_mut),
+        }
+    }
+
+    /// The log of instance `index` of `role` (`wallet-2.log`, ...).
+    pub fn log_path(&self, role: Role, index: usize) -> PathBuf {
+        self.options
+            .run_dir
+            .join(format!("{}.log", instance_name(role, index)))
     }
 
     /// Starts another history instance on the same database and topic, in
@@ -345,11 +548,20 @@ impl System {
     pub async fn shutdown(mut self) -> Result<()> {
         let grace = Duration::from_millis(STOP_GRACE_MS);
         self.stop_late_history().await?;
-        for process in [&mut self.history, &mut self.wallet] {
-            stop_service(process, grace).await?;
+        for instance in self.histories.iter_mut().chain(self.wallets.iter_mut()) {
+            stop_service(&mut instance.process, grace).await?;
         }
         if let Some(broker) = self.broker.as_mut() {
             broker.terminate(grace).await?;
+        }
+        let proxies = std::mem::take(&mut self.proxies);
+        for proxy in proxies
+            .client_wallet
+            .into_iter()
+            .chain(proxies.postgres)
+            .chain(proxies.broker)
+        {
+            proxy.shutdown().await;
         }
         if let Some(postgres) = self.postgres.as_mut() {
             postgres.fast_shutdown().await?;
@@ -372,7 +584,12 @@ fn pick(port: u16) -> Result<u16> {
     if port == 0 { free_port() } else { Ok(port) }
 }
 
-fn broker_spec(options: &SystemOptions, run_dir: &Path, port: u16) -> ProcessSpec {
+fn broker_spec(
+    options: &SystemOptions,
+    run_dir: &Path,
+    port: u16,
+    advertised: &str,
+) -> ProcessSpec {
     let storage_dir = run_dir.join("broker-data");
     let _ = std::fs::create_dir_all(&storage_dir);
     ProcessSpec::new(
@@ -383,6 +600,8 @@ fn broker_spec(options: &SystemOptions, run_dir: &Path, port: u16) -> ProcessSpe
     .args(options.launcher.broker_args.clone())
     .arg("--listen")
     .arg(format!("127.0.0.1:{port}"))
+    .arg("--advertised")
+    .arg(advertised)
     // Durable: a SIGKILLed broker serves every acknowledged message again.
     .arg("--storage")
     .arg("sqlite://broker.db")

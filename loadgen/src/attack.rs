@@ -3,6 +3,11 @@
 //! paced to its intended start when the scenario has a rate, so the same
 //! seed issues the same operations; latency runs from the intended start.
 //! Every attempt goes to the operation log with its outcome.
+//!
+//! With several service instances, slot `s` goes to wallet (or history)
+//! instance `s mod N`, and each retry of it to the next instance: a retry
+//! after a lost answer or a dead instance reaches another process, which
+//! must honour the idempotency key the first one stored.
 
 use std::{
     sync::{
@@ -37,8 +42,10 @@ pub struct LoadContext {
     pub workload: Workload,
     pub seed: u64,
     pub wallet_ids: Vec<Uuid>,
-    pub wallet_url: String,
-    pub history_url: String,
+    /// Every wallet instance's base URL (at least one).
+    pub wallet_urls: Vec<String>,
+    /// Every history instance's base URL (at least one).
+    pub history_urls: Vec<String>,
     pub users: u64,
     /// Time between one user's slots when paced; None runs closed loop.
     pub slot_interval: Option<Duration>,
@@ -65,7 +72,7 @@ impl LoadContext {
 /// Runs the attack for `run_time` and returns when every user stopped.
 pub async fn run(context: Arc<LoadContext>, run_time: Duration) -> anyhow::Result<()> {
     let mut config = GooseConfiguration::default();
-    config.host = Some(context.wallet_url.clone());
+    config.host = context.wallet_urls.first().cloned();
     config.users = Some(context.users as usize);
     // Every user starts at once; the run time counts from then.
     config.increase_rate = Some("100000".into());
@@ -99,7 +106,7 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
     let intended = context.intended_at(k, Instant::now());
     tokio::time::sleep_until(intended.into()).await;
     let (pending, request) = context.operation(slot, intended);
-    let attempts = attempt_until_settled(user, &request, intended).await?;
+    let attempts = attempt_until_settled(user, &request, context.bases(&request), intended).await?;
     let record = pending.settle(attempts);
     context.recorder.record(
         request.endpoint,
@@ -111,14 +118,30 @@ async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionRes
     Ok(())
 }
 
-/// The HTTP request that carries an operation, the same on every attempt.
+/// The HTTP request that carries an operation, the same on every attempt
+/// but for the instance it goes to.
 struct OpRequest {
     kind: OpKind,
     endpoint: &'static str,
     method: GooseMethod,
-    url: String,
+    /// The path and query, after an instance's base URL.
+    path: String,
     body: Option<serde_json::Value>,
     key: Option<String>,
+    /// The slot: picks the instance of the first attempt.
+    slot: u64,
+}
+
+impl OpRequest {
+    /// Attempt `attempt`'s URL: instance `slot + attempt` of `bases`.
+    fn url(&self, bases: &[String], attempt: usize) -> String {
+        let turn = self.slot.wrapping_add(attempt as u64);
+        let base = usize::try_from(turn % bases.len().max(1) as u64)
+            .ok()
+            .and_then(|index| bases.get(index))
+            .map_or("", String::as_str);
+        format!("{base}{}", self.path)
+    }
 }
 
 impl LoadContext {
@@ -133,7 +156,7 @@ impl LoadContext {
             .kind
             .is_mutating()
             .then(|| format!("seed{}-op{op_id}", self.seed));
-        let (endpoint, method, url, body) = self.request_of(&planned, wallet, to);
+        let (endpoint, method, path, body) = self.request_of(&planned, wallet, to);
         let intended_at = self.started_wall
             + chrono::Duration::from_std(
                 intended.saturating_duration_since(self.recorder.started()),
@@ -160,14 +183,23 @@ impl LoadContext {
             kind: planned.kind,
             endpoint,
             method,
-            url,
+            path,
             body,
             key,
+            slot,
         };
         (pending, request)
     }
 
-    /// The endpoint, method, URL and body that carry `planned`.
+    /// The instances a request may go to.
+    fn bases(&self, request: &OpRequest) -> &[String] {
+        match request.kind {
+            OpKind::GetHistory => &self.history_urls,
+            _ => &self.wallet_urls,
+        }
+    }
+
+    /// The endpoint, method, path and body that carry `planned`.
     fn request_of(
         &self,
         planned: &PlannedOp,
@@ -179,28 +211,25 @@ impl LoadContext {
             OpKind::Transfer => (
                 TRANSFER,
                 GooseMethod::Post,
-                format!("{}/wallets/{wallet}/transfer", self.wallet_url),
+                format!("/wallets/{wallet}/transfer"),
                 Some(json!({"to_wallet_id": to, "amount": amount})),
             ),
             OpKind::Fund => (
                 FUND,
                 GooseMethod::Post,
-                format!("{}/wallets/{wallet}/fund", self.wallet_url),
+                format!("/wallets/{wallet}/fund"),
                 Some(json!({"amount": amount})),
             ),
             OpKind::GetWallet => (
                 GET_WALLET,
                 GooseMethod::Get,
-                format!("{}/wallets/{wallet}", self.wallet_url),
+                format!("/wallets/{wallet}"),
                 None,
             ),
             OpKind::GetHistory => (
                 GET_HISTORY,
                 GooseMethod::Get,
-                format!(
-                    "{}/wallets/{wallet}/history?limit={HISTORY_PAGE_LIMIT}",
-                    self.history_url
-                ),
+                format!("/wallets/{wallet}/history?limit={HISTORY_PAGE_LIMIT}"),
                 None,
             ),
             OpKind::CreateWallet => {
@@ -215,13 +244,15 @@ impl LoadContext {
 async fn attempt_until_settled(
     user: &mut GooseUser,
     request: &OpRequest,
+    bases: &[String],
     intended: Instant,
 ) -> Result<Vec<Attempt>, Box<TransactionError>> {
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut retry = Retry::new();
     let first = Instant::now();
     loop {
-        let mut builder = user.get_request_builder(&request.method, &request.url)?;
+        let url = request.url(bases, attempts.len());
+        let mut builder = user.get_request_builder(&request.method, &url)?;
         if let Some(key) = &request.key {
             builder = builder.header("Idempotency-Key", key);
         }

@@ -129,6 +129,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub wallets: Option<u32>,
 
+    /// Override the scenario's number of wallet service processes (the load
+    /// is spread over them; their relays compete for the outbox).
+    #[arg(long, value_name = "N")]
+    pub wallet_instances: Option<u32>,
+
+    /// Override the scenario's number of history service processes (one
+    /// consumer group).
+    #[arg(long, value_name = "M")]
+    pub history_instances: Option<u32>,
+
     /// Inject no faults.
     #[arg(long, conflicts_with = "faults")]
     pub no_faults: bool,

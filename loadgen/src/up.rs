@@ -18,6 +18,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         kafka_brokers: args.infra.kafka_brokers.clone(),
         wallet_port: args.wallet_port,
         history_port: args.history_port,
+        wallet_instances: 1,
+        history_instances: 1,
         broker_port: args.broker_port,
         topic: wallet_events::DEFAULT_TOPIC.into(),
         group_id: "history-service-group".into(),
@@ -25,6 +27,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         session_timeout_ms: args.infra.session_timeout_ms,
         database_prefix: format!("up_{}", std::process::id()),
         service_env: Vec::new(),
+        network_faults: false,
     };
     println!(
         "starting PostgreSQL, broker, wallet and history (logs in {}) ...",

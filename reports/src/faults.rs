@@ -62,6 +62,10 @@ pub fn colour(kind: FaultKind) -> &'static str {
         FaultKind::PostgresRestart => "rgba(120, 85, 60, 0.18)",
         FaultKind::PostgresKill => "rgba(80, 50, 30, 0.22)",
         FaultKind::HistoryJoin => "rgba(32, 201, 151, 0.16)",
+        FaultKind::NetLatency => "rgba(108, 117, 125, 0.14)",
+        FaultKind::NetDrop => "rgba(108, 117, 125, 0.24)",
+        FaultKind::NetPartition => "rgba(52, 58, 64, 0.20)",
+        FaultKind::LostResponse => "rgba(214, 51, 132, 0.18)",
     }
 }
 

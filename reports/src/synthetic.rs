@@ -273,6 +273,10 @@ fn target_of(kind: FaultKind) -> &'static str {
         FaultKind::HistoryKill | FaultKind::HistoryPause | FaultKind::HistoryJoin => "history",
         FaultKind::WalletKill => "wallet",
         FaultKind::PostgresRestart | FaultKind::PostgresKill => "postgres",
+        FaultKind::NetLatency | FaultKind::NetDrop | FaultKind::NetPartition => {
+            "services->postgres"
+        }
+        FaultKind::LostResponse => "client->wallet",
     }
 }
 

@@ -224,10 +224,21 @@ pub enum FaultKind {
     /// topic that already holds events (it reads from the start, beside the
     /// running group), stop it after a pause.
     HistoryJoin,
+    /// Delay every chunk crossing a network link, both ways, then restore it.
+    NetLatency,
+    /// Cut every open connection on a network link once (clients reconnect).
+    NetDrop,
+    /// Cut a network link: open connections are reset and new ones refused
+    /// until it heals.
+    NetPartition,
+    /// Requests from the load reach a wallet instance, but the answers are
+    /// lost (the connection drops): the client cannot tell whether it
+    /// applied, and retries.
+    LostResponse,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::BrokerKill,
         FaultKind::HistoryKill,
         FaultKind::HistoryPause,
@@ -235,7 +246,22 @@ impl FaultKind {
         FaultKind::PostgresRestart,
         FaultKind::PostgresKill,
         FaultKind::HistoryJoin,
+        FaultKind::NetLatency,
+        FaultKind::NetDrop,
+        FaultKind::NetPartition,
+        FaultKind::LostResponse,
     ];
+
+    /// A fault on a network link (through a fault proxy), not a process.
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            FaultKind::NetLatency
+                | FaultKind::NetDrop
+                | FaultKind::NetPartition
+                | FaultKind::LostResponse
+        )
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -246,6 +272,10 @@ impl FaultKind {
             FaultKind::PostgresRestart => "postgres_restart",
             FaultKind::PostgresKill => "postgres_kill",
             FaultKind::HistoryJoin => "history_join",
+            FaultKind::NetLatency => "net_latency",
+            FaultKind::NetDrop => "net_drop",
+            FaultKind::NetPartition => "net_partition",
+            FaultKind::LostResponse => "lost_response",
         }
     }
 }
@@ -253,6 +283,61 @@ impl FaultKind {
 impl std::fmt::Display for FaultKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A network link a fault can act on (through the harness's fault proxy).
+/// In files it is written as its name: `client->wallet`, `client->wallet-2`,
+/// `services->postgres`, `services->broker`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Link {
+    /// Load generator → wallet instance `n` (from 0): the HTTP API.
+    ClientWallet(usize),
+    /// Every service instance → PostgreSQL.
+    Postgres,
+    /// Every service instance → the broker (which advertises the proxy, so
+    /// clients stay behind it after bootstrap).
+    Broker,
+}
+
+impl Link {
+    /// The name chaos.jsonl and scenario files use.
+    pub fn name(self) -> String {
+        match self {
+            Link::ClientWallet(0) => "client->wallet".to_owned(),
+            Link::ClientWallet(index) => format!("client->wallet-{}", index + 1),
+            Link::Postgres => "services->postgres".to_owned(),
+            Link::Broker => "services->broker".to_owned(),
+        }
+    }
+}
+
+impl From<Link> for String {
+    fn from(link: Link) -> String {
+        link.name()
+    }
+}
+
+impl TryFrom<String> for Link {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Link, String> {
+        let wallet = |n: &str| match n.parse::<usize>() {
+            Ok(n) if n >= 2 => Ok(Link::ClientWallet(n - 1)),
+            _ => Err(format!("bad wallet instance in link {name:?}")),
+        };
+        match name.as_str() {
+            "client->wallet" => Ok(Link::ClientWallet(0)),
+            "services->postgres" => Ok(Link::Postgres),
+            "services->broker" => Ok(Link::Broker),
+            other => match other.strip_prefix("client->wallet-") {
+                Some(n) => wallet(n),
+                None => Err(format!(
+                    "unknown link {name:?}: client->wallet[-N], services->postgres or services->broker"
+                )),
+            },
+        }
     }
 }
 

@@ -91,7 +91,7 @@ impl FaultPlan {
         // modelled (the sim's consumers all share one group).
         let menu: Vec<FaultKind> = FaultKind::ALL
             .into_iter()
-            .filter(|kind| !NOT_SIMULATED.contains(kind))
+            .filter(|&kind| is_simulated(kind))
             .filter(|_| !swarm || rng.random_bool(0.7))
             .collect();
         let count = if menu.is_empty() {
@@ -117,6 +117,11 @@ impl FaultPlan {
                     FaultKind::WalletKill | FaultKind::HistoryKill | FaultKind::HistoryJoin => {
                         rng.random_range(200..3_000)
                     }
+                    // Not on the menu (see is_simulated).
+                    FaultKind::NetLatency
+                    | FaultKind::NetDrop
+                    | FaultKind::NetPartition
+                    | FaultKind::LostResponse => 0,
                 };
                 let instance = match kind {
                     FaultKind::WalletKill => rng.random_range(0..wallets),
@@ -125,7 +130,11 @@ impl FaultPlan {
                     }
                     FaultKind::BrokerKill
                     | FaultKind::PostgresRestart
-                    | FaultKind::PostgresKill => 0,
+                    | FaultKind::PostgresKill
+                    | FaultKind::NetLatency
+                    | FaultKind::NetDrop
+                    | FaultKind::NetPartition
+                    | FaultKind::LostResponse => 0,
                 };
                 TimedFault {
                     at_ms,
@@ -286,8 +295,15 @@ pub async fn run_timed(cluster: Rc<Cluster>, timeline: Rc<Timeline>, faults: Vec
     }
 }
 
-/// Live fault kinds the simulator never draws.
-pub const NOT_SIMULATED: [FaultKind; 2] = [FaultKind::PostgresKill, FaultKind::HistoryJoin];
+/// Whether the simulator draws live fault kind `kind` as a timed fault.
+/// Not a PostgreSQL crash (its stop is the same model step as a restart),
+/// not a late history instance (the sim's consumers share one group), and
+/// no network kind: those have their simulated counterparts among the
+/// injected faults instead (lost responses, dropped sessions at crash
+/// points, delayed and refused acknowledgements).
+pub fn is_simulated(kind: FaultKind) -> bool {
+    !matches!(kind, FaultKind::PostgresKill | FaultKind::HistoryJoin) && !kind.is_network()
+}
 
 async fn one(cluster: Rc<Cluster>, timeline: Rc<Timeline>, fault: TimedFault) {
     let fault_id = timeline.new_fault();
@@ -315,8 +331,12 @@ async fn one(cluster: Rc<Cluster>, timeline: Rc<Timeline>, fault: TimedFault) {
             exec::with(|e| e.pause(role.process()));
             (role.name(), "SIGSTOP", "SIGCONT")
         }
-        // Not on the simulator's menu (a hand-written replay could name it).
-        FaultKind::HistoryJoin => return,
+        // Not on the simulator's menu (a hand-written replay could name them).
+        FaultKind::HistoryJoin
+        | FaultKind::NetLatency
+        | FaultKind::NetDrop
+        | FaultKind::NetPartition
+        | FaultKind::LostResponse => return,
     };
     timeline.record(
         fault_id,
@@ -334,7 +354,11 @@ async fn one(cluster: Rc<Cluster>, timeline: Rc<Timeline>, fault: TimedFault) {
         FaultKind::HistoryPause => {
             exec::with(|e| e.resume(Role::History(fault.instance).process()))
         }
-        FaultKind::HistoryJoin => {}
+        FaultKind::HistoryJoin
+        | FaultKind::NetLatency
+        | FaultKind::NetDrop
+        | FaultKind::NetPartition
+        | FaultKind::LostResponse => {}
     }
     timeline.record(fault_id, kind, FaultPhase::Healed, &target, healed.into());
     timeline.record(fault_id, kind, FaultPhase::Recovered, &target, "up".into());

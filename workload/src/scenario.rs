@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use anyhow::{Context, bail};
-use run_log::FaultKind;
+use run_log::{FaultKind, Link};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,11 @@ pub struct Scenario {
     pub amount_max: Decimal,
     pub mix: Mix,
     pub faults: Faults,
+    /// Wallet service processes; the load is spread over them and their
+    /// relays compete for the outbox.
+    pub wallet_instances: u32,
+    /// History service processes, members of one consumer group.
+    pub history_instances: u32,
 }
 
 /// Relative weights of the operations.
@@ -72,6 +77,9 @@ pub struct Faults {
     pub enabled: bool,
     /// How many faults to draw over the load window.
     pub count: u32,
+    /// The share (0-100) of drawn faults that get a second fault on another
+    /// target, injected while the first still holds.
+    pub overlap_percent: u32,
     /// Relative weights by fault kind; kinds left out are never drawn.
     pub menu: BTreeMap<FaultKind, u32>,
     /// Explicit faults; when present, replaces the drawn schedule.
@@ -86,6 +94,22 @@ pub struct ScheduledFault {
     pub kind: FaultKind,
     #[serde(with = "humantime_serde_shim")]
     pub hold: Duration,
+    /// Which instance of a service it acts on: 1 is the first (`wallet`),
+    /// 2 the second (`wallet-2`), ...
+    #[serde(default = "first_instance")]
+    pub instance: u32,
+    /// Injected at its time even while earlier faults hold.
+    #[serde(default)]
+    pub overlaps: bool,
+    /// The link of a network fault: `client->wallet` (`-2`, ...),
+    /// `services->postgres` or `services->broker`; default the first
+    /// client link.
+    #[serde(default)]
+    pub link: Option<run_log::Link>,
+}
+
+fn first_instance() -> u32 {
+    1
 }
 
 impl Default for Scenario {
@@ -104,7 +128,22 @@ impl Default for Scenario {
             amount_max: Decimal::new(50, 0),
             mix: Mix::default(),
             faults: Faults::default(),
+            wallet_instances: 1,
+            history_instances: 1,
         }
+    }
+}
+
+/// A fault `at` seconds into the load, held `hold` seconds, on the first
+/// instance or link.
+fn scheduled(at: u64, kind: FaultKind, hold: u64) -> ScheduledFault {
+    ScheduledFault {
+        at: Duration::from_secs(at),
+        kind,
+        hold: Duration::from_secs(hold),
+        instance: 1,
+        overlaps: false,
+        link: None,
     }
 }
 
@@ -112,22 +151,34 @@ fn menu(kinds: &[(FaultKind, u32)]) -> BTreeMap<FaultKind, u32> {
     kinds.iter().copied().collect()
 }
 
+/// Service instances a scenario may ask for: each is a process with its own
+/// pools and consumer, and this machine class has two cores.
+pub const INSTANCES_MAX: u32 = 8;
+
 /// The built-in scenarios, in the order `loadgen scenarios` lists them.
 pub fn builtin() -> Vec<Scenario> {
     use FaultKind::*;
     vec![
         Scenario {
             name: "smoke".into(),
-            description: "30 s, 8 users at 150 ops/s, 40 wallets; kills the broker, then the history consumer (the CI gate)".into(),
+            description: "70 s, 8 users at 150 ops/s, 40 wallets, 2 wallet + 2 history instances; one fault of every family: broker kill, answers lost to the client, history kill, wallet kill, PostgreSQL cut off and crashed, the broker link cut while a wallet instance is down (the CI gate)".into(),
             wallets: 40,
             users: 8,
-            duration: Duration::from_secs(30),
+            duration: Duration::from_secs(70),
             rate: 150,
+            wallet_instances: 2,
+            history_instances: 2,
             faults: Faults {
                 enabled: true,
                 schedule: vec![
-                    ScheduledFault { at: Duration::from_secs(6), kind: BrokerKill, hold: Duration::from_secs(4) },
-                    ScheduledFault { at: Duration::from_secs(16), kind: HistoryKill, hold: Duration::from_secs(2) },
+                    scheduled(5, BrokerKill, 3),
+                    ScheduledFault { link: Some(Link::ClientWallet(0)), ..scheduled(12, LostResponse, 3) },
+                    ScheduledFault { instance: 2, ..scheduled(18, HistoryKill, 2) },
+                    ScheduledFault { instance: 2, ..scheduled(30, WalletKill, 2) },
+                    ScheduledFault { link: Some(Link::Postgres), ..scheduled(36, NetPartition, 3) },
+                    scheduled(43, PostgresKill, 2),
+                    ScheduledFault { link: Some(Link::Broker), ..scheduled(52, NetPartition, 4) },
+                    ScheduledFault { overlaps: true, ..scheduled(53, WalletKill, 2) },
                 ],
                 ..Faults::default()
             },
@@ -164,15 +215,18 @@ pub fn builtin() -> Vec<Scenario> {
         },
         Scenario {
             name: "chaos".into(),
-            description: "3 min at 200 ops/s with the full fault menu: broker, history, wallet kills, history pause, PostgreSQL restart and crash, a history instance joining late in a fresh group".into(),
+            description: "3 min at 200 ops/s on 2 wallet and 2 history instances with the full fault menu, half the faults overlapped by a second: broker, history, wallet kills, history pause, PostgreSQL restart and crash, a history instance joining late in a fresh group, slow, dropped and cut network links, lost answers".into(),
             wallets: 300,
             users: 16,
             duration: Duration::from_secs(180),
             rate: 200,
+            wallet_instances: 2,
+            history_instances: 2,
             faults: Faults {
                 enabled: true,
                 count: 8,
-                menu: menu(&[(BrokerKill, 2), (HistoryKill, 2), (HistoryPause, 1), (WalletKill, 2), (PostgresRestart, 1), (PostgresKill, 1), (HistoryJoin, 1)]),
+                overlap_percent: 50,
+                menu: menu(&[(BrokerKill, 2), (HistoryKill, 2), (HistoryPause, 1), (WalletKill, 2), (PostgresRestart, 1), (PostgresKill, 1), (HistoryJoin, 1), (NetLatency, 1), (NetDrop, 1), (NetPartition, 2), (LostResponse, 2)]),
                 ..Faults::default()
             },
             ..Scenario::default()
@@ -211,6 +265,17 @@ impl Scenario {
         if self.users == 0 {
             bail!("users must be at least 1");
         }
+        for (name, count) in [
+            ("wallet_instances", self.wallet_instances),
+            ("history_instances", self.history_instances),
+        ] {
+            if !(1..=INSTANCES_MAX).contains(&count) {
+                bail!("{name} must be between 1 and {INSTANCES_MAX}");
+            }
+        }
+        if self.faults.overlap_percent > 100 {
+            bail!("faults.overlap_percent must be between 0 and 100");
+        }
         if self.duration < Duration::from_secs(1) {
             bail!("duration must be at least 1s");
         }
@@ -244,6 +309,39 @@ impl Scenario {
                     self.duration
                 );
             }
+            let instances = match fault.kind {
+                FaultKind::WalletKill => self.wallet_instances,
+                FaultKind::HistoryKill | FaultKind::HistoryPause => self.history_instances,
+                _ => 1,
+            };
+            match fault.link {
+                Some(_) if !fault.kind.is_network() => bail!(
+                    "fault {} at {:?}: only network faults take a link",
+                    fault.kind,
+                    fault.at
+                ),
+                Some(Link::ClientWallet(index)) if index as u32 >= self.wallet_instances => bail!(
+                    "fault {} at {:?}: link {} names a wallet instance the scenario does not run",
+                    fault.kind,
+                    fault.at,
+                    Link::ClientWallet(index).name()
+                ),
+                Some(Link::Postgres | Link::Broker) if fault.kind == FaultKind::LostResponse => {
+                    bail!(
+                        "fault lost_response at {:?}: answers are lost on a client link only",
+                        fault.at
+                    )
+                }
+                _ => {}
+            }
+            if !(1..=instances).contains(&fault.instance) {
+                bail!(
+                    "fault {} at {:?}: instance {} does not exist (1 to {instances})",
+                    fault.kind,
+                    fault.at,
+                    fault.instance
+                );
+            }
         }
         Ok(())
     }
@@ -270,19 +368,80 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtins_are_valid_and_smoke_kills_broker_and_consumer() {
+    fn builtins_are_valid_and_smoke_covers_every_fault_family_within_90_s() {
         for scenario in builtin() {
             scenario.validate().unwrap();
         }
         let smoke = find_builtin("smoke").unwrap();
-        let kinds: Vec<FaultKind> = smoke.faults.schedule.iter().map(|f| f.kind).collect();
-        assert_eq!(kinds, [FaultKind::BrokerKill, FaultKind::HistoryKill]);
+        assert!(smoke.duration <= Duration::from_secs(90));
+        assert!(smoke.wallet_instances >= 2 && smoke.history_instances >= 2);
+        let schedule = &smoke.faults.schedule;
+        let has = |wanted: &dyn Fn(&ScheduledFault) -> bool| schedule.iter().any(wanted);
+        use FaultKind::*;
+        assert!(has(&|f| f.kind == BrokerKill), "broker");
+        assert!(
+            has(&|f| matches!(f.kind, HistoryKill | HistoryPause)),
+            "consumer"
+        );
+        assert!(has(&|f| f.kind == WalletKill), "wallet");
+        assert!(
+            has(&|f| matches!(f.kind, PostgresKill | PostgresRestart)),
+            "PostgreSQL"
+        );
+        assert!(has(&|f| f.kind == LostResponse), "a lost response");
+        assert!(
+            has(&|f| f.kind.is_network() && f.link == Some(Link::Postgres)),
+            "network"
+        );
+        assert!(has(&|f| f.overlaps), "an overlap");
+        let chaos = find_builtin("chaos").unwrap();
+        assert!(chaos.wallet_instances >= 2 && chaos.history_instances >= 2);
+        assert!(chaos.faults.overlap_percent > 0);
+        assert!(chaos.faults.menu.keys().any(|kind| kind.is_network()));
         assert!(
             find_builtin("nope")
                 .unwrap_err()
                 .to_string()
                 .contains("smoke")
         );
+    }
+
+    #[test]
+    fn scheduled_faults_name_instances_and_links_that_exist() {
+        let mut scenario = find_builtin("smoke").unwrap();
+        scenario.faults.schedule = vec![ScheduledFault {
+            link: Some(Link::ClientWallet(5)),
+            ..scheduled(1, FaultKind::LostResponse, 1)
+        }];
+        let err = scenario.validate().unwrap_err().to_string();
+        assert!(err.contains("client->wallet-6"), "{err}");
+        scenario.faults.schedule = vec![ScheduledFault {
+            link: Some(Link::Postgres),
+            ..scheduled(1, FaultKind::LostResponse, 1)
+        }];
+        assert!(scenario.validate().is_err());
+        scenario.faults.schedule = vec![ScheduledFault {
+            link: Some(Link::Broker),
+            ..scheduled(1, FaultKind::BrokerKill, 1)
+        }];
+        assert!(scenario.validate().is_err());
+        scenario.faults.schedule = vec![ScheduledFault {
+            instance: 3,
+            ..scheduled(1, FaultKind::WalletKill, 1)
+        }];
+        assert!(scenario.validate().is_err());
+        let text = r#"
+            name = "net"
+            [[faults.schedule]]
+            at = "5s"
+            kind = "net_partition"
+            hold = "2s"
+            link = "services->broker"
+        "#;
+        let parsed: Scenario = toml::from_str(text).unwrap();
+        assert_eq!(parsed.faults.schedule[0].link, Some(Link::Broker));
+        assert_eq!(parsed.faults.schedule[0].instance, 1);
+        assert!(toml::from_str::<Scenario>(&text.replace("broker\"", "nowhere\"")).is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use chaos::{
     ChaosEvent, ChaosLog, ChaosStatus, FaultKind, FaultPhase, explicit, heal_all, run_plan,
     runner::{RECOVERY_TIMEOUT_MS, SKIPPED_NOT_STARTED, wait_recovered},
 };
-use harness::system::{Launcher, Role, System, SystemOptions};
+use harness::system::{Launcher, Link, Role, System, SystemOptions, instance_name};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -126,10 +126,14 @@ async fn get_status(client: &reqwest::Client, url: &str) -> Result<u16> {
 }
 
 fn pid_of(system: &mut System, role: Role) -> Result<u32> {
+    pid_at(system, role, 0)
+}
+
+fn pid_at(system: &mut System, role: Role, instance: usize) -> Result<u32> {
     system
-        .process_mut(role)
+        .instance_mut(role, instance)
         .and_then(|process| process.pid())
-        .with_context(|| format!("{} has no pid", role.as_str()))
+        .with_context(|| format!("{} has no pid", instance_name(role, instance)))
 }
 
 /// Tails chaos.jsonl (which must be flushed line by line) until the
@@ -164,22 +168,33 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
     let test_started = Instant::now();
     with_system(
         dir.path(),
-        |_| {},
+        |options| {
+            options.wallet_instances = 2;
+            options.history_instances = 2;
+        },
         async |system: &mut System| {
             let started_in = test_started.elapsed();
             let client = http()?;
             let wallet_id = create_wallet(&client, system).await?;
-            let roles = [Role::Broker, Role::History, Role::Wallet, Role::Postgres];
-            let before: Vec<(Role, u32)> = roles
+            // The second instances are the ones killed below.
+            let targets = [
+                (Role::Broker, 0),
+                (Role::History, 1),
+                (Role::Wallet, 1),
+                (Role::Postgres, 0),
+            ];
+            let before: Vec<((Role, usize), u32)> = targets
                 .into_iter()
-                .map(|role| Ok((role, pid_of(system, role)?)))
+                .map(|(role, i)| Ok(((role, i), pid_at(system, role, i)?)))
                 .collect::<Result<_>>()?;
+            let spared_wallet = pid_at(system, Role::Wallet, 0)?;
 
             // The history member holds the partitions before it is killed, so
             // the kill measures a real takeover from a dead member.
             wait_recovered(
                 system,
                 Role::History,
+                0,
                 Duration::from_millis(RECOVERY_TIMEOUT_MS),
             )
             .await?;
@@ -188,17 +203,21 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
             let mut log = ChaosLog::create_now(&path)?;
             let status = ChaosStatus::new();
             // Each fault is due at once; the runner starts it as soon as the one
-            // before has recovered.
+            // before has recovered, except the wallet kill, which overlaps the
+            // broker kill on purpose (injected while the broker is down,
+            // healed first).
             let pause_hold_ms = u64::from(SESSION_TIMEOUT_MS) + 1_000;
-            let plan = explicit(vec![
+            let mut plan = explicit(vec![
                 (0, FaultKind::HistoryKill, 1_000),
                 (1, FaultKind::HistoryPause, pause_hold_ms),
-                (2, FaultKind::BrokerKill, 1_500),
+                (2, FaultKind::BrokerKill, 2_500),
                 (3, FaultKind::WalletKill, 1_000),
                 (4, FaultKind::PostgresRestart, 1_000),
                 (5, FaultKind::PostgresKill, 1_000),
                 (6, FaultKind::HistoryJoin, 3_000),
             ]);
+            plan[0] = plan[0].on_instance(1);
+            plan[3] = plan[3].on_instance(1).overlapping();
 
             // A stop that fired before the first fault acts on nothing.
             let stopped = CancellationToken::new();
@@ -222,26 +241,55 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
                 "paused history pid {paused_pid} was in state {paused_state}, not T"
             );
 
-            // The timeline: per fault, Injected, Healed, Recovered, in plan order.
+            // The timeline: per fault, Injected, Healed, Recovered, in that
+            // order; faults in plan order but for the overlapping pair.
             let events: Vec<ChaosEvent> = run_log::read_jsonl(&path)?;
             ensure!(events == log.events(), "file and memory disagree");
             ensure!(events.len() == 21, "{} events: {events:#?}", events.len());
+            let order: Vec<(u32, FaultPhase)> =
+                events.iter().map(|e| (e.fault_id, e.phase)).collect();
+            use FaultPhase::{Healed as H, Injected as I, Recovered as R};
+            ensure!(
+                order
+                    == [
+                        (1, I),
+                        (1, H),
+                        (1, R),
+                        (2, I),
+                        (2, H),
+                        (2, R),
+                        (3, I),
+                        (4, I),
+                        (4, H),
+                        (3, H),
+                        (4, R),
+                        (3, R),
+                        (5, I),
+                        (5, H),
+                        (5, R),
+                        (6, I),
+                        (6, H),
+                        (6, R),
+                        (7, I),
+                        (7, H),
+                        (7, R),
+                    ],
+                "{order:?}"
+            );
             let mut recovery = Vec::new();
-            for (fault, phases) in plan.iter().zip(events.chunks(3)) {
-                let got: Vec<(u32, FaultKind, FaultPhase)> = phases
+            for fault in &plan {
+                let phases: Vec<&ChaosEvent> = events
                     .iter()
-                    .map(|e| (e.fault_id, e.kind, e.phase))
+                    .filter(|e| e.fault_id == fault.fault_id)
                     .collect();
-                let want: Vec<(u32, FaultKind, FaultPhase)> = [
-                    FaultPhase::Injected,
-                    FaultPhase::Healed,
-                    FaultPhase::Recovered,
-                ]
-                .into_iter()
-                .map(|phase| (fault.fault_id, fault.kind, phase))
-                .collect();
-                ensure!(got == want, "fault #{}: {phases:#?}", fault.fault_id);
-                let (injected, healed, recovered) = (&phases[0], &phases[1], &phases[2]);
+                ensure!(
+                    phases
+                        .iter()
+                        .all(|e| e.kind == fault.kind && e.target == fault.target()),
+                    "fault #{}: {phases:#?}",
+                    fault.fault_id
+                );
+                let (injected, healed, recovered) = (phases[0], phases[1], phases[2]);
                 let seconds = recovery_seconds(recovered).with_context(|| {
                     format!(
                         "fault #{} did not recover: {}",
@@ -258,19 +306,26 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
                     fault.fault_id,
                     fault.hold_ms
                 );
-                if fault.kind == FaultKind::HistoryPause {
-                    ensure!(
+                match fault.kind {
+                    FaultKind::HistoryPause => ensure!(
                         old == new && old == paused_pid,
                         "a pause keeps the pid: {old} → {new}"
-                    );
-                } else {
-                    ensure!(
+                    ),
+                    // The late instance is started, then stopped.
+                    FaultKind::HistoryJoin => {
+                        ensure!(old == new, "the late instance was {old}, stopped {new}")
+                    }
+                    _ => ensure!(
                         old != new,
                         "{} was healed with the same pid {old}",
                         fault.kind
-                    );
+                    ),
                 }
             }
+            ensure!(
+                plan[0].target() == "history-2" && plan[3].target() == "wallet-2",
+                "{plan:?}"
+            );
             ensure!(
                 status.injected() == 7 && status.recovered() == 7,
                 "{}",
@@ -301,20 +356,24 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
                 pg_log.matches("automatic recovery in progress").count() == 1,
                 "one crash recovery expected in the PostgreSQL log:\n{pg_log}"
             );
-            for (role, old) in before {
+            for ((role, i), old) in before {
                 ensure!(
-                    pid_of(system, role)? != old,
+                    pid_at(system, role, i)? != old,
                     "{} still has its first pid {old}",
-                    role.as_str()
+                    instance_name(role, i)
                 );
             }
+            ensure!(
+                pid_at(system, Role::Wallet, 0)? == spared_wallet,
+                "the fault on wallet-2 touched wallet"
+            );
 
             // heal_all brings back what a run left broken: a dead wallet and a
             // stopped history member.
             let wallet_pid = pid_of(system, Role::Wallet)?;
             let history_pid = pid_of(system, Role::History)?;
-            system.wallet.kill().await?;
-            system.history.pause().await?;
+            system.wallets[0].process.kill().await?;
+            system.histories[0].process.pause().await?;
             heal_all(system, Some(&mut log)).await?;
             ensure!(
                 pid_of(system, Role::Wallet)? != wallet_pid,
@@ -429,6 +488,100 @@ async fn faults_on_parts_this_run_did_not_start_are_skipped_and_stop_ends_the_ru
                 "faults still active: {}",
                 status.progress()
             );
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// Each network fault acts on its link only, through the proxies the
+/// system puts there, and healing lets bytes pass again: a lost answer
+/// leaves the operation applied (its retry is a replay, and the money moved
+/// once), a cut database link makes the services unhealthy, a cut broker
+/// link stops the consumer group's traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_faults_act_on_their_link_and_heal() -> Result<()> {
+    let dir = temp_dir()?;
+    with_system(
+        dir.path(),
+        |options| options.network_faults = true,
+        async |system: &mut System| {
+            let client = http()?;
+            let wallet_id = create_wallet(&client, system).await?;
+            let through_proxy = system.wallets[0].client_url.clone();
+            ensure!(through_proxy != system.wallet_url, "no client proxy");
+            let fault = |kind, link| explicit(vec![(0, kind, 1_000)])[0].on_link(link);
+
+            // A lost answer: the fund applies, the client sees no response.
+            let lost = fault(FaultKind::LostResponse, Link::ClientWallet(0));
+            chaos::runner::inject(system, &lost).await?;
+            let fund = || {
+                client
+                    .post(format!("{through_proxy}/wallets/{wallet_id}/fund"))
+                    .header("Idempotency-Key", "net-test-fund-1")
+                    .json(&json!({ "amount": "12.5000" }))
+                    .send()
+            };
+            let answer = fund().await;
+            ensure!(answer.is_err(), "an answer got through: {answer:?}");
+            chaos::runner::heal(system, &lost).await?;
+            let replay = fund().await?;
+            ensure!(
+                replay.status() == 200 || replay.status() == 201,
+                "{}",
+                replay.status()
+            );
+            let body: Value = client
+                .get(format!("{}/wallets/{wallet_id}", system.wallet_url))
+                .send()
+                .await?
+                .json()
+                .await?;
+            ensure!(
+                body["data"]["balance"] == "12.5000",
+                "funded twice or never: {body}"
+            );
+            let stats = system
+                .proxy(Link::ClientWallet(0))
+                .context("proxy")?
+                .stats();
+            ensure!(stats.responses_lost >= 1, "{stats:?}");
+
+            // A cut database link: the services' health fails, then heals.
+            let cut = fault(FaultKind::NetPartition, Link::Postgres);
+            chaos::runner::inject(system, &cut).await?;
+            let health = format!("{}/health", system.wallet_url);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut seen = 200;
+            while Instant::now() < deadline {
+                seen = get_status(&client, &health).await?;
+                if seen != 200 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            ensure!(
+                seen == 503,
+                "wallet /health stayed {seen} with PostgreSQL cut off"
+            );
+            chaos::runner::heal(system, &cut).await?;
+            chaos::network::wait_recovered_through(system, Link::Postgres, Duration::from_secs(60))
+                .await?;
+
+            // A cut broker link: new connections are refused while it holds.
+            let cut = fault(FaultKind::NetPartition, Link::Broker);
+            let before = system.proxy(Link::Broker).context("proxy")?.stats();
+            chaos::runner::inject(system, &cut).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            chaos::runner::heal(system, &cut).await?;
+            let after = system.proxy(Link::Broker).context("proxy")?.stats();
+            ensure!(
+                after.connections_cut + after.connections_refused
+                    > before.connections_cut + before.connections_refused,
+                "the broker link was never cut: {before:?} → {after:?}"
+            );
+            chaos::network::wait_recovered_through(system, Link::Broker, Duration::from_secs(90))
+                .await?;
             Ok(())
         },
     )

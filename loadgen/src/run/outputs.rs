@@ -33,6 +33,8 @@ pub fn write_config(plan: &Plan, system: &System, versions: &Versions) -> anyhow
             "system": {
                 "wallet_url": system.wallet_url,
                 "history_url": system.history_url,
+                "wallet_urls": system.wallet_urls(),
+                "history_urls": system.history_urls(),
                 "kafka_brokers": system.kafka_brokers,
                 "topic": system.options.topic,
                 "partitions": system.options.partitions,

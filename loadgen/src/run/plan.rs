@@ -63,6 +63,12 @@ fn resolve_scenario(args: &RunArgs) -> anyhow::Result<Scenario> {
     if let Some(wallets) = args.wallets {
         scenario.wallets = wallets;
     }
+    if let Some(count) = args.wallet_instances {
+        scenario.wallet_instances = count;
+    }
+    if let Some(count) = args.history_instances {
+        scenario.history_instances = count;
+    }
     if args.no_faults {
         scenario.faults.enabled = false;
     }
@@ -79,25 +85,39 @@ fn plan_faults(args: &RunArgs, scenario: &Scenario, seed: u64) -> Vec<PlannedFau
     if !scenario.faults.enabled {
         return Vec::new();
     }
-    if !scenario.faults.schedule.is_empty() {
-        return chaos::plan::explicit(
-            scenario
-                .faults
-                .schedule
+    let schedule = &scenario.faults.schedule;
+    if !schedule.is_empty() {
+        let mut plan = chaos::plan::explicit(
+            schedule
                 .iter()
                 .map(|f| (f.at.as_millis() as u64, f.kind, f.hold.as_millis() as u64))
                 .collect(),
         );
+        // `explicit` keeps the given order of faults due at the same time,
+        // and the schedule is in time order once sorted the same way.
+        let mut sorted: Vec<_> = schedule.iter().collect();
+        sorted.sort_by_key(|f| f.at);
+        for (fault, wanted) in plan.iter_mut().zip(sorted) {
+            *fault = fault.on_instance(wanted.instance.saturating_sub(1) as usize);
+            fault.overlaps = wanted.overlaps;
+            fault.link = wanted.link;
+        }
+        return plan;
     }
     let menu = FaultMenu {
         weights: scenario.faults.menu.clone(),
         count: scenario.faults.count,
+        overlap_percent: scenario.faults.overlap_percent,
     };
     chaos::plan::plan_faults(
         seed,
         &menu,
         scenario.duration.as_millis() as u64,
         u64::from(args.infra.session_timeout_ms),
+        chaos::plan::Topology {
+            wallets: scenario.wallet_instances as usize,
+            histories: scenario.history_instances as usize,
+        },
     )
 }
 
@@ -117,10 +137,12 @@ impl Plan {
         println!("run directory: {}", self.run_dir.display());
         let s = &self.scenario;
         println!(
-            "scenario {}: {} wallets, {} users, {}, {}, {} faults",
+            "scenario {}: {} wallets, {} users, {} wallet + {} history instances, {}, {}, {} faults",
             s.name,
             s.wallets,
             s.users,
+            s.wallet_instances,
+            s.history_instances,
             humantime::format_duration(s.duration),
             if s.rate == 0 {
                 "closed loop".to_owned()
@@ -143,6 +165,9 @@ impl Plan {
         options.kafka_brokers = args.infra.kafka_brokers.clone();
         options.partitions = args.infra.partitions;
         options.session_timeout_ms = args.infra.session_timeout_ms;
+        options.network_faults = self.faults.iter().any(|f| f.kind.is_network());
+        options.wallet_instances = self.scenario.wallet_instances as usize;
+        options.history_instances = self.scenario.history_instances as usize;
         options.service_env.push((
             "RUST_LOG".into(),
             "info,sqlx=warn,tower_http=warn,rdkafka=warn".into(),

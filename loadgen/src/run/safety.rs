@@ -100,8 +100,8 @@ fn load_context(
         workload,
         seed: plan.seed,
         wallet_ids,
-        wallet_url: system.wallet_url.clone(),
-        history_url: system.history_url.clone(),
+        wallet_urls: system.wallet_urls(),
+        history_urls: system.history_urls(),
         users,
         slot_interval: (scenario.rate > 0)
             .then(|| Duration::from_secs_f64(users as f64 / f64::from(scenario.rate))),

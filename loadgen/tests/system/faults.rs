@@ -49,7 +49,10 @@ async fn history_killed_mid_stream_neither_loses_nor_duplicates() {
     let wallets = t.wallets(8, "100000").await;
     let chaos = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        t.system.history.signal(Signal::SIGKILL).unwrap();
+        t.system.histories[0]
+            .process
+            .signal(Signal::SIGKILL)
+            .unwrap();
     };
     let ((ok, errors), ()) = transfers_during(&t, &wallets, Duration::from_secs(8), chaos).await;
     assert!(
@@ -65,7 +68,7 @@ async fn history_killed_mid_stream_neither_loses_nor_duplicates() {
         "the consumer was killed before it applied anything"
     );
 
-    let history = &mut t.system.history;
+    let history = &mut t.system.histories[0].process;
     assert!(!history.is_running());
     history.restart().await.unwrap();
     t.system.wait_ready(Role::History).await.unwrap();
