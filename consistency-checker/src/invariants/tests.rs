@@ -556,6 +556,30 @@ fn unpublished_outbox_row_is_named() {
 }
 
 #[test]
+fn an_unpublished_outbox_row_of_no_ledger_entry_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let mut stray = snap.outbox[0].clone();
+    stray.id = 9_999;
+    stray.event_id = Uuid::from_u128(0xdead);
+    stray.published_at = None;
+    let (wallet, created) = (stray.wallet_id, stray.created_at);
+    snap.outbox.push(stray);
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::OutboxDrained]);
+    let v = only_violation(&report, Invariant::OutboxDrained);
+    assert_eq!(
+        (v.event_id, v.wallet_id, v.at),
+        (Some(Uuid::from_u128(0xdead)), Some(wallet), Some(created))
+    );
+    assert!(
+        v.message.contains("outbox row 9999 (event") && v.message.contains("was never published"),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
 fn ledger_entry_without_outbox_row_is_named() {
     let c = clean();
     let mut snap = c.world.snapshot();
@@ -674,6 +698,22 @@ fn not_converging_in_time_is_violated() {
     });
     let report = check(&snap);
     assert_violated_exactly(&report, &[Invariant::ConvergedInTime]);
+    let v = only_violation(&report, Invariant::ConvergedInTime);
+    assert!(
+        v.message
+            .contains("caught up after 45000 ms, over the 30000 ms bound"),
+        "{}",
+        v.message
+    );
+
+    // Exactly at the bound is in time.
+    snap.convergence = Some(Convergence {
+        converged: true,
+        took_ms: 30_000,
+        bound_ms: 30_000,
+        started_offset_ms: None,
+    });
+    assert_violated_exactly(&check(&snap), &[]);
 
     snap.convergence = None;
     let report = check(&snap);
@@ -1082,6 +1122,66 @@ fn a_read_showing_a_balance_the_wallet_never_held_is_named() {
 }
 
 #[test]
+fn a_read_answered_with_something_not_a_wallet_is_named_and_counted() {
+    let mut c = clean();
+    let op_id = observed_read(&mut c.world, c.alice, dec!(74.9999));
+    let examined_before = result(&check(&c.world.snapshot()), Invariant::ReadsConsistent).examined;
+    let read = c
+        .world
+        .snap
+        .ops
+        .iter_mut()
+        .find(|op| op.op_id == op_id)
+        .unwrap();
+    read.attempts[0].observed = Some(run_log::Observed::Malformed("no data.balance".into()));
+    let report = check(&c.world.snapshot());
+    assert_violated_exactly(&report, &[Invariant::ReadsConsistent]);
+    let v = only_violation(&report, Invariant::ReadsConsistent);
+    assert_eq!(v.op_id, Some(op_id));
+    assert!(
+        v.message.contains("not a wallet: no data.balance"),
+        "{}",
+        v.message
+    );
+    assert_eq!(
+        result(&report, Invariant::ReadsConsistent).examined,
+        examined_before
+    );
+}
+
+/// The finding spans the read attempt's own flight (a retry starts after
+/// the operation's intended time): it starts then, and a fault that began
+/// while the read was in flight is named.
+#[test]
+fn a_bad_read_is_placed_at_its_attempt_s_flight() {
+    let mut c = clean();
+    let op_id = observed_read(&mut c.world, c.alice, dec!(71));
+    let read = c
+        .world
+        .snap
+        .ops
+        .iter_mut()
+        .find(|op| op.op_id == op_id)
+        .unwrap();
+    read.attempts[0].started_us = 2_000_000;
+    read.attempts[0].latency_us = 300_000;
+    let intended = read.intended_at;
+    let mut snap = c.world.snapshot();
+    snap.faults = vec![FaultWindow {
+        fault_id: 3,
+        kind: FaultKind::WalletKill,
+        target: "wallet".into(),
+        start: intended + Duration::milliseconds(2_200),
+        healed: Some(intended + Duration::seconds(5)),
+        recovered: None,
+    }];
+    let report = check(&snap);
+    let v = only_violation(&report, Invariant::ReadsConsistent);
+    assert_eq!(v.at, Some(intended + Duration::milliseconds(2_000)));
+    assert_eq!(v.fault_windows, ["fault #3 wallet_kill (wallet)"]);
+}
+
+#[test]
 fn a_stale_read_after_an_acknowledged_write_is_named() {
     let mut c = clean();
     // 100 is a balance alice held, but before writes that were
@@ -1235,6 +1335,28 @@ fn a_page_showing_a_wrong_amount_is_named() {
     assert!(v.message.contains("amount"), "{}", v.message);
 }
 
+#[test]
+fn a_history_read_answered_with_something_not_a_page_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let attempt = snap
+        .ops
+        .iter_mut()
+        .filter(|op| op.kind == OpKind::GetHistory)
+        .flat_map(|op| op.attempts.iter_mut())
+        .find(|a| matches!(a.observed, Some(run_log::Observed::HistoryPage(_))))
+        .expect("the clean world reads a history page");
+    attempt.observed = Some(run_log::Observed::Malformed("no data.entries".into()));
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryReadsMatch]);
+    let v = only_violation(&report, Invariant::HistoryReadsMatch);
+    assert!(
+        v.message.contains("not a page: no data.entries"),
+        "{}",
+        v.message
+    );
+}
+
 /// A prefix of the history is fine during the load: history lags.
 #[test]
 fn a_page_read_behind_the_ledger_passes() {
@@ -1289,6 +1411,34 @@ fn an_activity_showing_another_users_entry_is_named() {
 }
 
 #[test]
+fn a_walk_showing_two_entries_swapped_names_both_positions() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let walked = walked_wallet(&mut snap, c.alice);
+    let total = walked.entries.len();
+    assert!(total >= 2);
+    walked.entries.swap(0, 1);
+    let (first, second) = (walked.entries[0].event_id, walked.entries[1].event_id);
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryReadsMatch]);
+    let v = only_violation(&report, Invariant::HistoryReadsMatch);
+    assert!(
+        v.message
+            .contains(&format!("2 of {total} positions differ")),
+        "{}",
+        v.message
+    );
+    assert!(
+        v.message
+            .contains(&format!("position 0 shows event {first}"))
+            && v.message
+                .contains(&format!("where the ledger has event {second}")),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
 fn a_walk_that_stopped_early_is_named() {
     let c = clean();
     let mut snap = c.world.snapshot();
@@ -1297,6 +1447,51 @@ fn a_walk_that_stopped_early_is_named() {
     assert_violated_exactly(&report, &[Invariant::HistoryReadsMatch]);
     let v = only_violation(&report, Invariant::HistoryReadsMatch);
     assert!(v.message.contains("GET answered 503"), "{}", v.message);
+}
+
+#[test]
+fn a_wallet_the_walk_left_out_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let carol = c.carol.to_string();
+    snap.walk
+        .as_mut()
+        .expect("the clean world walks")
+        .wallets
+        .retain(|w| w.id != carol);
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryReadsMatch]);
+    let v = only_violation(&report, Invariant::HistoryReadsMatch);
+    assert_eq!(v.wallet_id, Some(c.carol));
+    assert!(v.message.contains("not walked"), "{}", v.message);
+}
+
+#[test]
+fn a_page_cursor_that_leads_nowhere_is_named() {
+    let c = clean();
+    // A full page that reaches seq 1 but still offers a cursor.
+    let mut snap = c.world.snapshot();
+    history_page(&mut snap).next_cursor = Some("more".into());
+    let report = check(&snap);
+    assert_violated_exactly(&report, &[Invariant::HistoryReadsMatch]);
+    let v = only_violation(&report, Invariant::HistoryReadsMatch);
+    assert!(v.message.contains("cursor past seq 1"), "{}", v.message);
+    // An empty page with a cursor.
+    let mut snap = c.world.snapshot();
+    let page = history_page(&mut snap);
+    page.entries.clear();
+    page.next_cursor = Some("more".into());
+    let v = only_violation(&check(&snap), Invariant::HistoryReadsMatch).clone();
+    assert!(
+        v.message.contains("cursor with an empty page"),
+        "{}",
+        v.message
+    );
+    // An empty page without one is an honest read of a history not yet
+    // applied.
+    let mut snap = c.world.snapshot();
+    history_page(&mut snap).entries.clear();
+    assert_violated_exactly(&check(&snap), &[]);
 }
 
 #[test]

@@ -44,8 +44,18 @@ pub const EXIT_THRESHOLD: u8 = 3;
 pub async fn run(args: RunArgs, interrupted: CancellationToken) -> anyhow::Result<ExitCode> {
     let plan = plan::prepare(&args)?;
     plan.print();
-    println!("provisioning PostgreSQL, broker, wallet, history ...");
-    let mut system = System::start(plan.system_options(&args)?)
+    let options = plan.system_options(&args)?;
+    println!(
+        "provisioning PostgreSQL, broker, {} wallet and {} history instance(s){} ...",
+        options.wallet_instances,
+        options.history_instances,
+        if options.network_faults {
+            ", fault proxies on every link"
+        } else {
+            ""
+        }
+    );
+    let mut system = System::start(options)
         .await
         .context("provisioning the system")?;
     let outcome = experiment(&args, &plan, &mut system, &interrupted).await;
