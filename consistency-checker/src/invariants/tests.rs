@@ -1181,6 +1181,45 @@ fn a_bad_read_is_placed_at_its_attempt_s_flight() {
     assert_eq!(v.fault_windows, ["fault #3 wallet_kill (wallet)"]);
 }
 
+/// A write acknowledged at the very instant a read starts need not be
+/// visible to it: only those acknowledged before.
+#[test]
+fn a_read_starting_as_a_write_is_acknowledged_may_miss_it() {
+    let mut c = clean();
+    let op_id = observed_read(&mut c.world, c.alice, dec!(100));
+    let transfer = c
+        .world
+        .snap
+        .ops
+        .iter()
+        .find(|op| op.op_id == c.alice_to_bob.op_id)
+        .unwrap();
+    let ack = &transfer.attempts[0];
+    let acked_at =
+        transfer.intended_at + Duration::microseconds((ack.started_us + ack.latency_us) as i64);
+    let read = c
+        .world
+        .snap
+        .ops
+        .iter_mut()
+        .find(|op| op.op_id == op_id)
+        .unwrap();
+    read.intended_at = acked_at;
+    read.attempts[0].started_us = 0;
+    read.attempts[0].latency_us = 1;
+    assert_violated_exactly(&check(&c.world.snapshot()), &[]);
+    // A microsecond later, it must see it.
+    let read = c
+        .world
+        .snap
+        .ops
+        .iter_mut()
+        .find(|op| op.op_id == op_id)
+        .unwrap();
+    read.intended_at = acked_at + Duration::microseconds(1);
+    assert_violated_exactly(&check(&c.world.snapshot()), &[Invariant::ReadsConsistent]);
+}
+
 #[test]
 fn a_stale_read_after_an_acknowledged_write_is_named() {
     let mut c = clean();
