@@ -171,6 +171,11 @@ impl<'a> Chain<'a> {
     }
 }
 
+/// Whether positions `lowest..=highest` are more than a message lists.
+fn more_than_shown(lowest: usize, highest: usize) -> bool {
+    highest.saturating_sub(lowest) + 1 > LEGS_SHOWN_MAX
+}
+
 fn judge_read(f: &mut Findings, op: &OpRecord, attempt: &Attempt, shown: Decimal, chain: &Chain) {
     let (start, end) = (attempt_start(op, attempt), attempt_end(op, attempt));
     let (lowest, highest) = chain.bounds(start, end);
@@ -189,7 +194,7 @@ fn judge_read(f: &mut Findings, op: &OpRecord, attempt: &Attempt, shown: Decimal
         .take(LEGS_SHOWN_MAX)
         .map(|k| money(balance_at(k)))
         .collect();
-    let more = if highest.saturating_sub(lowest) + 1 > LEGS_SHOWN_MAX {
+    let more = if more_than_shown(lowest, highest) {
         ", ..."
     } else {
         ""
@@ -211,4 +216,20 @@ fn judge_read(f: &mut Findings, op: &OpRecord, attempt: &Attempt, shown: Decimal
     finding.at = Some(start);
     finding.until = Some(end);
     f.push(finding);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_lists_at_most_legs_shown_max_balances() {
+        let last_listed = LEGS_SHOWN_MAX - 1;
+        assert!(!more_than_shown(0, 0));
+        assert!(!more_than_shown(2, 2 + last_listed));
+        assert!(more_than_shown(2, 2 + last_listed + 1));
+        assert!(more_than_shown(0, 10));
+        // An empty range (nothing allowed) lists one balance.
+        assert!(!more_than_shown(5, 3));
+    }
 }
