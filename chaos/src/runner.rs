@@ -64,9 +64,10 @@ pub fn target_role(kind: FaultKind) -> Option<Role> {
 ///
 /// `stop` ends the run between faults: a fault not yet injected is dropped,
 /// but one already injected is held for its full time, healed and waited
-/// for, so the run never leaves a fault behind. A part that does not
-/// recover is recorded as such and the run goes on; an error is returned
-/// only when the harness cannot act on its own processes.
+/// for, so the run never leaves a fault behind. A fault that cannot be
+/// injected is recorded as skipped with the reason, and a part that does
+/// not recover as not recovered; the run goes on. An error is returned
+/// only when a heal fails: the harness cannot bring its own part back.
 pub async fn run_plan(
     system: &mut System,
     plan: &[PlannedFault],
@@ -154,7 +155,19 @@ async fn start_fault(
         status.skip();
         return Ok(false);
     }
-    inject_and_log(system, fault, late_ms, log, status).await?;
+    if let Err(err) = inject_and_log(system, fault, late_ms, log, status).await {
+        // One fault that could not be put in does not end the experiment:
+        // the faults already holding must still be healed, and the run
+        // judged. heal_all undoes whatever part of it took effect.
+        tracing::warn!(fault_id = fault.fault_id, "{err:#}");
+        let detail = format!("skipped: injection failed: {err:#}");
+        let target = fault.target();
+        let (id, kind) = (fault.fault_id, fault.kind);
+        log.record(id, kind, FaultPhase::Injected, &target, None, &detail)?;
+        log.record(id, kind, FaultPhase::Healed, &target, None, detail)?;
+        status.skip();
+        return Ok(false);
+    }
     Ok(true)
 }
 

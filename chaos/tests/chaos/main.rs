@@ -587,3 +587,48 @@ async fn network_faults_act_on_their_link_and_heal() -> Result<()> {
     )
     .await
 }
+
+/// A fault that cannot be put in is recorded as skipped with the reason,
+/// and the faults already holding are still healed and recovered: a second
+/// late instance while one runs is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_that_cannot_be_injected_is_recorded_and_the_others_still_heal() -> Result<()> {
+    let dir = temp_dir()?;
+    with_system(
+        dir.path(),
+        |_| {},
+        async |system: &mut System| {
+            let path = system.options.run_dir.join("chaos.jsonl");
+            let mut log = ChaosLog::create_now(&path)?;
+            let status = ChaosStatus::new();
+            let mut plan = explicit(vec![
+                (0, FaultKind::HistoryJoin, 2_000),
+                (1, FaultKind::HistoryJoin, 500),
+            ]);
+            plan[1] = plan[1].overlapping();
+            run_plan(system, &plan, &mut log, &status, &CancellationToken::new()).await?;
+            let got: Vec<(u32, FaultPhase)> =
+                log.events().iter().map(|e| (e.fault_id, e.phase)).collect();
+            use FaultPhase::{Healed as H, Injected as I, Recovered as R};
+            ensure!(got == [(1, I), (2, I), (2, H), (1, H), (1, R)], "{got:?}");
+            let refused = &log.events()[1];
+            ensure!(
+                refused.detail.contains("injection failed")
+                    && refused.detail.contains("already running"),
+                "{}",
+                refused.detail
+            );
+            ensure!(
+                status.skipped() == 1 && status.recovered() == 1,
+                "{}",
+                status.progress()
+            );
+            ensure!(
+                system.late_history.is_none(),
+                "the late instance still runs"
+            );
+            Ok(())
+        },
+    )
+    .await
+}
