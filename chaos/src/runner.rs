@@ -146,13 +146,7 @@ async fn start_fault(
 ) -> Result<bool> {
     let late_ms = log.offset_ms().saturating_sub(fault.at_ms);
     if let Some(detail) = skip_reason(system, fault) {
-        // A pair, so the timeline shows the fault was due and why it did
-        // not happen, without opening a window that never closes.
-        let target = fault.target();
-        let (id, kind) = (fault.fault_id, fault.kind);
-        log.record(id, kind, FaultPhase::Injected, &target, None, &detail)?;
-        log.record(id, kind, FaultPhase::Healed, &target, None, detail)?;
-        status.skip();
+        record_skipped(fault, detail, log, status)?;
         return Ok(false);
     }
     if let Err(err) = inject_and_log(system, fault, late_ms, log, status).await {
@@ -161,14 +155,26 @@ async fn start_fault(
         // judged. heal_all undoes whatever part of it took effect.
         tracing::warn!(fault_id = fault.fault_id, "{err:#}");
         let detail = format!("skipped: injection failed: {err:#}");
-        let target = fault.target();
-        let (id, kind) = (fault.fault_id, fault.kind);
-        log.record(id, kind, FaultPhase::Injected, &target, None, &detail)?;
-        log.record(id, kind, FaultPhase::Healed, &target, None, detail)?;
-        status.skip();
+        record_skipped(fault, detail, log, status)?;
         return Ok(false);
     }
     Ok(true)
+}
+
+/// A pair, so the timeline shows the fault was due and why it did not
+/// happen, without opening a window that never closes.
+fn record_skipped(
+    fault: &PlannedFault,
+    detail: String,
+    log: &mut ChaosLog,
+    status: &ChaosStatus,
+) -> Result<()> {
+    let target = fault.target();
+    let (id, kind) = (fault.fault_id, fault.kind);
+    log.record(id, kind, FaultPhase::Injected, &target, None, &detail)?;
+    log.record(id, kind, FaultPhase::Healed, &target, None, detail)?;
+    status.skip();
+    Ok(())
 }
 
 /// Why a fault cannot be injected: its target is not ours or not running.
