@@ -1255,6 +1255,122 @@ fn a_stale_read_after_an_acknowledged_write_is_named() {
     assert_violated_exactly(&report, &[]);
 }
 
+/// A transfer's response is held to its ledger rows field by field: each
+/// field wrong on its own is named.
+#[test]
+fn a_transfer_response_wrong_in_any_one_field_is_named() {
+    type Tweak = fn(&mut run_log::ObservedEntry);
+    let tweaks: [(&str, Tweak); 4] = [
+        ("wallet", |e| e.wallet_id = Uuid::from_u128(0xbad)),
+        ("seq", |e| e.seq += 7),
+        ("amount", |e| e.amount += dec!(0.0001)),
+        ("balance_after", |e| e.balance_after += dec!(0.0001)),
+    ];
+    for (field, tweak) in tweaks {
+        let c = clean();
+        let mut snap = c.world.snapshot();
+        let op = snap
+            .ops
+            .iter_mut()
+            .find(|op| op.op_id == c.alice_to_bob.op_id)
+            .unwrap();
+        let Some(run_log::Observed::Entries(entries)) = &mut op.attempts[0].observed else {
+            panic!("the transfer's response is observed");
+        };
+        tweak(&mut entries[0]);
+        let report = check(&snap);
+        assert_violated_exactly(&report, &[Invariant::AckedWriteDurable]);
+        let v = only_violation(&report, Invariant::AckedWriteDurable);
+        assert!(
+            v.message.contains("the response said event"),
+            "{field}: {}",
+            v.message
+        );
+    }
+}
+
+/// Every ledger row must have been asked for: a keyless fund, or the
+/// first entry of a wallet no logged create made, is named.
+#[test]
+fn ledger_rows_nobody_asked_for_are_named() {
+    let c = clean();
+    // A keyless funded row (its wallet's balance and chain kept right).
+    let mut snap = c.world.snapshot();
+    let row = snap
+        .ledger
+        .iter_mut()
+        .find(|e| c.fund_bob.events.contains(&e.event_id))
+        .unwrap();
+    row.request_key = None;
+    let report = check(&snap);
+    let check_result = result(&report, Invariant::AckedWriteDurable);
+    assert!(
+        check_result
+            .violations
+            .iter()
+            .any(|v| v.message.contains("carries no idempotency key")),
+        "{:#?}",
+        check_result.violations
+    );
+    // A wallet whose create the log does not hold.
+    let mut snap = c.world.snapshot();
+    snap.ops
+        .retain(|op| !(op.kind == OpKind::CreateWallet && op.wallet_id == Some(c.carol)));
+    let report = check(&snap);
+    let v = only_violation(&report, Invariant::AckedWriteDurable);
+    assert_eq!(v.wallet_id, Some(c.carol));
+    assert!(
+        v.message.contains("creates a wallet no logged create made"),
+        "{}",
+        v.message
+    );
+    // The clean world's creates are all asked for.
+    assert_violated_exactly(&check(&c.world.snapshot()), &[]);
+}
+
+/// An acknowledged create means the wallet exists; a refused one, that it
+/// does not.
+#[test]
+fn creates_are_held_to_the_wallets_they_made() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let ghost = Uuid::from_u128(0x6057);
+    let template = snap
+        .ops
+        .iter()
+        .find(|op| op.kind == OpKind::CreateWallet)
+        .unwrap()
+        .clone();
+    snap.ops.push(OpRecord {
+        op_id: 900,
+        wallet_id: Some(ghost),
+        ..template.clone()
+    });
+    let report = check(&snap);
+    let v = only_violation(&report, Invariant::AckedWriteDurable);
+    assert_eq!(v.wallet_id, Some(ghost));
+    assert!(
+        v.message
+            .contains("is acknowledged but the wallet does not exist"),
+        "{}",
+        v.message
+    );
+    let mut snap = c.world.snapshot();
+    snap.ops.push(OpRecord {
+        op_id: 901,
+        wallet_id: Some(c.alice),
+        outcome: Outcome::Failed,
+        ..template
+    });
+    let report = check(&snap);
+    let v = only_violation(&report, Invariant::AckedWriteDurable);
+    assert!(
+        v.message.contains("was refused but the wallet exists"),
+        "{}",
+        v.message
+    );
+}
+
 #[test]
 fn a_response_that_differs_from_the_ledger_is_named() {
     let c = clean();
