@@ -1289,6 +1289,39 @@ fn a_transfer_response_wrong_in_any_one_field_is_named() {
     }
 }
 
+/// An acknowledged fund whose ledger row moved another amount is named,
+/// whatever its response said (here: nothing).
+#[test]
+fn an_acked_fund_that_applied_another_amount_is_named() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let op = snap
+        .ops
+        .iter_mut()
+        .find(|op| op.op_id == c.fund_bob.op_id)
+        .unwrap();
+    for attempt in &mut op.attempts {
+        attempt.observed = None;
+    }
+    snap.ledger
+        .iter_mut()
+        .find(|e| c.fund_bob.events.contains(&e.event_id))
+        .unwrap()
+        .amount += dec!(1);
+    let report = check(&snap);
+    let v = result(&report, Invariant::AckedWriteDurable)
+        .violations
+        .iter()
+        .find(|v| v.op_id == Some(c.fund_bob.op_id))
+        .expect("the fund is named");
+    assert!(
+        v.message
+            .contains("does not match the ledger: 1 rows carry its key (expected 1)"),
+        "{}",
+        v.message
+    );
+}
+
 /// Every ledger row must have been asked for: a keyless fund, or the
 /// first entry of a wallet no logged create made, is named.
 #[test]
