@@ -1322,6 +1322,43 @@ fn an_acked_fund_that_applied_another_amount_is_named() {
     );
 }
 
+/// An indeterminate transfer that applied once but with another amount
+/// does not match; it did not apply twice.
+#[test]
+fn an_indeterminate_transfer_that_applied_otherwise_is_named_as_such() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let key = snap
+        .ops
+        .iter()
+        .find(|op| {
+            op.kind == OpKind::Transfer
+                && op.outcome == Outcome::Indeterminate
+                && op.amount == Some(dec!(0.0001))
+        })
+        .and_then(|op| op.idempotency_key.clone())
+        .expect("the clean world's indeterminate transfer");
+    for row in snap
+        .ledger
+        .iter_mut()
+        .filter(|e| e.request_key.as_deref() == Some(key.as_str()))
+    {
+        row.amount += dec!(1);
+    }
+    let report = check(&snap);
+    let v = result(&report, Invariant::AckedWriteDurable)
+        .violations
+        .iter()
+        .find(|v| v.message.contains(&key))
+        .expect("the transfer is named");
+    assert!(
+        v.message
+            .contains("does not match the ledger: 2 rows carry its key"),
+        "{}",
+        v.message
+    );
+}
+
 /// Every ledger row must have been asked for: a keyless fund, or the
 /// first entry of a wallet no logged create made, is named.
 #[test]
