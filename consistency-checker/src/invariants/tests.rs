@@ -1359,6 +1359,80 @@ fn an_indeterminate_transfer_that_applied_otherwise_is_named_as_such() {
     );
 }
 
+/// An acknowledged transfer's rows are held to it in every part: the pair's
+/// transfer id, both wallets and both amounts.
+#[test]
+fn an_acked_transfer_whose_rows_differ_in_any_part_is_named() {
+    type Tweak = fn(&mut crate::snapshot::LedgerRow, &mut crate::snapshot::LedgerRow);
+    let tweaks: [(&str, Tweak); 5] = [
+        ("transfer id", |_, credit| {
+            credit.transfer_id = Some(Uuid::from_u128(0x7d))
+        }),
+        ("debited wallet", |out, _| {
+            out.wallet_id = Uuid::from_u128(0xd)
+        }),
+        ("credited wallet", |_, credit| {
+            credit.wallet_id = Uuid::from_u128(0xc)
+        }),
+        ("debit amount", |out, _| out.amount += dec!(1)),
+        ("credit amount", |_, credit| credit.amount += dec!(1)),
+    ];
+    for (part, tweak) in tweaks {
+        let c = clean();
+        let mut snap = c.world.snapshot();
+        let op = snap
+            .ops
+            .iter_mut()
+            .find(|op| op.op_id == c.alice_to_bob.op_id)
+            .unwrap();
+        for attempt in &mut op.attempts {
+            attempt.observed = None;
+        }
+        let [out_id, credit_id] = [c.alice_to_bob.events[0], c.alice_to_bob.events[1]];
+        let mut legs: Vec<&mut crate::snapshot::LedgerRow> = snap
+            .ledger
+            .iter_mut()
+            .filter(|e| e.event_id == out_id || e.event_id == credit_id)
+            .collect();
+        let (first, second) = legs.split_at_mut(1);
+        let (out, credit) = if first[0].event_id == out_id {
+            (&mut *first[0], &mut *second[0])
+        } else {
+            (&mut *second[0], &mut *first[0])
+        };
+        tweak(out, credit);
+        let report = check(&snap);
+        let found = result(&report, Invariant::AckedWriteDurable)
+            .violations
+            .iter()
+            .any(|v| {
+                v.op_id == Some(c.alice_to_bob.op_id)
+                    && v.message.contains("does not match the ledger")
+            });
+        assert!(
+            found,
+            "{part}: {:#?}",
+            result(&report, Invariant::AckedWriteDurable)
+        );
+    }
+}
+
+/// An operation without a key cannot be held against the ledger: it is
+/// counted as unverifiable, not judged.
+#[test]
+fn a_fund_without_a_key_is_counted_unverifiable() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let op = snap
+        .ops
+        .iter_mut()
+        .find(|op| op.op_id == c.fund_bob.op_id)
+        .unwrap();
+    op.idempotency_key = None;
+    let report = check(&snap);
+    assert_eq!(report.facts.ops_unverifiable, 1);
+}
+
 /// Every ledger row must have been asked for: a keyless fund, or the
 /// first entry of a wallet no logged create made, is named.
 #[test]
