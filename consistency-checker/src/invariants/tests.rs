@@ -1499,6 +1499,15 @@ fn creates_are_held_to_the_wallets_they_made() {
         "{}",
         v.message
     );
+    // Refused, and indeed not made: fine.
+    let mut snap = c.world.snapshot();
+    snap.ops.push(OpRecord {
+        op_id: 902,
+        wallet_id: Some(ghost),
+        outcome: Outcome::Failed,
+        ..template.clone()
+    });
+    assert_violated_exactly(&check(&snap), &[]);
     let mut snap = c.world.snapshot();
     snap.ops.push(OpRecord {
         op_id: 901,
