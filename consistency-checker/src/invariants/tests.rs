@@ -1092,14 +1092,16 @@ fn a_500_answer_is_named_with_its_request() {
 }
 
 /// A read of `wallet`, now, that showed `shown`.
+/// The operation `op_id` of a log, to change it.
+fn op_mut(ops: &mut [OpRecord], op_id: u64) -> &mut OpRecord {
+    ops.iter_mut()
+        .find(|op| op.op_id == op_id)
+        .expect("the operation is in the log")
+}
+
 fn observed_read(world: &mut World, wallet: Uuid, shown: Decimal) -> u64 {
     let op_id = world.read(wallet);
-    let op = world
-        .snap
-        .ops
-        .iter_mut()
-        .find(|op| op.op_id == op_id)
-        .unwrap();
+    let op = op_mut(&mut world.snap.ops, op_id);
     op.attempts[0].observed = Some(run_log::Observed::Balance(shown));
     op_id
 }
@@ -1126,13 +1128,7 @@ fn a_read_answered_with_something_not_a_wallet_is_named_and_counted() {
     let mut c = clean();
     let op_id = observed_read(&mut c.world, c.alice, dec!(74.9999));
     let examined_before = result(&check(&c.world.snapshot()), Invariant::ReadsConsistent).examined;
-    let read = c
-        .world
-        .snap
-        .ops
-        .iter_mut()
-        .find(|op| op.op_id == op_id)
-        .unwrap();
+    let read = op_mut(&mut c.world.snap.ops, op_id);
     read.attempts[0].observed = Some(run_log::Observed::Malformed("no data.balance".into()));
     let report = check(&c.world.snapshot());
     assert_violated_exactly(&report, &[Invariant::ReadsConsistent]);
@@ -1156,13 +1152,7 @@ fn a_read_answered_with_something_not_a_wallet_is_named_and_counted() {
 fn a_bad_read_is_placed_at_its_attempt_s_flight() {
     let mut c = clean();
     let op_id = observed_read(&mut c.world, c.alice, dec!(71));
-    let read = c
-        .world
-        .snap
-        .ops
-        .iter_mut()
-        .find(|op| op.op_id == op_id)
-        .unwrap();
+    let read = op_mut(&mut c.world.snap.ops, op_id);
     read.attempts[0].started_us = 2_000_000;
     read.attempts[0].latency_us = 300_000;
     let intended = read.intended_at;
@@ -1197,25 +1187,13 @@ fn a_read_starting_as_a_write_is_acknowledged_may_miss_it() {
     let ack = &transfer.attempts[0];
     let acked_at =
         transfer.intended_at + Duration::microseconds((ack.started_us + ack.latency_us) as i64);
-    let read = c
-        .world
-        .snap
-        .ops
-        .iter_mut()
-        .find(|op| op.op_id == op_id)
-        .unwrap();
+    let read = op_mut(&mut c.world.snap.ops, op_id);
     read.intended_at = acked_at;
     read.attempts[0].started_us = 0;
     read.attempts[0].latency_us = 1;
     assert_violated_exactly(&check(&c.world.snapshot()), &[]);
     // A microsecond later, it must see it.
-    let read = c
-        .world
-        .snap
-        .ops
-        .iter_mut()
-        .find(|op| op.op_id == op_id)
-        .unwrap();
+    let read = op_mut(&mut c.world.snap.ops, op_id);
     read.intended_at = acked_at + Duration::microseconds(1);
     assert_violated_exactly(&check(&c.world.snapshot()), &[Invariant::ReadsConsistent]);
 }
@@ -1242,13 +1220,7 @@ fn a_stale_read_after_an_acknowledged_write_is_named() {
         .find(|op| op.op_id == c.alice_to_bob.op_id)
         .unwrap()
         .intended_at;
-    let read = c
-        .world
-        .snap
-        .ops
-        .iter_mut()
-        .find(|op| op.op_id == op_id)
-        .unwrap();
+    let read = op_mut(&mut c.world.snap.ops, op_id);
     read.intended_at = transfer_start - chrono::Duration::milliseconds(1);
     read.attempts[0].latency_us = 500;
     let report = check(&c.world.snapshot());
@@ -1269,11 +1241,7 @@ fn a_transfer_response_wrong_in_any_one_field_is_named() {
     for (field, tweak) in tweaks {
         let c = clean();
         let mut snap = c.world.snapshot();
-        let op = snap
-            .ops
-            .iter_mut()
-            .find(|op| op.op_id == c.alice_to_bob.op_id)
-            .unwrap();
+        let op = op_mut(&mut snap.ops, c.alice_to_bob.op_id);
         let Some(run_log::Observed::Entries(entries)) = &mut op.attempts[0].observed else {
             panic!("the transfer's response is observed");
         };
@@ -1295,11 +1263,7 @@ fn a_transfer_response_wrong_in_any_one_field_is_named() {
 fn an_acked_fund_that_applied_another_amount_is_named() {
     let c = clean();
     let mut snap = c.world.snapshot();
-    let op = snap
-        .ops
-        .iter_mut()
-        .find(|op| op.op_id == c.fund_bob.op_id)
-        .unwrap();
+    let op = op_mut(&mut snap.ops, c.fund_bob.op_id);
     for attempt in &mut op.attempts {
         attempt.observed = None;
     }
@@ -1380,11 +1344,7 @@ fn an_acked_transfer_whose_rows_differ_in_any_part_is_named() {
     for (part, tweak) in tweaks {
         let c = clean();
         let mut snap = c.world.snapshot();
-        let op = snap
-            .ops
-            .iter_mut()
-            .find(|op| op.op_id == c.alice_to_bob.op_id)
-            .unwrap();
+        let op = op_mut(&mut snap.ops, c.alice_to_bob.op_id);
         for attempt in &mut op.attempts {
             attempt.observed = None;
         }
@@ -1423,11 +1383,7 @@ fn an_acked_transfer_whose_rows_differ_in_any_part_is_named() {
 fn a_fund_without_a_key_is_counted_unverifiable() {
     let c = clean();
     let mut snap = c.world.snapshot();
-    let op = snap
-        .ops
-        .iter_mut()
-        .find(|op| op.op_id == c.fund_bob.op_id)
-        .unwrap();
+    let op = op_mut(&mut snap.ops, c.fund_bob.op_id);
     op.idempotency_key = None;
     let report = check(&snap);
     assert_eq!(report.facts.ops_unverifiable, 1);
@@ -1529,11 +1485,7 @@ fn a_response_that_differs_from_the_ledger_is_named() {
     let c = clean();
     let mut snap = c.world.snapshot();
     // The ledger is right; the client was told another balance_after.
-    let op = snap
-        .ops
-        .iter_mut()
-        .find(|op| op.op_id == c.fund_bob.op_id)
-        .unwrap();
+    let op = op_mut(&mut snap.ops, c.fund_bob.op_id);
     let Some(run_log::Observed::WalletAfter { balance, .. }) = &mut op.attempts[0].observed else {
         panic!("the fund's response is observed");
     };
