@@ -182,11 +182,7 @@ fn skip_reason(system: &mut System, fault: &PlannedFault) -> Option<String> {
     let Some(role) = target_role(fault.kind) else {
         return network::skip_reason(system, fault.network_link());
     };
-    let instance = if fault.kind == FaultKind::HistoryJoin {
-        0
-    } else {
-        fault.instance
-    };
+    let instance = target_instance(fault);
     let count = system.instance_count(role);
     match system.instance_mut(role, instance) {
         None if instance >= count => Some(format!(
