@@ -1768,3 +1768,5 @@ fn without_a_walk_history_reads_are_not_evaluated() {
     history_page(&mut snap).entries[0].seq += 5;
     assert_violated_exactly(&check(&snap), &[Invariant::HistoryReadsMatch]);
 }
+
+mod ledger_pointers;
