@@ -1,8 +1,9 @@
 //! The load: a goose attack whose one transaction executes the seed's
-//! operations. User `u` runs slots `u, u + users, u + 2·users, ...`, each
-//! paced to its intended start when the scenario has a rate, so the same
-//! seed issues the same operations; latency runs from the intended start.
-//! Every attempt goes to the operation log with its outcome.
+//! operations, slot `s` being operation `s`, so the same seed issues the
+//! same operations. [`crate::arrivals`] says when each slot starts: closed
+//! loop, or arriving on schedule (open model). Latency runs from the
+//! intended start. Every attempt goes to the operation log with its
+//! outcome.
 //!
 //! With several service instances, slot `s` goes to wallet (or history)
 //! instance `s mod N`, and each retry of it to the next instance: a retry
@@ -10,10 +11,7 @@
 //! must honour the idempotency key the first one stored.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -24,7 +22,11 @@ use uuid::Uuid;
 
 use workload::{PlannedOp, Retry, Workload};
 
-use crate::{recorder::Recorder, run::OpsSink};
+use crate::{
+    arrivals::{Arrival, Arrivals},
+    recorder::Recorder,
+    run::OpsSink,
+};
 
 pub const CREATE: &str = "POST /wallets";
 pub const FUND: &str = "POST /wallets/{id}/fund";
@@ -46,34 +48,28 @@ pub struct LoadContext {
     pub wallet_urls: Vec<String>,
     /// Every history instance's base URL (at least one).
     pub history_urls: Vec<String>,
-    pub users: u64,
-    /// Time between one user's slots when paced; None runs closed loop.
-    pub slot_interval: Option<Duration>,
+    /// When each slot starts, and on which user.
+    pub arrivals: Arrivals,
     /// Op ids of the load start after the setup phase's.
     pub op_id_base: u64,
     pub recorder: Arc<Recorder>,
     pub ops: OpsSink,
-    /// Per user: the next slot it runs.
-    pub next_slot: Vec<AtomicU64>,
     pub started_wall: chrono::DateTime<chrono::Utc>,
 }
 
-impl LoadContext {
-    fn intended_at(&self, slot: u64, now: Instant) -> Instant {
-        match self.slot_interval {
-            Some(interval) => {
-                self.recorder.started() + interval * u32::try_from(slot).unwrap_or(u32::MAX)
-            }
-            None => now,
-        }
-    }
-}
+/// How long an idle user of an open-model load waits for an arrival before
+/// it hands control back to goose (which stops users only between
+/// transactions).
+const ARRIVAL_WAIT: Duration = Duration::from_millis(200);
 
 /// Runs the attack for `run_time` and returns when every user stopped.
 pub async fn run(context: Arc<LoadContext>, run_time: Duration) -> anyhow::Result<()> {
     let mut config = GooseConfiguration::default();
     config.host = context.wallet_urls.first().cloned();
-    config.users = Some(context.users as usize);
+    config.users = Some(context.arrivals.users() as usize);
+    // The recorder measures every operation from its intended start;
+    // goose's own metrics would only cost CPU per request.
+    config.no_metrics = true;
     // Every user starts at once; the run time counts from then.
     config.increase_rate = Some("100000".into());
     config.run_time = Some(run_time.as_secs().max(1).to_string());
@@ -82,29 +78,65 @@ pub async fn run(context: Arc<LoadContext>, run_time: Duration) -> anyhow::Resul
     config.quiet = 1;
     config.timeout = Some((REQUEST_TIMEOUT_MS / 1000).to_string());
 
+    let attack_context = context.clone();
     let transaction: TransactionFunction = Arc::new(move |user| {
-        let context = context.clone();
+        let context = attack_context.clone();
         Box::pin(async move { run_slot(&context, user).await })
     });
-    GooseAttack::initialize_with_config(config)?
-        .register_scenario(
-            scenario!("wallet-load")
-                .register_transaction(Transaction::new(transaction).set_name("operation")),
-        )
-        .execute()
-        .await?;
+    let attack = async {
+        GooseAttack::initialize_with_config(config)?
+            .register_scenario(
+                scenario!("wallet-load")
+                    .register_transaction(Transaction::new(transaction).set_name("operation")),
+            )
+            .execute()
+            .await?;
+        anyhow::Ok(())
+    };
+    match &context.arrivals {
+        Arrivals::Closed(_) => attack.await?,
+        Arrivals::Open(open) => {
+            let started = context.recorder.started();
+            let dispatch = open.dispatch(started, run_time, |arrival| context.dropped(arrival));
+            let (attacked, _) = tokio::join!(attack, dispatch);
+            attacked?;
+            // Handed to a user that goose stopped first: not issued either.
+            for arrival in open.untaken() {
+                context.dropped(arrival);
+            }
+        }
+    }
     Ok(())
 }
 
+impl LoadContext {
+    /// An arrival not issued, counted under its operation's endpoint and
+    /// the second it was due.
+    fn dropped(&self, arrival: Arrival) {
+        let endpoint = endpoint_of(self.workload.op(arrival.slot).kind);
+        let second = arrival
+            .intended
+            .saturating_duration_since(self.recorder.started())
+            .as_secs();
+        self.recorder.record_dropped(second, endpoint);
+    }
+}
+
 async fn run_slot(context: &LoadContext, user: &mut GooseUser) -> TransactionResult {
-    let u = user.weighted_users_index as u64;
-    let Some(counter) = context.next_slot.get(u as usize) else {
+    let u = user.weighted_users_index;
+    let Some(arrival) = context.arrivals.next(u, ARRIVAL_WAIT).await else {
         return Ok(());
     };
-    let k = counter.fetch_add(1, Ordering::Relaxed);
-    let slot = k * context.users + u;
-    let intended = context.intended_at(k, Instant::now());
-    tokio::time::sleep_until(intended.into()).await;
+    let result = run_arrival(context, user, arrival).await;
+    context.arrivals.done(u);
+    result
+}
+
+async fn run_arrival(
+    context: &LoadContext,
+    user: &mut GooseUser,
+    Arrival { slot, intended }: Arrival,
+) -> TransactionResult {
     let (pending, request) = context.operation(slot, intended);
     let attempts = attempt_until_settled(user, &request, context.bases(&request), intended).await?;
     let record = pending.settle(attempts);
@@ -156,7 +188,8 @@ impl LoadContext {
             .kind
             .is_mutating()
             .then(|| format!("seed{}-op{op_id}", self.seed));
-        let (endpoint, method, path, body) = self.request_of(&planned, wallet, to);
+        let endpoint = endpoint_of(planned.kind);
+        let (method, path, body) = self.request_of(&planned, wallet, to);
         let intended_at = self.started_wall
             + chrono::Duration::from_std(
                 intended.saturating_duration_since(self.recorder.started()),
@@ -199,35 +232,27 @@ impl LoadContext {
         }
     }
 
-    /// The endpoint, method, path and body that carry `planned`.
+    /// The method, path and body that carry `planned`.
     fn request_of(
         &self,
         planned: &PlannedOp,
         wallet: Uuid,
         to: Option<Uuid>,
-    ) -> (&'static str, GooseMethod, String, Option<serde_json::Value>) {
+    ) -> (GooseMethod, String, Option<serde_json::Value>) {
         let amount = planned.amount.map(wallet_events::format_money);
         match planned.kind {
             OpKind::Transfer => (
-                TRANSFER,
                 GooseMethod::Post,
                 format!("/wallets/{wallet}/transfer"),
                 Some(json!({"to_wallet_id": to, "amount": amount})),
             ),
             OpKind::Fund => (
-                FUND,
                 GooseMethod::Post,
                 format!("/wallets/{wallet}/fund"),
                 Some(json!({"amount": amount})),
             ),
-            OpKind::GetWallet => (
-                GET_WALLET,
-                GooseMethod::Get,
-                format!("/wallets/{wallet}"),
-                None,
-            ),
+            OpKind::GetWallet => (GooseMethod::Get, format!("/wallets/{wallet}"), None),
             OpKind::GetHistory => (
-                GET_HISTORY,
                 GooseMethod::Get,
                 format!("/wallets/{wallet}/history?limit={HISTORY_PAGE_LIMIT}"),
                 None,
@@ -236,6 +261,17 @@ impl LoadContext {
                 unreachable!("the load draws no creates: wallets are made in setup")
             }
         }
+    }
+}
+
+/// The endpoint operations of `kind` go to: the recorder's key.
+pub fn endpoint_of(kind: OpKind) -> &'static str {
+    match kind {
+        OpKind::CreateWallet => CREATE,
+        OpKind::Fund => FUND,
+        OpKind::Transfer => TRANSFER,
+        OpKind::GetWallet => GET_WALLET,
+        OpKind::GetHistory => GET_HISTORY,
     }
 }
 

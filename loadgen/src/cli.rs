@@ -117,13 +117,19 @@ pub struct RunArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<std::time::Duration>,
 
-    /// Override the scenario's number of goose users.
+    /// Override the scenario's number of goose users (closed loop, rate 0).
     #[arg(long)]
     pub users: Option<u32>,
 
-    /// Override the scenario's rate in operations per second (0: as fast as the users go).
+    /// Override the scenario's rate in operations per second, arriving on
+    /// schedule (open model); 0 runs the users as fast as they go (closed loop).
     #[arg(long)]
     pub rate: Option<u32>,
+
+    /// Override the open model's bound on operations in flight; arrivals
+    /// beyond it are dropped and counted.
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<u32>,
 
     /// Override the scenario's wallet count.
     #[arg(long)]

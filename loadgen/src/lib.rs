@@ -9,10 +9,12 @@
 //!   its own process from this one binary, so `cargo run` builds all a run needs.
 //!
 //! The load itself: the `workload` crate (the seed's operations and the
-//! retry policy, shared with the simulator), [`attack`] (the goose attack
-//! that executes them), [`recorder`] (HdrHistograms from each operation's
+//! retry policy, shared with the simulator), [`arrivals`] (when each
+//! starts: closed loop or open model), [`attack`] (the goose attack that
+//! executes them), [`recorder`] (HdrHistograms from each operation's
 //! intended start), [`thresholds`] (latency bounds).
 
+pub mod arrivals;
 pub mod attack;
 pub mod cli;
 pub mod recorder;

@@ -106,6 +106,7 @@ mod tests {
             ok: 1,
             failed: 0,
             indeterminate: 0,
+            dropped: 0,
             rps: 1.0,
             min_ms: 1.0,
             mean_ms: 5.0,

@@ -134,6 +134,8 @@ pub struct SecondOutcomes {
     pub ok: u64,
     pub failed: u64,
     pub indeterminate: u64,
+    /// Arrivals not issued (open-model load, every user busy).
+    pub dropped: u64,
 }
 
 /// Responses per second by outcome, stacked.
@@ -153,6 +155,9 @@ pub fn throughput(seconds: &[SecondOutcomes], spans: &[FaultSpan], axis: TimeAxi
         bars("failed", "#fab005", |s| s.failed),
         bars("indeterminate", "#e03131", |s| s.indeterminate),
     ];
+    if seconds.iter().any(|s| s.dropped > 0) {
+        series.push(bars("dropped (not issued)", "#868e96", |s| s.dropped));
+    }
     series[0]["markArea"] = fault_bands(spans, axis);
     let mut option = base("Responses per second, by outcome");
     option["tooltip"]["valueFormatter"] = json!("@count");

@@ -103,6 +103,7 @@ fn throughput(data: &RunData) -> Vec<SecondOutcomes> {
         second.ok += point.ok;
         second.failed += point.failed;
         second.indeterminate += point.indeterminate;
+        second.dropped += point.dropped;
     }
     per_second.into_values().collect()
 }

@@ -368,7 +368,7 @@ pub fn endpoints_table(summary: &RunSummary) -> Markup {
         table {
             tr {
                 th { "endpoint" }
-                @for h in ["count", "ok", "failed", "indet.", "req/s", "min", "p50", "p75", "p90", "p99", "p99.9", "max", "mean"] { th.num { (h) } }
+                @for h in ["count", "ok", "failed", "indet.", "dropped", "req/s", "min", "p50", "p75", "p90", "p99", "p99.9", "max", "mean"] { th.num { (h) } }
             }
             @for e in &summary.endpoints {
                 tr {
@@ -376,6 +376,7 @@ pub fn endpoints_table(summary: &RunSummary) -> Markup {
                     td.num { (e.count) } td.num { (e.ok) }
                     td.num { @if e.failed > 0 { span.fail { (e.failed) } } @else { "0" } }
                     td.num { @if e.indeterminate > 0 { span.fail { (e.indeterminate) } } @else { "0" } }
+                    td.num { @if e.dropped > 0 { span.fail { (e.dropped) } } @else { "0" } }
                     td.num { (format!("{:.1}", e.rps)) }
                     @for v in [e.min_ms, e.p50_ms, e.p75_ms, e.p90_ms, e.p99_ms, e.p999_ms, e.max_ms, e.mean_ms] { td.num { (ms_cell(v)) } }
                 }

@@ -55,10 +55,23 @@ impl Outcomes {
 struct Interval {
     latency: Histogram<u64>,
     outcomes: Outcomes,
+    /// Arrivals of an open-model load that found every user busy.
+    dropped: u64,
+}
+
+impl Interval {
+    fn new() -> Self {
+        Self {
+            latency: latency::interval_histogram(),
+            outcomes: Outcomes::default(),
+            dropped: 0,
+        }
+    }
 }
 
 struct Inner {
     totals: BTreeMap<&'static str, (Histogram<u64>, Outcomes)>,
+    dropped: BTreeMap<&'static str, u64>,
     /// (second since load start, endpoint) → that second's data.
     intervals: BTreeMap<(u64, &'static str), Interval>,
     errors: BTreeMap<(&'static str, String), u64>,
@@ -76,6 +89,7 @@ impl Recorder {
             started_wall,
             inner: Mutex::new(Inner {
                 totals: BTreeMap::new(),
+                dropped: BTreeMap::new(),
                 intervals: BTreeMap::new(),
                 errors: BTreeMap::new(),
             }),
@@ -103,10 +117,7 @@ impl Recorder {
         let interval = inner
             .intervals
             .entry((second, endpoint))
-            .or_insert_with(|| Interval {
-                latency: latency::interval_histogram(),
-                outcomes: Outcomes::default(),
-            });
+            .or_insert_with(Interval::new);
         interval
             .latency
             .record(us)
@@ -115,6 +126,24 @@ impl Recorder {
         if let Some(code) = error_code {
             *inner.errors.entry((endpoint, code.to_owned())).or_default() += 1;
         }
+    }
+
+    /// Records an arrival of an open-model load, due in `second`, that was
+    /// not issued because every user was busy.
+    pub fn record_dropped(&self, second: u64, endpoint: &'static str) {
+        let mut inner = self.inner.lock().expect("recorder lock");
+        *inner.dropped.entry(endpoint).or_default() += 1;
+        inner
+            .intervals
+            .entry((second, endpoint))
+            .or_insert_with(Interval::new)
+            .dropped += 1;
+    }
+
+    /// Arrivals dropped so far, over all endpoints.
+    pub fn dropped(&self) -> u64 {
+        let inner = self.inner.lock().expect("recorder lock");
+        inner.dropped.values().sum()
     }
 
     /// Requests, errors (not ok) and the p99 (ms) over all endpoints so far:
@@ -139,15 +168,23 @@ impl Recorder {
 
     pub fn summaries(&self, load_seconds: f64) -> Vec<EndpointSummary> {
         let inner = self.inner.lock().expect("recorder lock");
-        inner
+        let empty = (latency::total_histogram(), Outcomes::default());
+        let endpoints: std::collections::BTreeSet<&'static str> = inner
             .totals
-            .iter()
+            .keys()
+            .chain(inner.dropped.keys())
+            .copied()
+            .collect();
+        endpoints
+            .into_iter()
+            .map(|endpoint| (endpoint, inner.totals.get(endpoint).unwrap_or(&empty)))
             .map(|(endpoint, (h, o))| EndpointSummary {
-                endpoint: (*endpoint).to_owned(),
+                endpoint: endpoint.to_owned(),
                 count: o.total(),
                 ok: o.ok,
                 failed: o.failed,
                 indeterminate: o.indeterminate,
+                dropped: inner.dropped.get(endpoint).copied().unwrap_or(0),
                 rps: if load_seconds > 0.0 {
                     o.total() as f64 / load_seconds
                 } else {
@@ -193,6 +230,7 @@ impl Recorder {
                     ok: interval.outcomes.ok,
                     failed: interval.outcomes.failed,
                     indeterminate: interval.outcomes.indeterminate,
+                    dropped: interval.dropped,
                     p50_ms: p.p50_ms,
                     p90_ms: p.p90_ms,
                     p99_ms: p.p99_ms,
@@ -214,7 +252,12 @@ impl Recorder {
             .with_base_time(self.started_wall)
             .with_max_value_divisor(1000.0)
             .begin_log_with(out, &mut serializer)?;
-        for ((second, endpoint), interval) in &inner.intervals {
+        // A second of only dropped arrivals has no latency to log.
+        let timed = inner
+            .intervals
+            .iter()
+            .filter(|(_, i)| !i.latency.is_empty());
+        for ((second, endpoint), interval) in timed {
             let tag_text = latency::tag(endpoint);
             let tag = Tag::new(&tag_text);
             log.write_histogram(
@@ -269,5 +312,42 @@ mod tests {
         recorder.write_interval_log(&mut log).unwrap();
         let text = String::from_utf8(log).unwrap();
         assert!(text.contains("Tag=POST_/x"), "{text}");
+    }
+
+    #[test]
+    fn dropped_arrivals_are_counted_apart_from_issued_operations() {
+        let recorder = Recorder::new(SystemTime::UNIX_EPOCH);
+        recorder.record(0, "POST /x", Outcome::Ok, Duration::from_millis(3), None);
+        recorder.record_dropped(0, "POST /x");
+        recorder.record_dropped(2, "POST /x");
+        recorder.record_dropped(2, "GET /y");
+        assert_eq!(recorder.dropped(), 3);
+        let summaries = recorder.summaries(1.0);
+        let by_name = |name: &str| summaries.iter().find(|s| s.endpoint == name).unwrap();
+        assert_eq!(
+            (by_name("POST /x").count, by_name("POST /x").dropped),
+            (1, 2)
+        );
+        // An endpoint whose every arrival was dropped still has its row.
+        assert_eq!((by_name("GET /y").count, by_name("GET /y").dropped), (0, 1));
+        let timeline: Vec<(u64, String, u64, u64)> = recorder
+            .timeline()
+            .into_iter()
+            .map(|p| (p.second, p.endpoint, p.ok, p.dropped))
+            .collect();
+        assert_eq!(
+            timeline,
+            [
+                (0, "POST /x".to_owned(), 1, 1),
+                (2, "GET /y".to_owned(), 0, 1),
+                (2, "POST /x".to_owned(), 0, 1)
+            ]
+        );
+        // Only the second with a latency goes to the interval log.
+        let mut log = Vec::new();
+        recorder.write_interval_log(&mut log).unwrap();
+        let text = String::from_utf8(log).unwrap();
+        let histograms = text.lines().filter(|l| l.starts_with("Tag=")).count();
+        assert_eq!(histograms, 1, "{text}");
     }
 }

@@ -44,10 +44,14 @@ pub struct RunSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointSummary {
     pub endpoint: String,
+    /// Operations issued (ok + failed + indeterminate).
     pub count: u64,
     pub ok: u64,
     pub failed: u64,
     pub indeterminate: u64,
+    /// Arrivals of an open-model load not issued: every user was busy.
+    #[serde(default)]
+    pub dropped: u64,
     pub rps: f64,
     pub min_ms: f64,
     pub mean_ms: f64,
@@ -135,6 +139,8 @@ pub struct TimelinePoint {
     pub ok: u64,
     pub failed: u64,
     pub indeterminate: u64,
+    #[serde(default)]
+    pub dropped: u64,
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,

@@ -23,14 +23,18 @@ pub struct Scenario {
     pub initial_balance_min: Decimal,
     #[serde(with = "wallet_events::money_str")]
     pub initial_balance_max: Decimal,
-    /// Concurrent goose users.
+    /// Concurrent goose users of a closed-loop load (rate 0).
     pub users: u32,
     /// How long the load runs (`30s`, `2m`).
     #[serde(with = "humantime_serde_shim")]
     pub duration: Duration,
-    /// Operations per second over all users; 0 runs each user as fast as
-    /// the system answers (closed loop).
+    /// Operations per second, arriving on schedule whatever the system
+    /// does (open model); 0 runs `users` users each as fast as the system
+    /// answers (closed loop).
     pub rate: u32,
+    /// Open model: operations in flight at most. An arrival that finds
+    /// this many still running is dropped (counted, shown), not delayed.
+    pub max_in_flight: u32,
     /// 0 picks wallets uniformly; above 0 it is the Zipf exponent of the
     /// wallet choice (1.1 puts most traffic on a few hot wallets).
     pub skew: f64,
@@ -123,6 +127,7 @@ impl Default for Scenario {
             users: 16,
             duration: Duration::from_secs(60),
             rate: 0,
+            max_in_flight: 256,
             skew: 0.0,
             amount_min: Decimal::new(1, 2),
             amount_max: Decimal::new(50, 0),
@@ -150,6 +155,10 @@ fn scheduled(at: u64, kind: FaultKind, hold: u64) -> ScheduledFault {
 fn menu(kinds: &[(FaultKind, u32)]) -> BTreeMap<FaultKind, u32> {
     kinds.iter().copied().collect()
 }
+
+/// The open model's bound on operations in flight may not exceed this:
+/// each is a goose user with its own connections.
+pub const MAX_IN_FLIGHT_MAX: u32 = 4_096;
 
 /// Service instances a scenario may ask for: each is a process with its own
 /// pools and consumer, and this machine class has two cores.
@@ -264,6 +273,9 @@ impl Scenario {
         }
         if self.users == 0 {
             bail!("users must be at least 1");
+        }
+        if !(1..=MAX_IN_FLIGHT_MAX).contains(&self.max_in_flight) {
+            bail!("max_in_flight must be between 1 and {MAX_IN_FLIGHT_MAX}");
         }
         for (name, count) in [
             ("wallet_instances", self.wallet_instances),

@@ -122,17 +122,27 @@ pub fn render_report(run_dir: &Path) {
 
 fn print_summary(summaries: &[EndpointSummary], seconds: f64) {
     println!(
-        "{:<30} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
-        "endpoint", "count", "ok", "failed", "indet.", "req/s", "p50 ms", "p99 ms", "max ms"
+        "{:<30} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "endpoint",
+        "count",
+        "ok",
+        "failed",
+        "indet.",
+        "dropped",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms"
     );
     for s in summaries {
         println!(
-            "{:<30} {:>8} {:>8} {:>8} {:>8} {:>8.1} {:>9.1} {:>9.1} {:>9.1}",
+            "{:<30} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8.1} {:>9.1} {:>9.1} {:>9.1}",
             s.endpoint,
             s.count,
             s.ok,
             s.failed,
             s.indeterminate,
+            s.dropped,
             s.rps,
             s.p50_ms,
             s.p99_ms,

@@ -60,6 +60,9 @@ fn resolve_scenario(args: &RunArgs) -> anyhow::Result<Scenario> {
     if let Some(rate) = args.rate {
         scenario.rate = rate;
     }
+    if let Some(bound) = args.max_in_flight {
+        scenario.max_in_flight = bound;
+    }
     if let Some(wallets) = args.wallets {
         scenario.wallets = wallets;
     }
@@ -137,17 +140,19 @@ impl Plan {
         println!("run directory: {}", self.run_dir.display());
         let s = &self.scenario;
         println!(
-            "scenario {}: {} wallets, {} users, {} wallet + {} history instances, {}, {}, {} faults",
+            "scenario {}: {} wallets, {} wallet + {} history instances, {}, {}, {} faults",
             s.name,
             s.wallets,
-            s.users,
             s.wallet_instances,
             s.history_instances,
             humantime::format_duration(s.duration),
             if s.rate == 0 {
-                "closed loop".to_owned()
+                format!("closed loop of {} users", s.users)
             } else {
-                format!("{} ops/s", s.rate)
+                format!(
+                    "{} ops/s arriving (open model, at most {} in flight)",
+                    s.rate, s.max_in_flight
+                )
             },
             self.faults.len()
         );

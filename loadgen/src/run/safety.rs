@@ -4,7 +4,7 @@
 
 use std::{
     io::IsTerminal,
-    sync::{Arc, atomic::AtomicU64},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::{OpsSink, ops_log::OpsLog, plan::Plan};
 use crate::{
+    arrivals::Arrivals,
     attack::{self, LoadContext},
     recorder::Recorder,
 };
@@ -95,25 +96,25 @@ fn load_context(
     ops: OpsSink,
 ) -> LoadContext {
     let scenario = &plan.scenario;
-    let users = u64::from(scenario.users);
     LoadContext {
         workload,
         seed: plan.seed,
         wallet_ids,
         wallet_urls: system.wallet_urls(),
         history_urls: system.history_urls(),
-        users,
-        slot_interval: (scenario.rate > 0)
-            .then(|| Duration::from_secs_f64(users as f64 / f64::from(scenario.rate))),
+        arrivals: if scenario.rate == 0 {
+            Arrivals::closed(u64::from(scenario.users))
+        } else {
+            Arrivals::open(scenario.rate, scenario.max_in_flight)
+        },
         op_id_base: 2 * u64::from(scenario.wallets),
         recorder: recorder.clone(),
         ops,
-        next_slot: (0..users).map(|_| AtomicU64::new(0)).collect(),
         started_wall: chrono::Utc::now(),
     }
 }
 
-/// Elapsed, requests per second, p99 so far, errors and the faults in
+/// Elapsed, requests per second, p99 so far, errors, arrivals dropped and the faults in
 /// effect: a bar on a terminal, a line every 5 s otherwise (CI logs).
 async fn show_progress(
     recorder: Arc<Recorder>,
@@ -143,8 +144,12 @@ async fn show_progress(
         let (count, errors, p99) = recorder.progress();
         let rps = (count - last.0) as f64 / last.1.elapsed().as_secs_f64().max(0.001);
         last = (count, Instant::now());
+        let dropped = match recorder.dropped() {
+            0 => String::new(),
+            n => format!("  dropped {n}"),
+        };
         let message = format!(
-            "{rps:>6.0} req/s  p99 {p99:>7.1} ms  errors {errors}  faults: {}",
+            "{rps:>6.0} req/s  p99 {p99:>7.1} ms  errors {errors}{dropped}  faults: {}",
             active_faults(&status)
         );
         let elapsed = started.elapsed().as_secs();
