@@ -299,16 +299,14 @@ fn legs_by_transfer<'a>(
                 entry,
                 format!("{} has no transfer_id", describe_entry(entry)),
             )),
-            (false, Some(transfer_id)) => f.push(Finding {
-                transfer_id: Some(transfer_id),
-                ..entry_finding(
-                    entry,
-                    format!(
-                        "{} carries transfer_id {transfer_id}",
-                        describe_entry(entry)
-                    ),
-                )
-            }),
+            // The finding carries the entry's transfer id.
+            (false, Some(transfer_id)) => f.push(entry_finding(
+                entry,
+                format!(
+                    "{} carries transfer_id {transfer_id}",
+                    describe_entry(entry)
+                ),
+            )),
             (false, None) => {}
         }
     }
@@ -324,6 +322,7 @@ fn judge_transfer(f: &mut Findings, transfer_id: Uuid, legs: &[&LedgerRow]) {
         of_kind(EventKind::TransferOut),
         of_kind(EventKind::TransferIn),
     );
+    // A lone leg is the first, so `base` points at it.
     let first = legs[0];
     let base = Finding {
         wallet_id: Some(first.wallet_id),
@@ -335,8 +334,6 @@ fn judge_transfer(f: &mut Findings, transfer_id: Uuid, legs: &[&LedgerRow]) {
     match (outs.as_slice(), ins.as_slice()) {
         ([out], [credit]) => judge_pair(f, &base, out, credit),
         ([out], []) => f.push(Finding {
-            wallet_id: Some(out.wallet_id),
-            event_id: Some(out.event_id),
             expected: Some(out.amount),
             actual: Some(Decimal::ZERO),
             message: format!(
@@ -349,8 +346,6 @@ fn judge_transfer(f: &mut Findings, transfer_id: Uuid, legs: &[&LedgerRow]) {
             ..base.clone()
         }),
         ([], [credit]) => f.push(Finding {
-            wallet_id: Some(credit.wallet_id),
-            event_id: Some(credit.event_id),
             expected: Some(credit.amount),
             actual: Some(Decimal::ZERO),
             message: format!(
