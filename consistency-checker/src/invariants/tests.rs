@@ -1769,4 +1769,5 @@ fn without_a_walk_history_reads_are_not_evaluated() {
     assert_violated_exactly(&check(&snap), &[Invariant::HistoryReadsMatch]);
 }
 
+mod history_pointers;
 mod ledger_pointers;

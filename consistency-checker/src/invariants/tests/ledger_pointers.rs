@@ -9,7 +9,7 @@ use super::*;
 use crate::snapshot::LedgerRow;
 
 /// wallet, event, transfer, expected, actual, at.
-type Pointers = (
+pub(super) type Pointers = (
     Option<Uuid>,
     Option<Uuid>,
     Option<Uuid>,
@@ -18,7 +18,7 @@ type Pointers = (
     Option<DateTime<Utc>>,
 );
 
-fn pointers(v: &Violation) -> Pointers {
+pub(super) fn pointers(v: &Violation) -> Pointers {
     (
         v.wallet_id,
         v.event_id,
@@ -29,7 +29,7 @@ fn pointers(v: &Violation) -> Pointers {
     )
 }
 
-fn entry(snap: &Snapshot, event_id: Uuid) -> LedgerRow {
+pub(super) fn entry(snap: &Snapshot, event_id: Uuid) -> LedgerRow {
     snap.ledger
         .iter()
         .find(|e| e.event_id == event_id)
