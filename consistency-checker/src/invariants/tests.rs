@@ -1771,3 +1771,4 @@ fn without_a_walk_history_reads_are_not_evaluated() {
 
 mod history_pointers;
 mod ledger_pointers;
+mod op_findings;

@@ -377,6 +377,14 @@ fn an_entry_applied_after_its_successor_is_named_where_it_lands() {
     let check = result(&report, Invariant::HistoryOrdered);
     // The jump to 4, then 3 after 4; seq 5 follows 4 again without a finding.
     assert_eq!(check.violations_total, 2);
+    let fourth = history_row(&snap, alice[3]);
+    assert_eq!(
+        check.violations[0].message,
+        format!(
+            "wallet {}: history jumps from seq 2 to seq 4 (event {}), skipping seq 3",
+            c.alice, fourth.event_id
+        )
+    );
     let back = &check.violations[1];
     assert_eq!(
         pointers(back),
