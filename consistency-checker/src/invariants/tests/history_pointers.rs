@@ -530,3 +530,27 @@ fn a_dead_lettered_event_points_at_its_entry_and_its_arrival() {
         )
     );
 }
+
+#[test]
+fn a_second_event_at_the_same_seq_is_a_step_back_not_a_jump() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    let original = history_row(&snap, c.alice_to_bob.events[1]);
+    let mut rival = original.clone();
+    rival.event_id = Uuid::from_u128(0x5E9);
+    let at = snap
+        .history
+        .iter()
+        .position(|h| h.event_id == original.event_id)
+        .unwrap();
+    snap.history.insert(at + 1, rival.clone());
+    let report = check(&snap);
+    let v = only_violation(&report, Invariant::HistoryOrdered);
+    assert_eq!(
+        v.message,
+        format!(
+            "wallet {}: history applied seq 3 (event {}) after seq 3",
+            c.bob, rival.event_id
+        )
+    );
+}
