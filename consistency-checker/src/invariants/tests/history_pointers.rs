@@ -205,7 +205,7 @@ fn a_phantom_points_at_its_own_row() {
 }
 
 /// Each field a history row shares with its ledger entry, changed alone,
-/// is the one difference named.
+/// is the one difference named (and two changed together, both).
 #[test]
 fn a_mismatch_names_exactly_the_field_that_differs() {
     let c = clean();
@@ -246,6 +246,14 @@ fn a_mismatch_names_exactly_the_field_that_differs() {
         (
             Box::new(|h| h.balance_after = dec!(79)),
             "balance after 79.0000 vs ledger 80.0000".into(),
+        ),
+        // Both money fields off at once, each at the ledger's scale.
+        (
+            Box::new(|h| {
+                h.amount = dec!(31);
+                h.balance_after = dec!(81);
+            }),
+            "amount 31.0000 vs ledger 30.0000, balance after 81.0000 vs ledger 80.0000".into(),
         ),
         (
             Box::new(move |h| h.transfer_id = Some(other)),
