@@ -581,10 +581,115 @@ async fn cli_exit_codes_say_held_violated_or_could_not_check() {
 
     let bad_args = checker(&["--wallet-db", w]);
     assert_eq!(bad_args.status.code(), Some(2));
+    let stderr = text(&bad_args.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // clap's own words, which name what is missing.
+    assert!(
+        stderr.starts_with("consistency-checker: error: the following required arguments were not provided: --history-db"),
+        "{stderr}"
+    );
+
+    // Asking for help is not a failure to check.
+    let help = checker(&["--help"]);
+    assert_eq!(help.status.code(), Some(0), "{}", text(&help.stderr));
+    assert!(text(&help.stdout).contains("--wallet-db"));
+}
+
+/// Parked events, dead letters (a genuine event's payload decodes to its
+/// id, a poison message's to none) and the end-of-run walk all reach the
+/// snapshot.
+#[tokio::test]
+async fn loads_parked_events_dead_letters_and_the_walk() {
+    let dbs = databases().await;
+    seed(&dbs).await;
+    let payload: String = sqlx::query_scalar("SELECT payload FROM outbox WHERE event_id = $1")
+        .bind(CAROL_CREDIT)
+        .fetch_one(&dbs.wallet)
+        .await
+        .expect("carol's credit in the outbox");
+    sqlx::query(
+        "INSERT INTO parked_events (event_id, wallet_id, seq, payload, source_partition, source_offset, parked_at)
+         VALUES ($1, $2, 9, $3, 4, 17, $4)",
+    )
+    .bind(CAROL_CREDIT)
+    .bind(CAROL)
+    .bind(&payload)
+    .bind(at(8))
+    .execute(&dbs.history)
+    .await
+    .expect("park");
+    for (partition, offset, payload, error, seconds) in [
+        (2, 40, payload.as_bytes(), "refused by the database", 9),
+        (3, 41, b"not json".as_slice(), "undecodable", 10),
+    ] {
+        sqlx::query(
+            "INSERT INTO dead_letters (topic, partition, \"offset\", payload, error, received_at)
+             VALUES ('wallet-events', $1, $2, $3, $4, $5)",
+        )
+        .bind(partition)
+        .bind(offset)
+        .bind(payload)
+        .bind(error)
+        .bind(at(seconds))
+        .execute(&dbs.history)
+        .await
+        .expect("dead letter");
+    }
+    let mut snapshot = load(&dbs.wallet_url, &dbs.history_url).await.expect("load");
+    let parked: Vec<_> = snapshot
+        .parked
+        .iter()
+        .map(|p| {
+            (
+                p.event_id,
+                p.wallet_id,
+                p.seq,
+                p.source_partition,
+                p.source_offset,
+                p.parked_at,
+            )
+        })
+        .collect();
+    assert_eq!(parked, [(CAROL_CREDIT, CAROL, 9, 4, 17, at(8))]);
+    let dead: Vec<_> = snapshot
+        .dead_letters
+        .iter()
+        .map(|d| {
+            (
+                d.partition,
+                d.offset,
+                d.event_id,
+                d.error.as_str(),
+                d.received_at,
+            )
+        })
+        .collect();
     assert_eq!(
-        text(&bad_args.stderr).lines().count(),
-        1,
-        "{}",
-        text(&bad_args.stderr)
+        dead,
+        [
+            (2, 40, Some(CAROL_CREDIT), "refused by the database", at(9)),
+            (3, 41, None, "undecodable", at(10)),
+        ]
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let walk_path = dir.path().join("walk.json");
+    let walk = run_log::Walk {
+        wallets: vec![run_log::WalkedList {
+            id: CAROL.to_string(),
+            pages: 1,
+            entries: Vec::new(),
+            error: Some("a cursor led nowhere".into()),
+        }],
+        users: Vec::new(),
+    };
+    std::fs::write(&walk_path, serde_json::to_vec(&walk).expect("json")).expect("write walk");
+    consistency_checker::attach_walk(&mut snapshot, &walk_path).expect("attach walk");
+    assert_eq!(snapshot.walk, Some(walk));
+    std::fs::write(&walk_path, b"[]").expect("write a non-walk");
+    let err = consistency_checker::attach_walk(&mut snapshot, &walk_path).unwrap_err();
+    assert!(
+        err.to_string().ends_with("walk.json is not a history walk"),
+        "{err}"
     );
 }
