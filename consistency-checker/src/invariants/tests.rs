@@ -811,7 +811,9 @@ fn stored_violations_are_capped_but_counted() {
     let check = result(&report, Invariant::HistoryNoMissing);
     assert_eq!(check.violations.len(), crate::report::VIOLATIONS_STORED_MAX);
     assert_eq!(check.violations_total, 60);
-    assert!(render_text(&report).contains("… and 10 more"));
+    let text = render_text(&report);
+    assert!(text.contains("60 violations (examined 60)"), "{text}");
+    assert!(text.contains("… and 10 more"), "{text}");
 }
 
 #[test]
@@ -860,6 +862,8 @@ fn text_report_marks_each_invariant() {
         "{text}"
     );
     assert!(lines[missing + 1].contains(&credit.to_string()), "{text}");
+    // Every violation is stored: no "… and 0 more" after it.
+    assert!(lines[missing + 2].starts_with('✔'), "{text}");
     assert!(text.contains("– converged-in-time"), "{text}");
     assert!(text.contains("0 parked events, 1 dead letters"), "{text}");
     assert!(text.trim_end().ends_with(
