@@ -1,7 +1,7 @@
 //! Where each history finding points, and what each history invariant
 //! counts as examined: the history counterpart of `ledger_pointers`.
 
-use super::ledger_pointers::{entry, pointers};
+use super::ledger_pointers::{entry, events_of, pointers};
 use super::*;
 use crate::snapshot::{DeadLetterRow, HistoryRow};
 
@@ -18,17 +18,6 @@ fn history_mut(snap: &mut Snapshot, event_id: Uuid) -> &mut HistoryRow {
         .iter_mut()
         .find(|h| h.event_id == event_id)
         .expect("history row")
-}
-
-/// `wallet`'s ledger entries in seq order.
-fn events_of(snap: &Snapshot, wallet: Uuid) -> Vec<Uuid> {
-    let mut rows: Vec<_> = snap
-        .ledger
-        .iter()
-        .filter(|e| e.wallet_id == wallet)
-        .collect();
-    rows.sort_by_key(|e| e.seq);
-    rows.iter().map(|e| e.event_id).collect()
 }
 
 #[test]

@@ -44,6 +44,17 @@ fn entry_mut(snap: &mut Snapshot, event_id: Uuid) -> &mut LedgerRow {
         .expect("ledger entry")
 }
 
+/// `wallet`'s ledger entries in seq order.
+pub(super) fn events_of(snap: &Snapshot, wallet: Uuid) -> Vec<Uuid> {
+    let mut rows: Vec<_> = snap
+        .ledger
+        .iter()
+        .filter(|e| e.wallet_id == wallet)
+        .collect();
+    rows.sort_by_key(|e| e.seq);
+    rows.iter().map(|e| e.event_id).collect()
+}
+
 /// The clean world's transfers in the ledger: alice->bob, bob->carol,
 /// the indeterminate alice->carol that applied, the retried bob->alice.
 const TRANSFERS_IN_LEDGER: u64 = 4;
@@ -124,15 +135,7 @@ fn a_chain_break_points_at_the_first_broken_entry_only() {
     let mut snap = c.world.snapshot();
     // Bob: opened, fund 50, +30 from alice, -12.5 to carol, ... Entries 3
     // and 4 both claim a wrong balance_after; only the first break is named.
-    let bob: Vec<Uuid> = {
-        let mut rows: Vec<&LedgerRow> = snap
-            .ledger
-            .iter()
-            .filter(|e| e.wallet_id == c.bob)
-            .collect();
-        rows.sort_by_key(|e| e.seq);
-        rows.iter().map(|e| e.event_id).collect()
-    };
+    let bob = events_of(&snap, c.bob);
     entry_mut(&mut snap, bob[2]).balance_after += dec!(1);
     entry_mut(&mut snap, bob[3]).balance_after += dec!(1);
     let third = entry(&snap, bob[2]);

@@ -3,12 +3,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::ledger_pointers::entry;
 use super::*;
 
 /// An acknowledged transfer that never reached the ledger, its log record
 /// taking `latency` to answer.
-fn lost_transfer(latency: Duration) -> (Clean, Written, Snapshot) {
+fn lost_transfer(latency: Duration) -> (Written, Snapshot) {
     let mut c = clean();
     let lost = c
         .world
@@ -16,7 +15,7 @@ fn lost_transfer(latency: Duration) -> (Clean, Written, Snapshot) {
     let mut snap = c.world.snapshot();
     op_mut(&mut snap.ops, lost.op_id).latency_us =
         u64::try_from(latency.num_microseconds().unwrap()).unwrap();
-    (c, lost, snap)
+    (lost, snap)
 }
 
 /// The broker killed one second after `intended_at`, for nine seconds.
@@ -33,7 +32,7 @@ fn broker_down_a_second_after(intended_at: DateTime<Utc>) -> FaultWindow {
 
 #[test]
 fn a_fault_that_began_while_the_operation_was_in_flight_is_named() {
-    let (_, lost, mut snap) = lost_transfer(Duration::seconds(3));
+    let (lost, mut snap) = lost_transfer(Duration::seconds(3));
     let intended_at = op_mut(&mut snap.ops, lost.op_id).intended_at;
     // The broker died a second after the request left and before its
     // answer came: only the operation's end lies in the window.
@@ -52,7 +51,7 @@ fn a_fault_that_began_while_the_operation_was_in_flight_is_named() {
 
 #[test]
 fn a_fault_after_the_answer_is_not_named() {
-    let (_, lost, mut snap) = lost_transfer(Duration::milliseconds(500));
+    let (lost, mut snap) = lost_transfer(Duration::milliseconds(500));
     let intended_at = op_mut(&mut snap.ops, lost.op_id).intended_at;
     snap.faults = vec![broker_down_a_second_after(intended_at)];
     let report = check(&snap);
@@ -61,65 +60,58 @@ fn a_fault_after_the_answer_is_not_named() {
     assert!(v.message.ends_with("is not in the ledger"), "{}", v.message);
 }
 
-/// `transfer_out 2.0000 on wallet W (event E, transfer T)`.
-fn leg(snap: &Snapshot, event: Uuid) -> String {
-    let e = entry(snap, event);
-    format!(
-        "{} 2.0000 on wallet {} (event {}, transfer {})",
-        e.kind,
-        e.wallet_id,
-        e.event_id,
-        e.transfer_id.expect("a transfer leg")
-    )
-}
-
-/// The legs that carry `key`, in ledger order.
-fn legs_of(snap: &Snapshot, key: &str) -> Vec<String> {
-    snap.ledger
+/// An indeterminate 2.00 transfer from alice to bob that applied `times`
+/// times: the finding's message, and each leg that carries its key, in
+/// ledger order, as the message lists legs
+/// (`transfer_out 2.0000 on wallet W (event E, transfer T)`).
+fn applied(times: usize) -> (String, Vec<String>) {
+    let mut c = clean();
+    let op = c
+        .world
+        .transfer(c.alice, c.bob, dec!(2), Outcome::Indeterminate, times);
+    let snap = c.world.snapshot();
+    let message = only_violation(&check(&snap), Invariant::AckedWriteDurable)
+        .message
+        .clone();
+    let legs = snap
+        .ledger
         .iter()
-        .filter(|e| e.request_key.as_deref() == Some(key))
-        .map(|e| leg(snap, e.event_id))
-        .collect()
+        .filter(|e| e.request_key.as_deref() == Some(op.key.as_str()))
+        .map(|e| {
+            format!(
+                "{} 2.0000 on wallet {} (event {}, transfer {})",
+                e.kind,
+                e.wallet_id,
+                e.event_id,
+                e.transfer_id.expect("a transfer leg")
+            )
+        })
+        .collect();
+    (message, legs)
 }
 
 #[test]
 fn a_key_applied_twice_lists_all_four_legs() {
-    let mut c = clean();
-    let twice = c
-        .world
-        .transfer(c.alice, c.bob, dec!(2), Outcome::Indeterminate, 2);
-    let snap = c.world.snapshot();
-    let report = check(&snap);
-    let v = only_violation(&report, Invariant::AckedWriteDurable);
-    let legs = legs_of(&snap, &twice.key);
+    let (message, legs) = applied(2);
     assert_eq!(legs.len(), 4);
     assert!(
-        v.message.ends_with(&format!(
+        message.ends_with(&format!(
             "applied more than once: 4 rows carry its key (expected none or 2): {}",
             legs.join("; ")
         )),
-        "{}",
-        v.message
+        "{message}"
     );
 }
 
 #[test]
 fn a_key_applied_three_times_lists_four_legs_and_counts_the_rest() {
-    let mut c = clean();
-    let thrice = c
-        .world
-        .transfer(c.alice, c.bob, dec!(2), Outcome::Indeterminate, 3);
-    let snap = c.world.snapshot();
-    let report = check(&snap);
-    let v = only_violation(&report, Invariant::AckedWriteDurable);
-    let legs = legs_of(&snap, &thrice.key);
+    let (message, legs) = applied(3);
     assert_eq!(legs.len(), 6);
     assert!(
-        v.message.ends_with(&format!(
+        message.ends_with(&format!(
             "applied more than once: 6 rows carry its key (expected none or 2): {}; and 2 more",
             legs[..4].join("; ")
         )),
-        "{}",
-        v.message
+        "{message}"
     );
 }
