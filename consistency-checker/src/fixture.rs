@@ -5,7 +5,7 @@
 //! Ids are deterministic (`Uuid::from_u128` with a per-kind prefix) and
 //! time is a counter, so failures are reproducible and readable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use run_log::{
@@ -13,6 +13,7 @@ use run_log::{
     WalkedList, summary::Convergence,
 };
 use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
 use uuid::Uuid;
 use wallet_events::EventKind;
 
@@ -43,7 +44,7 @@ pub struct World {
     ops: u64,
     /// Wallet id to its position in `snap.wallets`, so run-sized worlds
     /// build in linear time.
-    index: HashMap<Uuid, usize>,
+    index: FxHashMap<Uuid, usize>,
 }
 
 impl World {

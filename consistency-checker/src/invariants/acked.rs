@@ -1,10 +1,9 @@
 //! `acked-write-durable`: what the operation log says the clients were told,
 //! against the ledger.
 
-use std::collections::{HashMap, HashSet};
-
 use run_log::{Observed, ObservedEntry, OpKind, OpRecord, Outcome};
 use rust_decimal::Decimal;
+use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
 use wallet_events::EventKind;
 
@@ -32,19 +31,19 @@ pub fn acked_write_durable(s: &Snapshot) -> CheckResult {
     if s.ops.is_empty() {
         return f.not_evaluated(Invariant::AckedWriteDurable);
     }
-    let mut by_key: HashMap<&str, Vec<&LedgerRow>> = HashMap::new();
+    let mut by_key: FxHashMap<&str, Vec<&LedgerRow>> = FxHashMap::default();
     for entry in &s.ledger {
         if let Some(key) = entry.request_key.as_deref() {
             by_key.entry(key).or_default().push(entry);
         }
     }
-    let wallets: HashSet<Uuid> = s.wallets.iter().map(|w| w.id).collect();
+    let wallets: FxHashSet<Uuid> = s.wallets.iter().map(|w| w.id).collect();
 
     for op in s.ops.iter().filter(|op| op.kind == OpKind::CreateWallet) {
         judge_create(&mut f, op, &wallets);
     }
     let KeyGroups { groups, index } = key_groups(&s.ops);
-    let created: HashSet<Uuid> = s
+    let created: FxHashSet<Uuid> = s
         .ops
         .iter()
         .filter(|op| op.kind == OpKind::CreateWallet)
@@ -166,7 +165,7 @@ fn response_mismatch(entries: &[ObservedEntry], rows: &[&LedgerRow]) -> Option<S
 
 /// An acknowledged create means the wallet exists; a refused one, that it
 /// does not.
-fn judge_create(f: &mut Findings, op: &OpRecord, wallets: &HashSet<Uuid>) {
+fn judge_create(f: &mut Findings, op: &OpRecord, wallets: &FxHashSet<Uuid>) {
     let Some(wallet_id) = op.wallet_id else {
         return;
     };
@@ -200,21 +199,24 @@ fn judge_keyed(f: &mut Findings, records: &[&OpRecord], rows: &[&LedgerRow]) {
     let expected_rows = if op.kind == OpKind::Transfer { 2 } else { 1 };
     let exact = rows_match(op, rows);
     let moved = moved(rows);
-    let desc = describe_op(op, attempts);
+    // Named only when something is wrong: most operations are fine.
+    let describe = || describe_op(op, attempts);
     let finding = |expected: Decimal, message: String| {
         op_finding(op, Some(expected), Some(moved), message).with_rows(rows)
     };
     let amount = op.amount.unwrap_or_default();
     match outcome {
         Outcome::Ok if rows.is_empty() => {
-            f.push(finding(amount, format!("acked {desc} is not in the ledger")));
+            let message = format!("acked {} is not in the ledger", describe());
+            f.push(finding(amount, message));
         }
         Outcome::Ok if !exact => f.push(finding(
             amount,
             format!(
                 "acked {desc} does not match the ledger: {} rows carry its key (expected {expected_rows}): {}",
                 rows.len(),
-                describe_legs(rows)
+                describe_legs(rows),
+                desc = describe(),
             ),
         )),
         Outcome::Failed if !rows.is_empty() => f.push(finding(
@@ -222,7 +224,8 @@ fn judge_keyed(f: &mut Findings, records: &[&OpRecord], rows: &[&LedgerRow]) {
             format!(
                 "refused {desc}{} is in the ledger anyway: {}",
                 op.error_code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(),
-                describe_legs(rows)
+                describe_legs(rows),
+                desc = describe(),
             ),
         )),
         Outcome::Indeterminate if !rows.is_empty() && !exact => {
@@ -236,8 +239,9 @@ fn judge_keyed(f: &mut Findings, records: &[&OpRecord], rows: &[&LedgerRow]) {
                 format!(
                     "indeterminate {desc} {what}: {} rows carry its key (expected none or {expected_rows}): {}",
                     rows.len(),
-                    describe_legs(rows)
-                ),
+                    describe_legs(rows),
+                desc = describe(),
+            ),
             ));
         }
         _ => {}

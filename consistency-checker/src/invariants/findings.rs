@@ -2,11 +2,10 @@
 //! count all, place each in its fault windows) and the helpers that describe
 //! wallets, entries and operations in money terms.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Duration, Utc};
 use run_log::{OpKind, OpRecord, Outcome};
 use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
 use uuid::Uuid;
 use wallet_events::{EventKind, format_money};
 
@@ -163,13 +162,14 @@ pub(super) fn op_end(op: &OpRecord) -> DateTime<Utc> {
 /// Records without a key are in no group.
 pub(super) struct KeyGroups<'a> {
     pub(super) groups: Vec<Vec<&'a OpRecord>>,
-    pub(super) index: HashMap<&'a str, usize>,
+    pub(super) index: FxHashMap<&'a str, usize>,
 }
 
 pub(super) fn key_groups(ops: &[OpRecord]) -> KeyGroups<'_> {
     // Most keys have one record: size for that.
     let mut groups: Vec<Vec<&OpRecord>> = Vec::with_capacity(ops.len());
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(ops.len());
+    let mut index: FxHashMap<&str, usize> =
+        FxHashMap::with_capacity_and_hasher(ops.len(), Default::default());
     for op in ops {
         if !matches!(op.kind, OpKind::Fund | OpKind::Transfer) {
             continue;
@@ -201,13 +201,13 @@ pub(super) fn total_funded(s: &Snapshot) -> Decimal {
         .sum()
 }
 
-pub(super) fn ledger_by_event(s: &Snapshot) -> HashMap<Uuid, &LedgerRow> {
+pub(super) fn ledger_by_event(s: &Snapshot) -> FxHashMap<Uuid, &LedgerRow> {
     s.ledger.iter().map(|e| (e.event_id, e)).collect()
 }
 
 /// Per wallet, the highest seq in history.
-pub(super) fn history_heads(s: &Snapshot) -> HashMap<Uuid, i64> {
-    let mut heads: HashMap<Uuid, i64> = HashMap::new();
+pub(super) fn history_heads(s: &Snapshot) -> FxHashMap<Uuid, i64> {
+    let mut heads: FxHashMap<Uuid, i64> = FxHashMap::default();
     for row in &s.history {
         let head = heads.entry(row.wallet_id).or_default();
         *head = (*head).max(row.seq);

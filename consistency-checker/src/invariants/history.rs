@@ -1,11 +1,10 @@
 //! The history against the ledger: nothing missing, duplicated or invented,
 //! in order, summing to the balances.
 
-use std::collections::{HashMap, HashSet};
-
 use chrono::{DateTime, Utc};
 use run_log::ShownEntry;
 use rust_decimal::Decimal;
+use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
 
 use super::findings::*;
@@ -17,8 +16,8 @@ use crate::snapshot::{HistoryRow, LedgerRow, Snapshot};
 /// entries.
 pub fn history_no_missing(s: &Snapshot) -> CheckResult {
     let mut f = Findings::new(s);
-    let in_history: HashSet<Uuid> = s.history.iter().map(|h| h.event_id).collect();
-    let parked: HashSet<Uuid> = s.parked.iter().map(|p| p.event_id).collect();
+    let in_history: FxHashSet<Uuid> = s.history.iter().map(|h| h.event_id).collect();
+    let parked: FxHashSet<Uuid> = s.parked.iter().map(|p| p.event_id).collect();
     let heads = history_heads(s);
     let waiting_for = |wallet_id: &Uuid| heads.get(wallet_id).copied().unwrap_or(0) + 1;
     for entry in &s.ledger {
@@ -83,12 +82,13 @@ pub fn history_no_missing(s: &Snapshot) -> CheckResult {
 /// Examines distinct history events.
 pub fn history_no_duplicate(s: &Snapshot) -> CheckResult {
     let mut f = Findings::new(s);
-    let mut counts: HashMap<Uuid, u64> = HashMap::with_capacity(s.history.len());
+    let mut counts: FxHashMap<Uuid, u64> =
+        FxHashMap::with_capacity_and_hasher(s.history.len(), Default::default());
     for row in &s.history {
         *counts.entry(row.event_id).or_default() += 1;
     }
     f.examined = counts.len() as u64;
-    let mut reported = HashSet::new();
+    let mut reported = FxHashSet::default();
     for row in &s.history {
         let times = counts[&row.event_id];
         if times < 2 || !reported.insert(row.event_id) {
@@ -125,7 +125,7 @@ pub fn history_no_duplicate(s: &Snapshot) -> CheckResult {
 pub fn history_no_phantom(s: &Snapshot) -> CheckResult {
     let mut f = Findings::new(s);
     let ledger = ledger_by_event(s);
-    let users: HashMap<Uuid, &str> = s
+    let users: FxHashMap<Uuid, &str> = s
         .wallets
         .iter()
         .map(|w| (w.id, w.user_id.as_str()))
@@ -290,9 +290,10 @@ fn identical(row: &Shown<'_>, entry: &LedgerRow, user: Option<&str>) -> bool {
 /// `history-no-duplicate`. Examines history rows.
 pub fn history_ordered(s: &Snapshot) -> CheckResult {
     let mut f = Findings::new(s);
-    let mut seen: HashSet<Uuid> = HashSet::with_capacity(s.history.len());
+    let mut seen: FxHashSet<Uuid> =
+        FxHashSet::with_capacity_and_hasher(s.history.len(), Default::default());
     // Per wallet, the highest seq applied so far.
-    let mut last: HashMap<Uuid, i64> = HashMap::new();
+    let mut last: FxHashMap<Uuid, i64> = FxHashMap::default();
     for row in &s.history {
         if !seen.insert(row.event_id) {
             continue;
@@ -340,7 +341,8 @@ pub fn history_ordered(s: &Snapshot) -> CheckResult {
 /// history would add up) equals its balance. Examines wallets.
 pub fn history_balance_matches(s: &Snapshot) -> CheckResult {
     let mut f = Findings::new(s);
-    let mut sums: HashMap<Uuid, Decimal> = HashMap::with_capacity(s.wallets.len());
+    let mut sums: FxHashMap<Uuid, Decimal> =
+        FxHashMap::with_capacity_and_hasher(s.wallets.len(), Default::default());
     for row in &s.history {
         let sum = sums.entry(row.wallet_id).or_default();
         match row.signed_amount() {
@@ -381,8 +383,8 @@ pub fn history_balance_matches(s: &Snapshot) -> CheckResult {
             });
         }
     }
-    let known: HashSet<Uuid> = s.wallets.iter().map(|w| w.id).collect();
-    let mut reported = HashSet::new();
+    let known: FxHashSet<Uuid> = s.wallets.iter().map(|w| w.id).collect();
+    let mut reported = FxHashSet::default();
     for row in &s.history {
         if !known.contains(&row.wallet_id) && reported.insert(row.wallet_id) {
             let sum = sums[&row.wallet_id];

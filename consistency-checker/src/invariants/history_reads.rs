@@ -5,9 +5,10 @@
 //! convergence must show each wallet's whole ledger, and each user's
 //! activity exactly that user's entries, in the API's order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use run_log::{Observed, OpKind, Outcome, ShownEntry, ShownPage, WalkedList};
+use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use super::findings::*;
@@ -50,7 +51,7 @@ pub fn history_reads_match(s: &Snapshot) -> CheckResult {
             f.finish(Invariant::HistoryReadsMatch)
         };
     };
-    let walked: HashMap<&str, &WalkedList> =
+    let walked: FxHashMap<&str, &WalkedList> =
         walk.wallets.iter().map(|w| (w.id.as_str(), w)).collect();
     for wallet in &s.wallets {
         let expected = ledger.of_wallet(wallet.id);
@@ -58,7 +59,8 @@ pub fn history_reads_match(s: &Snapshot) -> CheckResult {
         let what = format!("history of wallet {}", wallet.id);
         judge_list(&mut f, &what, list, expected, &ledger, Some(wallet.id));
     }
-    let users: HashMap<&str, &WalkedList> = walk.users.iter().map(|u| (u.id.as_str(), u)).collect();
+    let users: FxHashMap<&str, &WalkedList> =
+        walk.users.iter().map(|u| (u.id.as_str(), u)).collect();
     for (user, expected) in ledger.by_user() {
         let list = users.get(user).copied();
         let what = format!("activity of user {user:?}");
@@ -69,15 +71,15 @@ pub fn history_reads_match(s: &Snapshot) -> CheckResult {
 
 /// The ledger as the history API should show it.
 struct Ledger<'a> {
-    owners: HashMap<Uuid, &'a str>,
+    owners: FxHashMap<Uuid, &'a str>,
     rows: &'a [LedgerRow],
     /// Each wallet's entries, newest seq first.
-    by_wallet: HashMap<Uuid, Vec<&'a LedgerRow>>,
+    by_wallet: FxHashMap<Uuid, Vec<&'a LedgerRow>>,
 }
 
 impl<'a> Ledger<'a> {
     fn new(s: &'a Snapshot) -> Ledger<'a> {
-        let mut by_wallet: HashMap<Uuid, Vec<&LedgerRow>> = HashMap::new();
+        let mut by_wallet: FxHashMap<Uuid, Vec<&LedgerRow>> = FxHashMap::default();
         for entry in &s.ledger {
             by_wallet.entry(entry.wallet_id).or_default().push(entry);
         }

@@ -1,10 +1,9 @@
 //! The ledger on its own: balances against entries, money in against money
 //! held, no negative balance, transfer legs in pairs.
 
-use std::collections::{HashMap, HashSet};
-
 use run_log::{OpKind, Outcome};
 use rust_decimal::Decimal;
+use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
 use wallet_events::EventKind;
 
@@ -19,8 +18,10 @@ use crate::snapshot::{LedgerRow, Snapshot};
 /// wallets.
 pub fn balance_matches_ledger(s: &Snapshot) -> CheckResult {
     let mut f = Findings::new(s);
-    let mut sums: HashMap<Uuid, Decimal> = HashMap::with_capacity(s.wallets.len());
-    let mut chains: HashMap<Uuid, Vec<&LedgerRow>> = HashMap::with_capacity(s.wallets.len());
+    let mut sums: FxHashMap<Uuid, Decimal> =
+        FxHashMap::with_capacity_and_hasher(s.wallets.len(), Default::default());
+    let mut chains: FxHashMap<Uuid, Vec<&LedgerRow>> =
+        FxHashMap::with_capacity_and_hasher(s.wallets.len(), Default::default());
     for entry in &s.ledger {
         *sums.entry(entry.wallet_id).or_default() += entry.signed_amount();
         chains.entry(entry.wallet_id).or_default().push(entry);
@@ -49,8 +50,8 @@ pub fn balance_matches_ledger(s: &Snapshot) -> CheckResult {
         }
     }
     // Entries of a wallet that does not exist count toward no balance.
-    let known: HashSet<Uuid> = s.wallets.iter().map(|w| w.id).collect();
-    let mut reported = HashSet::new();
+    let known: FxHashSet<Uuid> = s.wallets.iter().map(|w| w.id).collect();
+    let mut reported = FxHashSet::default();
     for entry in &s.ledger {
         if !known.contains(&entry.wallet_id) && reported.insert(entry.wallet_id) {
             let sum = sums[&entry.wallet_id];
@@ -236,7 +237,7 @@ pub fn no_negative_balance(s: &Snapshot) -> CheckResult {
     }
     // Only the first dip per wallet: that entry is the diagnosis, the ones
     // after it follow from it.
-    let mut dipped = HashSet::new();
+    let mut dipped = FxHashSet::default();
     for entry in &s.ledger {
         f.examined += 1;
         if entry.balance_after.is_sign_negative()
@@ -282,8 +283,8 @@ pub fn transfer_legs_paired(s: &Snapshot) -> CheckResult {
 fn legs_by_transfer<'a>(
     s: &'a Snapshot,
     f: &mut Findings,
-) -> (HashMap<Uuid, Vec<&'a LedgerRow>>, Vec<Uuid>) {
-    let mut groups: HashMap<Uuid, Vec<&LedgerRow>> = HashMap::new();
+) -> (FxHashMap<Uuid, Vec<&'a LedgerRow>>, Vec<Uuid>) {
+    let mut groups: FxHashMap<Uuid, Vec<&LedgerRow>> = FxHashMap::default();
     let mut order: Vec<Uuid> = Vec::new();
     for entry in &s.ledger {
         let is_leg = matches!(entry.kind, EventKind::TransferIn | EventKind::TransferOut);

@@ -1,6 +1,6 @@
 //! `outbox-drained`: every entry was handed to the topic.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 
 use super::findings::*;
 use crate::report::{CheckResult, Invariant};
@@ -12,7 +12,7 @@ use crate::snapshot::Snapshot;
 pub fn outbox_drained(s: &Snapshot) -> CheckResult {
     let mut f = Findings::new(s);
     let ledger = ledger_by_event(s);
-    let mut with_row = HashSet::with_capacity(s.outbox.len());
+    let mut with_row = FxHashSet::with_capacity_and_hasher(s.outbox.len(), Default::default());
     for row in &s.outbox {
         f.examined += 1;
         with_row.insert(row.event_id);

@@ -2,11 +2,10 @@
 //! while the read was in flight (the bank read check of Jepsen, against
 //! the ledger's `balance_after` chain).
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Duration, Utc};
 use run_log::{Attempt, Observed, OpKind, OpRecord, Outcome};
 use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use super::findings::*;
@@ -34,8 +33,8 @@ fn micros(us: u64) -> Duration {
     Duration::microseconds(i64::try_from(us).unwrap_or(i64::MAX))
 }
 
-fn key_times(ops: &[OpRecord]) -> HashMap<&str, KeyTimes> {
-    let mut times: HashMap<&str, KeyTimes> = HashMap::new();
+fn key_times(ops: &[OpRecord]) -> FxHashMap<&str, KeyTimes> {
+    let mut times: FxHashMap<&str, KeyTimes> = FxHashMap::default();
     for op in ops {
         let Some(key) = op.idempotency_key.as_deref() else {
             continue;
@@ -69,11 +68,11 @@ pub fn reads_consistent(s: &Snapshot) -> CheckResult {
         return f.not_evaluated(Invariant::ReadsConsistent);
     }
     let times = key_times(&s.ops);
-    let mut entries: HashMap<Uuid, Vec<&LedgerRow>> = HashMap::new();
+    let mut entries: FxHashMap<Uuid, Vec<&LedgerRow>> = FxHashMap::default();
     for entry in &s.ledger {
         entries.entry(entry.wallet_id).or_default().push(entry);
     }
-    let chains: HashMap<Uuid, Chain> = entries
+    let chains: FxHashMap<Uuid, Chain> = entries
         .into_iter()
         .map(|(wallet, entries)| (wallet, Chain::new(entries, &times)))
         .collect();
@@ -121,7 +120,7 @@ struct Chain<'a> {
 }
 
 impl<'a> Chain<'a> {
-    fn new(mut entries: Vec<&'a LedgerRow>, times: &HashMap<&str, KeyTimes>) -> Chain<'a> {
+    fn new(mut entries: Vec<&'a LedgerRow>, times: &FxHashMap<&str, KeyTimes>) -> Chain<'a> {
         entries.sort_by_key(|e| e.seq);
         let timing: Vec<KeyTimes> = entries
             .iter()
