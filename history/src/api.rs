@@ -15,7 +15,6 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row, postgres::PgRow};
-use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 use wallet_events::{Envelope, EventKind, UserId, UserIdError};
 
@@ -40,7 +39,6 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 

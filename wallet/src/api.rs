@@ -12,7 +12,6 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
-use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 use wallet_events::{Amount, IdempotencyKey, IdempotencyKeyError, UserId};
 
@@ -47,7 +46,6 @@ pub fn router<D: WalletDb>(state: AppState<D>) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_MAX_BYTES))
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
@@ -156,7 +154,11 @@ async fn health<D: WalletDb>(State(state): State<AppState<D>>) -> Response {
 
 fn respond<T: Serialize>(outcome: Outcome<T>) -> Response {
     match outcome {
-        Outcome::Fresh(data) => Json(Envelope::ok(data)).into_response(),
+        Outcome::Fresh {
+            recorded: Some(json),
+            ..
+        } => Json(Envelope::ok(json)).into_response(),
+        Outcome::Fresh { data, .. } => Json(Envelope::ok(data)).into_response(),
         Outcome::Replayed(data) => {
             let mut response = Json(Envelope::ok(data)).into_response();
             response

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 use wallet_events::{Amount, EventKind, IdempotencyKey, UserId};
 
@@ -75,7 +76,13 @@ pub struct Idempotency {
 /// that carried the same idempotency key.
 #[derive(Debug)]
 pub enum Outcome<T> {
-    Fresh(T),
+    /// Applied by this request. `recorded` is the data as JSON when an
+    /// idempotency key stored it: the answer reuses that text rather than
+    /// serializing the data a second time.
+    Fresh {
+        data: T,
+        recorded: Option<Box<RawValue>>,
+    },
     Replayed(serde_json::Value),
 }
 
@@ -196,9 +203,12 @@ impl<D: WalletDb> Store<D> {
             created_at,
             updated_at: now,
         };
-        record_response(&mut tx, idempotency, &wallet).await?;
+        let recorded = record_response(&mut tx, idempotency, &wallet).await?;
         tx.commit().await?;
-        Ok(Outcome::Fresh(wallet))
+        Ok(Outcome::Fresh {
+            data: wallet,
+            recorded,
+        })
     }
 
     pub async fn transfer(
@@ -243,9 +253,12 @@ impl<D: WalletDb> Store<D> {
             debit: entry_view(&planned.debit, now),
             credit: entry_view(&planned.credit, now),
         };
-        record_response(&mut tx, idempotency, &receipt).await?;
+        let recorded = record_response(&mut tx, idempotency, &receipt).await?;
         tx.commit().await?;
-        Ok(Outcome::Fresh(receipt))
+        Ok(Outcome::Fresh {
+            data: receipt,
+            recorded,
+        })
     }
 }
 
@@ -299,18 +312,20 @@ async fn claim_key(
     }
 }
 
+/// Stores the response of a claimed key and returns its JSON text, which
+/// the answer reuses.
 async fn record_response(
     tx: &mut impl WalletTx,
     idempotency: Option<&Idempotency>,
     response: &impl Serialize,
-) -> Result<(), StoreError> {
-    if let Some(idempotency) = idempotency {
-        // Serialized once, straight to text: the stored copy is only read
-        // back on a replay.
-        let json = serde_json::value::to_raw_value(response).expect("responses always serialize");
-        tx.record_response(&idempotency.key, json).await?;
-    }
-    Ok(())
+) -> Result<Option<Box<RawValue>>, StoreError> {
+    let Some(idempotency) = idempotency else {
+        return Ok(None);
+    };
+    // Serialized once, straight to text.
+    let json = serde_json::value::to_raw_value(response).expect("responses always serialize");
+    tx.record_response(&idempotency.key, json.clone()).await?;
+    Ok(Some(json))
 }
 
 fn entry_view(entry: &NewEntry, created_at: DateTime<Utc>) -> LedgerEntry {
