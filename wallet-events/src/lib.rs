@@ -115,7 +115,19 @@ pub struct WalletEvent {
     pub transfer_id: Option<Uuid>,
     pub counterparty_wallet_id: Option<Uuid>,
     /// When the wallet transaction wrote the entry.
+    #[serde(deserialize_with = "rfc3339")]
     pub committed_at: DateTime<Utc>,
+}
+
+/// Reads an RFC 3339 timestamp as the contract states it, with chrono's
+/// dedicated parser: its default `Deserialize` goes through the general
+/// format machinery (relaxed: it also takes a space for the `T`), a
+/// quarter of an event's decoding time.
+fn rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+    DateTime::parse_from_rfc3339(&text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(serde::de::Error::custom)
 }
 
 /// Why a payload could not be read as a [`WalletEvent`].
