@@ -52,19 +52,25 @@ struct ReadyQueue {
 #[derive(Default)]
 struct Ready {
     order: Vec<TaskId>,
-    queued: BTreeSet<TaskId>,
+    /// Whether each task id is in `order` (ids are dense, from 1).
+    queued: Vec<bool>,
 }
 
 impl Ready {
     fn insert(&mut self, id: TaskId) {
-        if self.queued.insert(id) {
+        let slot = Executor::slot(id);
+        if self.queued.len() <= slot {
+            self.queued.resize(slot + 1, false);
+        }
+        if !self.queued[slot] {
+            self.queued[slot] = true;
             self.order.push(id);
         }
     }
 
     fn take(&mut self, index: usize) -> TaskId {
         let id = self.order.swap_remove(index);
-        self.queued.remove(&id);
+        self.queued[Executor::slot(id)] = false;
         id
     }
 
@@ -127,6 +133,12 @@ pub fn with<T>(f: impl FnOnce(&Executor) -> T) -> T {
             .expect("simulated code runs inside Executor::enter");
         f(executor)
     })
+}
+
+/// Runs `f` with the executor of this thread's world; `None` outside a
+/// simulation.
+pub fn try_with<T>(f: impl FnOnce(&Executor) -> T) -> Option<T> {
+    CURRENT.with(|current| current.borrow().as_ref().map(|executor| f(executor)))
 }
 
 /// Whether simulated code is running (the backends also serve the
@@ -290,16 +302,13 @@ impl Executor {
             return;
         };
         self.polls.set(self.polls.get() + 1);
-        let waker = task
-            .waker
-            .get_or_insert_with(|| {
-                Waker::from(Arc::new(TaskWaker {
-                    id,
-                    queue: self.ready.clone(),
-                }))
-            })
-            .clone();
-        let mut context = Context::from_waker(&waker);
+        let waker = task.waker.get_or_insert_with(|| {
+            Waker::from(Arc::new(TaskWaker {
+                id,
+                queue: self.ready.clone(),
+            }))
+        });
+        let mut context = Context::from_waker(waker);
         self.current.set(Some((id, task.process)));
         let pending = task.future.as_mut().poll(&mut context).is_pending();
         self.current.set(None);
@@ -389,10 +398,11 @@ impl Executor {
         self.now_ns.set(self.now_ns.get().max(to_ns));
     }
 
-    fn register_timer(&self, deadline_ns: u64, waker: Waker) {
+    fn register_timer(&self, deadline_ns: u64, waker: Waker) -> (u64, u64) {
         let seq = self.next_timer.get();
         self.next_timer.set(seq + 1);
         self.timers.borrow_mut().insert((deadline_ns, seq), waker);
+        (deadline_ns, seq)
     }
 }
 
@@ -402,13 +412,36 @@ pub fn sleep(duration: Duration) -> Sleep {
         .saturating_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
     Sleep {
         deadline_ns,
-        registered: false,
+        timer: None,
     }
 }
 
 pub struct Sleep {
     deadline_ns: u64,
-    registered: bool,
+    /// The timer's key once registered, with its executor's address.
+    timer: Option<(usize, (u64, u64))>,
+}
+
+/// A sleep dropped before its deadline (a request's timeout once the
+/// answer came) takes its timer with it, rather than leaving it to fire
+/// later at a task that no longer waits.
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        let Some((owner, key)) = self.timer else {
+            return;
+        };
+        // Only in the world that registered it, and never while the
+        // executor is being entered, left or is firing timers.
+        CURRENT.with(|current| {
+            if let Ok(current) = current.try_borrow()
+                && let Some(executor) = current.as_ref()
+                && std::ptr::from_ref::<Executor>(executor).addr() == owner
+                && let Ok(mut timers) = executor.timers.try_borrow_mut()
+            {
+                timers.remove(&key);
+            }
+        });
+    }
 }
 
 impl Future for Sleep {
@@ -419,9 +452,11 @@ impl Future for Sleep {
         if now >= self.deadline_ns {
             return Poll::Ready(());
         }
-        if !self.registered {
-            with(|e| e.register_timer(self.deadline_ns, cx.waker().clone()));
-            self.registered = true;
+        if self.timer.is_none() {
+            self.timer = Some(with(|e| {
+                let key = e.register_timer(self.deadline_ns, cx.waker().clone());
+                (std::ptr::from_ref(e).addr(), key)
+            }));
         }
         Poll::Pending
     }

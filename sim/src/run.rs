@@ -203,7 +203,13 @@ fn simulate(executor: &Rc<Executor>, seed: u64, config: &SimConfig, plan: &Fault
     let cluster = Cluster::new(config.wallet_instances, config.history_instances);
     cluster.start_all();
     let timeline = Rc::new(Timeline::default());
-    let ops: OpsLog = Rc::new(RefCell::new(Vec::new()));
+    // Sized for the plan (set-up plus the load) up front: a record is a few
+    // hundred bytes, and growing the log moves all of them.
+    let planned = 2 * u64::from(config.scenario.wallets)
+        + u64::from(config.scenario.rate) * config.scenario.duration.as_secs();
+    let ops: OpsLog = Rc::new(RefCell::new(Vec::with_capacity(
+        usize::try_from(planned).unwrap_or(0),
+    )));
     let load_done = Rc::new(Cell::new(false));
     spawn_load(&cluster, &timeline, seed, config, plan, &ops, &load_done);
 

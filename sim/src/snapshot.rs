@@ -21,9 +21,9 @@ pub fn take(cluster: &Cluster) -> Snapshot {
     dead_letters.sort_by_key(|d| d.id);
     Snapshot {
         wallets: wallet.wallets.into_values().collect(),
-        ledger: wallet.ledger.into_values().collect(),
+        ledger: wallet.ledger.into_values().map(|row| *row).collect(),
         outbox: wallet.outbox.into_values().map(|r| r.view).collect(),
-        history: rows.into_iter().map(|(_, row)| row).collect(),
+        history: rows.into_iter().map(|(_, row)| *row).collect(),
         parked,
         dead_letters,
         ops: Vec::new(),

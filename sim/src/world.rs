@@ -12,7 +12,7 @@ use std::{
 
 use rand::Rng;
 
-use crate::exec::{self, Executor, TaskId};
+use crate::exec::{self, TaskId};
 
 /// The probabilities of the faults a seed injects at choice points (swarm
 /// testing: each seed draws which are on and how often).
@@ -112,6 +112,17 @@ impl Fnv {
         }
     }
 
+    /// Eight bytes at a time (the rest one by one): the trace's cheaper
+    /// step for text, just as fixed. Kafka's partitioner keeps
+    /// [`Fnv::write`], whose low bits spread short keys better.
+    pub fn write_words(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.write_u64(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+        }
+        self.write(words.remainder());
+    }
+
     /// A word at a time: FNV-1a's step over the word as one symbol.
     pub fn write_u64(&mut self, word: u64) {
         self.0 ^= word;
@@ -152,13 +163,13 @@ impl Trace {
         // Kinds are static strings: their address stands for their bytes
         // within one binary, but not across builds, so hash the bytes.
         self.hash.write_u64(at_ns);
-        self.hash.write(kind.as_bytes());
+        self.hash.write_words(kind.as_bytes());
         self.hash.write_u64(u64::from(process));
         for value in values {
             self.hash.write_u64(*value as u64);
         }
         if let Some(text) = text {
-            self.hash.write(text.as_bytes());
+            self.hash.write_words(text.as_bytes());
         }
         if let Some(lines) = &mut self.lines {
             let mut line = format!(
@@ -291,24 +302,41 @@ pub fn chance(pick: impl FnOnce(&Knobs) -> f64) -> bool {
 /// tasks are ready, so any of them may run first. Outside a simulation it
 /// does nothing.
 pub async fn io(step: &'static str) {
-    if !exec::in_simulation() {
-        return;
-    }
-    trace(step, &[], None);
-    let Some((task, process)) = exec::with(|e| e.current()) else {
-        return;
-    };
-    let crashable = crate::cluster::Role::of(process).is_some()
-        && try_with(|w| w.crash_budget.get() > 0).unwrap_or(false);
-    if crashable && chance(|k| k.crash) {
-        try_with(|w| {
-            w.crash_budget.set(w.crash_budget.get() - 1);
-            w.io_pending.borrow_mut().insert(task, step);
-        });
-        exec::yield_now().await;
-        return;
-    }
-    if exec::with(Executor::others_ready) {
+    if choose_at(step) {
         exec::yield_now().await;
     }
+}
+
+/// [`io`]'s decision, with the executor and the world each looked up once
+/// (this runs at every simulated I/O step): whether the task yields.
+fn choose_at(step: &'static str) -> bool {
+    exec::try_with(|executor| {
+        WORLD.with(|w| {
+            let world = w.borrow();
+            let Some(world) = world.as_ref() else {
+                return false;
+            };
+            let current = executor.current();
+            let at_ns = u64::try_from(executor.now().as_nanos()).unwrap_or(u64::MAX);
+            let process = current.map_or(0, |(_, p)| p);
+            world
+                .trace
+                .borrow_mut()
+                .record(at_ns, step, process, &[], None);
+            let Some((task, process)) = current else {
+                return false;
+            };
+            let crashable = crate::cluster::Role::of(process).is_some()
+                && world.crash_budget.get() > 0
+                && world.faults_on.get()
+                && world.knobs.crash > 0.0;
+            if crashable && executor.random(|rng| rng.random_bool(world.knobs.crash.min(1.0))) {
+                world.crash_budget.set(world.crash_budget.get() - 1);
+                world.io_pending.borrow_mut().insert(task, step);
+                return true;
+            }
+            executor.others_ready()
+        })
+    })
+    .unwrap_or(false)
 }

@@ -9,7 +9,9 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_events::WalletEvent;
 
-use super::{Lock, PgError, PgState, Postgres, TxId, clock_timestamp, numeric_19_4, text};
+use super::{
+    FixedMap, FixedSet, Lock, PgError, PgState, Postgres, TxId, clock_timestamp, numeric_19_4, text,
+};
 use crate::world;
 
 /// `user_id VARCHAR(100)`.
@@ -25,10 +27,12 @@ pub struct ParkedRecord {
 /// The committed rows of the history database.
 #[derive(Debug, Default)]
 pub struct Tables {
-    /// By event id (the primary key), with the commit that applied it.
-    pub entries: BTreeMap<Uuid, (u64, HistoryRow)>,
+    /// By event id (the primary key), with the commit that applied it;
+    /// boxed, as the wallet model's ledger is.
+    /// (The snapshot sorts them by commit.)
+    pub entries: FixedMap<Uuid, (u64, Box<HistoryRow>)>,
     /// UNIQUE (wallet_id, seq).
-    pub by_seq: BTreeMap<(Uuid, i64), Uuid>,
+    pub by_seq: FixedMap<(Uuid, i64), Uuid>,
     pub heads: BTreeMap<Uuid, Head>,
     pub parked: BTreeMap<Uuid, ParkedRecord>,
     /// The index `parked_by_wallet (wallet_id, seq)`.
@@ -63,7 +67,7 @@ pub struct SimHistoryTx {
     entries: Vec<HistoryRow>,
     /// This transaction's entries by (wallet, seq), and their event ids.
     entry_seqs: BTreeMap<(Uuid, i64), Uuid>,
-    entry_ids: BTreeSet<Uuid>,
+    entry_ids: FixedSet<Uuid>,
     heads: BTreeMap<Uuid, Head>,
     parked: BTreeMap<Uuid, ParkedRecord>,
     unparked: Vec<Uuid>,
@@ -95,7 +99,7 @@ impl HistoryDb for SimHistoryDb {
             done: false,
             entries: Vec::new(),
             entry_seqs: BTreeMap::new(),
-            entry_ids: BTreeSet::new(),
+            entry_ids: FixedSet::default(),
             heads: BTreeMap::new(),
             parked: BTreeMap::new(),
             unparked: Vec::new(),
@@ -153,7 +157,7 @@ impl SimHistoryTx {
         }
         for row in self.entries.drain(..) {
             tables.by_seq.insert((row.wallet_id, row.seq), row.event_id);
-            tables.entries.insert(row.event_id, (commit, row));
+            tables.entries.insert(row.event_id, (commit, Box::new(row)));
         }
         tables.heads.extend(std::mem::take(&mut self.heads));
         for mut row in self.dead_letters.drain(..) {

@@ -38,8 +38,21 @@ use crate::{exec, world};
 
 pub type TxId = u64;
 
+/// A hash map with a fixed hash function, for indexes that are looked up
+/// on every statement and never iterated in an order the schedule depends
+/// on: as deterministic as a tree, and cheaper.
+#[allow(clippy::disallowed_types)]
+pub type FixedMap<K, V> = rustc_hash::FxHashMap<K, V>;
+
+/// A set with a fixed hash function, as [`FixedMap`].
+#[allow(clippy::disallowed_types)]
+pub type FixedSet<K> = rustc_hash::FxHashSet<K>;
+
+/// Lock tables (see `PgState::locks`).
+type LockMap<V> = FixedMap<Lock, V>;
+
 /// What a row lock or unique-index entry is on.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Lock {
     Wallet(Uuid),
     IdempotencyKey(String),
@@ -71,9 +84,13 @@ pub struct PgState {
     epoch: u64,
     next_tx: TxId,
     open: BTreeMap<TxId, u64>,
-    locks: BTreeMap<Lock, TxId>,
+    /// Lock tables are looked up on every statement and never iterated
+    /// for anything the schedule depends on (a restart wakes waiters in
+    /// `Lock` order): a fixed hasher keeps them deterministic and faster
+    /// than a tree (4 % of a seed went to comparing `Lock`s).
+    locks: LockMap<TxId>,
     held: BTreeMap<TxId, Vec<Lock>>,
-    waiters: BTreeMap<Lock, Vec<Waker>>,
+    waiters: LockMap<Vec<Waker>>,
     waits_for: BTreeMap<TxId, TxId>,
     pub wallet: wallet::Tables,
     pub history: history::Tables,
@@ -101,9 +118,9 @@ impl Postgres {
                 epoch: 0,
                 next_tx: 1,
                 open: BTreeMap::new(),
-                locks: BTreeMap::new(),
+                locks: LockMap::default(),
                 held: BTreeMap::new(),
-                waiters: BTreeMap::new(),
+                waiters: LockMap::default(),
                 waits_for: BTreeMap::new(),
                 wallet: wallet::Tables::default(),
                 history: history::Tables::default(),
@@ -128,10 +145,10 @@ impl Postgres {
             world::count(|c| c.aborted_transactions += 1);
         }
         // Wake every waiter: its transaction is dead and must hear it.
-        let waiters: Vec<Waker> = std::mem::take(&mut state.waiters)
-            .into_values()
-            .flatten()
-            .collect();
+        let mut waiting: Vec<(Lock, Vec<Waker>)> =
+            std::mem::take(&mut state.waiters).into_iter().collect();
+        waiting.sort_by(|a, b| a.0.cmp(&b.0));
+        let waiters: Vec<Waker> = waiting.into_iter().flat_map(|(_, w)| w).collect();
         drop(state);
         waiters.into_iter().for_each(Waker::wake);
     }

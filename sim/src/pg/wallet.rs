@@ -13,7 +13,9 @@ use wallet::{
 };
 use wallet_events::{IdempotencyKey, UserId};
 
-use super::{Lock, PgError, PgState, Postgres, TxId, clock_timestamp, numeric_19_4, text};
+use super::{
+    FixedSet, Lock, PgError, PgState, Postgres, TxId, clock_timestamp, numeric_19_4, text,
+};
 use crate::world;
 
 /// `user_id VARCHAR(100)`.
@@ -37,11 +39,13 @@ pub struct KeyRow {
 #[derive(Debug, Default)]
 pub struct Tables {
     pub wallets: BTreeMap<Uuid, WalletRow>,
-    /// By (wallet, seq): UNIQUE (wallet_id, seq).
-    pub ledger: BTreeMap<(Uuid, i64), LedgerRow>,
-    pub ledger_ids: BTreeSet<Uuid>,
-    pub outbox: BTreeMap<i64, OutboxRecord>,
-    pub outbox_events: BTreeSet<Uuid>,
+    /// By (wallet, seq): UNIQUE (wallet_id, seq). Rows are boxed here and
+    /// below: a tree node shifts its values on every insert, and moving a
+    /// pointer is cheaper than moving a row.
+    pub ledger: BTreeMap<(Uuid, i64), Box<LedgerRow>>,
+    pub ledger_ids: FixedSet<Uuid>,
+    pub outbox: BTreeMap<i64, Box<OutboxRecord>>,
+    pub outbox_events: FixedSet<Uuid>,
     /// The partial index `outbox_unpublished`: ids not yet published.
     pub unpublished: BTreeSet<i64>,
     pub keys: BTreeMap<String, KeyRow>,
@@ -118,12 +122,14 @@ impl SimWalletTx {
         tables.wallets.extend(std::mem::take(&mut self.wallets));
         for row in self.ledger.drain(..) {
             tables.ledger_ids.insert(row.event_id);
-            tables.ledger.insert((row.wallet_id, row.seq), row);
+            tables
+                .ledger
+                .insert((row.wallet_id, row.seq), Box::new(row));
         }
         for (id, record) in self.outbox.drain(..) {
             tables.outbox_events.insert(record.view.event_id);
             tables.unpublished.insert(id);
-            tables.outbox.insert(id, record);
+            tables.outbox.insert(id, Box::new(record));
         }
         tables.keys.extend(std::mem::take(&mut self.keys));
         let now = clock_timestamp();
