@@ -61,7 +61,9 @@ pub struct Sweep {
 }
 
 struct SeedResult {
+    /// Without its operation log and fault timeline (see [`run_one`]).
     outcome: SeedOutcome,
+    ops: u64,
     mismatch: Option<Mismatch>,
 }
 
@@ -105,7 +107,7 @@ impl Sweep {
             report.seeds += 1;
             report.counters.add(&outcome.counters);
             report.simulated += outcome.simulated;
-            report.ops += outcome.ops.len() as u64;
+            report.ops += result.ops;
             if !outcome.passed() {
                 report.failures.push(failure(outcome));
             }
@@ -185,7 +187,13 @@ fn run_one(
     exe: &PathBuf,
     args: &[String],
 ) -> anyhow::Result<SeedResult> {
-    let outcome = run_seed(seed, config, None);
+    let mut outcome = run_seed(seed, config, None);
+    let ops = outcome.ops.len() as u64;
+    // A sweep keeps counts and verdicts. The log and the timeline are freed
+    // here, by the thread that allocated them, not by the collecting one
+    // (which on 2 cores shares a core with a worker).
+    outcome.ops = Vec::new();
+    outcome.chaos = Vec::new();
     let mismatch = if check {
         let fresh = fresh_hash(exe, args, seed, None)?;
         (fresh != outcome.trace_hash)
@@ -193,7 +201,11 @@ fn run_one(
     } else {
         None
     };
-    Ok(SeedResult { outcome, mismatch })
+    Ok(SeedResult {
+        outcome,
+        ops,
+        mismatch,
+    })
 }
 
 /// The trace hash of `seed` computed by a new process of this program.
