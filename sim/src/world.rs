@@ -12,7 +12,7 @@ use std::{
 
 use rand::Rng;
 
-use crate::exec::{self, TaskId};
+use crate::exec::{self, Executor, TaskId};
 
 /// The probabilities of the faults a seed injects at choice points (swarm
 /// testing: each seed draws which are on and how often).
@@ -249,6 +249,25 @@ impl World {
     pub fn take_crash(&self, task: TaskId) -> Option<&'static str> {
         self.io_pending.borrow_mut().remove(&task)
     }
+
+    /// Records a trace event at `executor`'s time, of the task it polls.
+    fn record(&self, executor: &Executor, kind: &'static str, values: &[i64], text: Option<&str>) {
+        let process = executor.current().map_or(0, |(_, p)| p);
+        let at_ns = u64::try_from(executor.now().as_nanos()).unwrap_or(u64::MAX);
+        self.trace
+            .borrow_mut()
+            .record(at_ns, kind, process, values, text);
+    }
+
+    /// Whether a fault with probability `pick(knobs)` strikes now: never
+    /// while faults are off, and without a draw when it cannot strike.
+    fn strikes(&self, executor: &Executor, pick: impl FnOnce(&Knobs) -> f64) -> bool {
+        if !self.faults_on.get() {
+            return false;
+        }
+        let p = pick(&self.knobs);
+        p > 0.0 && executor.random(|rng| rng.random_bool(p.min(1.0)))
+    }
 }
 
 /// Runs `f` with the current world; `None` outside a simulation (the
@@ -259,21 +278,7 @@ pub fn try_with<T>(f: impl FnOnce(&World) -> T) -> Option<T> {
 
 /// Records a trace event at the current simulated time.
 pub fn trace(kind: &'static str, values: &[i64], text: Option<&str>) {
-    if !exec::in_simulation() {
-        return;
-    }
-    let (at_ns, process) = exec::with(|e| {
-        let process = e.current().map_or(0, |(_, p)| p);
-        (
-            u64::try_from(e.now().as_nanos()).unwrap_or(u64::MAX),
-            process,
-        )
-    });
-    try_with(|w| {
-        w.trace
-            .borrow_mut()
-            .record(at_ns, kind, process, values, text)
-    });
+    exec::try_with(|executor| try_with(|world| world.record(executor, kind, values, text)));
 }
 
 /// Counts something in this seed's coverage.
@@ -284,16 +289,9 @@ pub fn count(f: impl FnOnce(&mut Counters)) {
 /// Whether a fault with probability `pick(knobs)` strikes now (always
 /// false outside a simulation).
 pub fn chance(pick: impl FnOnce(&Knobs) -> f64) -> bool {
-    let Some(p) = try_with(|w| {
-        if w.faults_on.get() {
-            pick(&w.knobs)
-        } else {
-            0.0
-        }
-    }) else {
-        return false;
-    };
-    p > 0.0 && exec::with(|e| e.random(|rng| rng.random_bool(p.min(1.0))))
+    exec::try_with(|executor| try_with(|world| world.strikes(executor, pick)))
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// The choice point of an I/O step named `step`: traced; then, if the
@@ -311,32 +309,21 @@ pub async fn io(step: &'static str) {
 /// (this runs at every simulated I/O step): whether the task yields.
 fn choose_at(step: &'static str) -> bool {
     exec::try_with(|executor| {
-        WORLD.with(|w| {
-            let world = w.borrow();
-            let Some(world) = world.as_ref() else {
+        try_with(|world| {
+            world.record(executor, step, &[], None);
+            let Some((task, process)) = executor.current() else {
                 return false;
             };
-            let current = executor.current();
-            let at_ns = u64::try_from(executor.now().as_nanos()).unwrap_or(u64::MAX);
-            let process = current.map_or(0, |(_, p)| p);
-            world
-                .trace
-                .borrow_mut()
-                .record(at_ns, step, process, &[], None);
-            let Some((task, process)) = current else {
-                return false;
-            };
-            let crashable = crate::cluster::Role::of(process).is_some()
-                && world.crash_budget.get() > 0
-                && world.faults_on.get()
-                && world.knobs.crash > 0.0;
-            if crashable && executor.random(|rng| rng.random_bool(world.knobs.crash.min(1.0))) {
+            let crashable =
+                crate::cluster::Role::of(process).is_some() && world.crash_budget.get() > 0;
+            if crashable && world.strikes(executor, |k| k.crash) {
                 world.crash_budget.set(world.crash_budget.get() - 1);
                 world.io_pending.borrow_mut().insert(task, step);
                 return true;
             }
             executor.others_ready()
         })
+        .unwrap_or(false)
     })
     .unwrap_or(false)
 }
