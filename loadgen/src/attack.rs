@@ -64,19 +64,11 @@ const ARRIVAL_WAIT: Duration = Duration::from_millis(200);
 
 /// Runs the attack for `run_time` and returns when every user stopped.
 pub async fn run(context: Arc<LoadContext>, run_time: Duration) -> anyhow::Result<()> {
-    let mut config = GooseConfiguration::default();
-    config.host = context.wallet_urls.first().cloned();
-    config.users = Some(context.arrivals.users() as usize);
-    // The recorder measures every operation from its intended start;
-    // goose's own metrics would only cost CPU per request.
-    config.no_metrics = true;
-    // Every user starts at once; the run time counts from then.
-    config.increase_rate = Some("100000".into());
-    config.run_time = Some(run_time.as_secs().max(1).to_string());
-    config.no_print_metrics = true;
-    config.no_telnet = true;
-    config.quiet = 1;
-    config.timeout = Some((REQUEST_TIMEOUT_MS / 1000).to_string());
+    let config = goose_config(
+        context.wallet_urls.first().cloned(),
+        context.arrivals.users(),
+        run_time,
+    );
 
     let attack_context = context.clone();
     let transaction: TransactionFunction = Arc::new(move |user| {
@@ -107,6 +99,25 @@ pub async fn run(context: Arc<LoadContext>, run_time: Duration) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+/// How every goose attack of this crate is set up: the load, and `bench`'s
+/// bare goose that it is measured against.
+pub fn goose_config(host: Option<String>, users: u64, run_time: Duration) -> GooseConfiguration {
+    let mut config = GooseConfiguration::default();
+    config.host = host;
+    config.users = Some(users as usize);
+    // The recorder measures every operation from its intended start;
+    // goose's own metrics would only cost CPU per request.
+    config.no_metrics = true;
+    // Every user starts at once; the run time counts from then.
+    config.increase_rate = Some("100000".into());
+    config.run_time = Some(run_time.as_secs().max(1).to_string());
+    config.no_print_metrics = true;
+    config.no_telnet = true;
+    config.quiet = 1;
+    config.timeout = Some((REQUEST_TIMEOUT_MS / 1000).to_string());
+    config
 }
 
 impl LoadContext {

@@ -29,6 +29,8 @@ pub enum Command {
     ReplayDeadLetters(ReplayArgs),
     /// Deterministic simulation: the real service logic and checker on simulated time, one seed or thousands (exit 0 no violation, 1 violated, 2 bad arguments).
     Sim(sim::cli::SimArgs),
+    /// Measure the system against a SQL-only model of a transfer on one private, durable PostgreSQL: throughput, latency at full and half load, history lag, catch-up after a broker outage, CPU per transfer, load generator cost (exit 0 every target met, 1 an invariant violated, 2 the bench failed, 3 a target missed).
+    Bench(BenchArgs),
     /// Run one process role in the foreground (the harness starts these).
     #[command(subcommand)]
     Serve(Serve),
@@ -42,6 +44,40 @@ pub enum Serve {
     History(history::Config),
     /// The Kafka-protocol broker.
     Broker(broker::Config),
+    /// A trivial HTTP endpoint (`GET /` answers `ok`): what `bench` runs
+    /// bare goose against.
+    #[command(hide = true)]
+    Trivial {
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Concurrent clients: pgbench connections and goose users.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub clients: u32,
+
+    /// Wallets the transfers choose from (two distinct ones, uniformly).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub wallets: u32,
+
+    /// How long each phase loads the system (at least 10s).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub duration: std::time::Duration,
+
+    /// How long the broker stays down in the outage phase.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub outage: std::time::Duration,
+
+    /// Seed of the service phases' operations.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Where the bench directory is created.
+    #[arg(long, default_value = "runs")]
+    pub out_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -168,4 +204,15 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub infra: InfraArgs,
+
+    /// Set by a caller that runs experiments as a library (`bench`): the
+    /// command recorded as the way to replay the run, instead of this
+    /// process's own command line.
+    #[arg(skip)]
+    pub command_line: Option<String>,
+
+    /// Set by such a caller: processes it started (name, pid) whose CPU
+    /// the run also accounts, with their children (a PostgreSQL server).
+    #[arg(skip)]
+    pub also_account: Vec<(String, u32)>,
 }

@@ -5,6 +5,8 @@
 //! - `loadgen scenarios`: the built-in scenarios (`workload::scenario`).
 //! - `loadgen up`: the system on fixed local ports until Ctrl-C.
 //! - `loadgen sim`: the deterministic simulation (the `sim` crate).
+//! - `loadgen bench`: the system beside a SQL-only model of a transfer on
+//!   one durable PostgreSQL ([`bench`]).
 //! - `loadgen serve <role>`: how the harness runs each role of the system as
 //!   its own process from this one binary, so `cargo run` builds all a run needs.
 //!
@@ -16,6 +18,7 @@
 
 pub mod arrivals;
 pub mod attack;
+pub mod bench;
 pub mod cli;
 pub mod recorder;
 pub mod run;
@@ -55,21 +58,15 @@ pub fn main(cli: Cli) -> ExitCode {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Bench(args) => {
+                service_kit::init_tracing("warn,goose=error");
+                bench::bench(args, on_ctrl_c()).await
+            }
             Command::Run(args) => {
                 // Before goose starts: its own logger and Ctrl-C handler then
                 // stand down (they install only if none is installed yet).
                 service_kit::init_tracing("warn,goose=error");
-                let interrupted = CancellationToken::new();
-                let on_interrupt = interrupted.clone();
-                let installed = ctrlc::set_handler(move || {
-                    eprintln!("interrupted: stopping the load, then every process");
-                    goose::trigger_killswitch("interrupted");
-                    on_interrupt.cancel();
-                });
-                if let Err(err) = installed {
-                    tracing::warn!(error = %err, "no Ctrl-C handler");
-                }
-                run::run(args, interrupted).await
+                run::run(args, on_ctrl_c()).await
             }
         }
     });
@@ -77,6 +74,21 @@ pub fn main(cli: Cli) -> ExitCode {
         eprintln!("error: {err:#}");
         ExitCode::from(run::EXIT_HARNESS)
     })
+}
+
+/// A token cancelled by Ctrl-C, which also stops goose's users.
+fn on_ctrl_c() -> CancellationToken {
+    let interrupted = CancellationToken::new();
+    let on_interrupt = interrupted.clone();
+    let installed = ctrlc::set_handler(move || {
+        eprintln!("interrupted: stopping the load, then every process");
+        goose::trigger_killswitch("interrupted");
+        on_interrupt.cancel();
+    });
+    if let Err(err) = installed {
+        tracing::warn!(error = %err, "no Ctrl-C handler");
+    }
+    interrupted
 }
 
 async fn replay_dead_letters(history_db: &str) -> anyhow::Result<ExitCode> {
@@ -108,5 +120,6 @@ async fn serve(role: Serve) -> anyhow::Result<()> {
             broker::init_tracing();
             broker::run(config).await
         }
+        Serve::Trivial { port } => bench::serve_trivial(port).await,
     }
 }

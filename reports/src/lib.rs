@@ -18,6 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod bench;
 pub mod charts;
 pub mod compare;
 pub mod faults;
@@ -53,6 +54,19 @@ pub fn write_run_report(dir: &Path, out: Option<&Path>) -> anyhow::Result<Writte
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.join("report.html"));
     write(path, html, started)
+}
+
+/// Renders `dir/bench.html` from the bench's `dir/summary.json`.
+pub fn write_bench_report(dir: &Path) -> anyhow::Result<Written> {
+    use anyhow::Context;
+    let started = Instant::now();
+    let path = dir.join("summary.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let summary: run_log::bench::BenchSummary =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let html = bench::bench_page(&summary).into_string();
+    write(dir.join("bench.html"), html, started)
 }
 
 /// The comparison page of two runs as HTML.

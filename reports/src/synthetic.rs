@@ -127,6 +127,8 @@ impl SyntheticRun {
                 missed: Vec::new(),
             },
             versions: versions(),
+            cpu: Vec::new(),
+            history_lag: None,
         };
         Self {
             seconds,

@@ -37,6 +37,99 @@ pub struct RunSummary {
     pub verdict: Verdict,
     pub thresholds: ThresholdsSummary,
     pub versions: Versions,
+    /// CPU each process of the system used while the load ran.
+    #[serde(default)]
+    pub cpu: Vec<ProcessCpu>,
+    /// Commit-to-visible lag of the events the load produced.
+    #[serde(default)]
+    pub history_lag: Option<LagStats>,
+}
+
+/// CPU seconds (user + system) one process used while the load ran: a
+/// service instance, the broker, PostgreSQL with its backends, or the load
+/// generator itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessCpu {
+    /// `wallet`, `wallet-2`, `history`, `broker`, `postgres`, `loadgen`.
+    pub process: String,
+    pub cpu_s: f64,
+}
+
+/// Commit-to-visible lag over a set of events, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LagStats {
+    pub events: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// The lag of the events committed at or after `from` (seconds, as the
+/// events' times): the load's own events, not the set-up's. `None` when
+/// there are none.
+pub fn lag_stats(events: &[(f64, f64)], from: f64) -> Option<LagStats> {
+    let mut lags: Vec<f64> = events
+        .iter()
+        .filter(|(commit, _)| *commit >= from)
+        .map(|&(commit, visible)| (visible.max(commit) - commit) * 1000.0)
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    Some(LagStats {
+        events: lags.len() as u64,
+        p50_ms: nearest_rank(&lags, 0.50)?,
+        p99_ms: nearest_rank(&lags, 0.99)?,
+        max_ms: *lags.last()?,
+    })
+}
+
+/// How history caught up after an outage ended at `restart`, with events
+/// (commit, visible) in seconds on one clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatchUp {
+    /// Events committed before the restart and not yet visible at it.
+    pub backlog: u64,
+    /// From the restart until the last of them was visible.
+    pub caught_up_s: f64,
+    /// Events made visible per second from the restart until then (the
+    /// backlog and whatever arrived meanwhile).
+    pub applied_per_s: f64,
+    /// Events committed per second over the load: the production rate.
+    pub produced_per_s: f64,
+    /// `applied_per_s / produced_per_s`.
+    pub multiple: f64,
+}
+
+/// The catch-up after `restart`; the production rate is the commits per
+/// second over `load` (start, end). `None` when no backlog was left at the
+/// restart (nothing to catch up) or the load window is empty.
+pub fn catch_up(events: &[(f64, f64)], restart: f64, load: (f64, f64)) -> Option<CatchUp> {
+    let backlog: Vec<f64> = events
+        .iter()
+        .filter(|(commit, visible)| *commit < restart && *visible > restart)
+        .map(|&(_, visible)| visible)
+        .collect();
+    let done = backlog.iter().copied().fold(f64::NAN, f64::max);
+    if backlog.is_empty() || load.1 <= load.0 {
+        return None;
+    }
+    let caught_up_s = done - restart;
+    let applied = events
+        .iter()
+        .filter(|(_, visible)| *visible > restart && *visible <= done)
+        .count();
+    let produced = events
+        .iter()
+        .filter(|(commit, _)| *commit >= load.0 && *commit < load.1)
+        .count();
+    let produced_per_s = produced as f64 / (load.1 - load.0);
+    let applied_per_s = applied as f64 / caught_up_s.max(1e-3);
+    Some(CatchUp {
+        backlog: backlog.len() as u64,
+        caught_up_s,
+        applied_per_s,
+        produced_per_s,
+        multiple: applied_per_s / produced_per_s.max(1e-9),
+    })
 }
 
 /// One endpoint's figures over the whole load; latency in milliseconds
@@ -251,6 +344,45 @@ mod tests {
         assert_eq!(series.first().unwrap().second, -2);
         assert_eq!(series.len(), 3);
         assert!(lag_series(&[]).is_empty());
+    }
+
+    #[test]
+    fn lag_stats_count_only_the_loads_events() {
+        let mut events = vec![(-2.0, 5.0)];
+        events.extend((1..=100).map(|ms| (1.0, 1.0 + f64::from(ms) / 1000.0)));
+        let stats = lag_stats(&events, 0.0).expect("events");
+        assert_eq!(stats.events, 100);
+        assert!((stats.p50_ms - 50.0).abs() < 1e-6, "{stats:?}");
+        assert!((stats.p99_ms - 99.0).abs() < 1e-6, "{stats:?}");
+        assert!((stats.max_ms - 100.0).abs() < 1e-6, "{stats:?}");
+        assert_eq!(lag_stats(&events[..1], 0.0), None);
+    }
+
+    #[test]
+    fn catch_up_measures_the_backlog_drain_against_production() {
+        // 10 events/s over 0..20 s; the outage holds back the 50 events
+        // committed in 5..10 s until the restart at 10 s; history applies
+        // them by 10.5 s, with the 5 committed meanwhile.
+        let mut events = Vec::new();
+        for i in 0..200 {
+            let commit = f64::from(i) / 10.0;
+            let visible = if (5.0..10.0).contains(&commit) {
+                10.0 + f64::from(i - 49) / 100.0
+            } else if (10.0..10.5).contains(&commit) {
+                10.5
+            } else {
+                commit + 0.01
+            };
+            events.push((commit, visible));
+        }
+        let caught = catch_up(&events, 10.0, (0.0, 20.0)).expect("a backlog");
+        assert_eq!(caught.backlog, 50);
+        assert!((caught.caught_up_s - 0.5).abs() < 1e-9, "{caught:?}");
+        assert!((caught.produced_per_s - 10.0).abs() < 1e-9);
+        assert!((caught.applied_per_s - 110.0).abs() < 1e-6, "{caught:?}");
+        assert!((caught.multiple - 11.0).abs() < 1e-6, "{caught:?}");
+        // Nothing held back at 2 s: nothing to catch up.
+        assert_eq!(catch_up(&events, 2.0, (0.0, 20.0)), None);
     }
 
     #[test]

@@ -139,6 +139,9 @@ fn write_figures(dir: &Path, config: &SimConfig, outcome: &SeedOutcome) -> anyho
             memory_mib: None,
             kernel: None,
         },
+        // Simulated processes share one thread: no CPU of their own.
+        cpu: Vec::new(),
+        history_lag: None,
     };
     let _ = report;
     write_json(&dir.join("summary.json"), &serde_json::to_value(&summary)?)

@@ -109,16 +109,17 @@ pub(super) fn server_spec(layout: &Layout, port: u16) -> ProcessSpec {
         .args([
             "-c",
             "listen_addresses=127.0.0.1",
-            // Safe against process kills (all we inject); see the module docs.
-            "-c",
-            "fsync=off",
-            "-c",
-            "full_page_writes=off",
             "-c",
             "max_connections=300",
             "-c",
             "shared_buffers=128MB",
         ])
+        // Safe against process kills (all runs inject); see the module docs.
+        .args(if layout.durable {
+            &[][..]
+        } else {
+            &["-c", "fsync=off", "-c", "full_page_writes=off"][..]
+        })
         // SIGQUIT is PostgreSQL's immediate shutdown: the postmaster takes its
         // backends down with it when the owner dies.
         .death_signal(Signal::SIGQUIT)

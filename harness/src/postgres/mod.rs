@@ -137,6 +137,10 @@ pub struct PgOptions {
     pub port: Option<u16>,
     /// Output of `initdb` and of the server, appended.
     pub log_path: PathBuf,
+    /// Commits wait for the disk (`fsync` and full-page writes on), as in
+    /// production. Off by default: runs only kill processes (see the module
+    /// docs). The bench turns it on, so its figures are a durable system's.
+    pub durable: bool,
 }
 
 impl PgOptions {
@@ -146,6 +150,7 @@ impl PgOptions {
             data_dir: None,
             port: None,
             log_path: log_path.into(),
+            durable: false,
         }
     }
 }
@@ -157,6 +162,7 @@ struct Layout {
     data_dir: PathBuf,
     log_path: PathBuf,
     run_as: Option<User>,
+    durable: bool,
 }
 
 /// A private PostgreSQL cluster whose postmaster is our child process.
@@ -175,7 +181,13 @@ impl PgCluster {
     /// Initialises the data directory if needed, starts the server and waits
     /// until it accepts connections.
     pub async fn start(options: PgOptions) -> Result<PgCluster> {
-        Self::start_with(options.data_dir, options.port, Some(options.log_path)).await
+        Self::start_with(
+            options.data_dir,
+            options.port,
+            Some(options.log_path),
+            options.durable,
+        )
+        .await
     }
 
     /// `log_path: None` puts the log inside the temporary directory, so it is
@@ -184,6 +196,7 @@ impl PgCluster {
         data_dir: Option<PathBuf>,
         port: Option<u16>,
         log_path: Option<PathBuf>,
+        durable: bool,
     ) -> Result<PgCluster> {
         let bindir = server_bindir()?;
         let run_as = server_user()?;
@@ -219,6 +232,7 @@ impl PgCluster {
             data_dir,
             log_path,
             run_as,
+            durable,
         };
 
         prepare_data_dir(&layout)?;

@@ -65,7 +65,7 @@ pub async fn test_server() -> Result<&'static TestServer> {
                     cluster: None,
                 });
             }
-            let cluster = PgCluster::start_with(None, None, None)
+            let cluster = PgCluster::start_with(None, None, None, false)
                 .await
                 .context("starting the private PostgreSQL cluster for tests")?;
             Ok(TestServer {

@@ -69,6 +69,10 @@ async fn cluster_serves_queries_survives_fast_restart_and_cleans_up_on_drop() ->
         .fetch_one(&mut conn)
         .await?;
     assert_eq!(db, "wallet_cluster_test");
+    let fsync: String = sqlx::query_scalar("SHOW fsync")
+        .fetch_one(&mut conn)
+        .await?;
+    assert_eq!(fsync, "off", "a run's cluster trades durability for speed");
     conn.close().await?;
     ensure!(
         pg.create_database("wallet_cluster_test").await.is_err(),
@@ -111,12 +115,22 @@ async fn killed_cluster_recovers_committed_rows_on_start_again() -> Result<()> {
         data_dir: Some(data_dir.clone()),
         port: Some(port),
         log_path: dir.path().join("pg.log"),
+        // Recovery holds either way; durable also checks the setting lands.
+        durable: true,
     };
     let mut pg = PgCluster::start(options).await?;
     assert_eq!(pg.port(), port);
     assert_eq!(pg.data_dir(), data_dir);
 
     let url = pg.create_database("recovery").await?;
+    let mut conn = PgConnection::connect(&url).await?;
+    for setting in ["fsync", "full_page_writes", "synchronous_commit"] {
+        let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+            .fetch_one(&mut conn)
+            .await?;
+        assert_eq!(value, "on", "{setting} of a durable cluster");
+    }
+    drop(conn);
     create_ledger(&url, 7).await?;
     let pid = pg.pid().context("no postmaster pid")?;
     pg.kill().await?;

@@ -17,6 +17,7 @@
 //!    latency log next to the operation log ([`ops_log`]), the fault
 //!    timeline, `checker.json` and every process's log; then `report.html`.
 
+mod cpu;
 mod liveness;
 mod ops_log;
 mod outputs;

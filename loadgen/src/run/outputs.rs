@@ -67,7 +67,7 @@ pub async fn write_results(
     load.recorder.write_interval_log(&mut hlog)?;
     hlog.flush()?;
     write_json(&dir.join("timeline.json"), &json!(load.recorder.timeline()))?;
-    let lag = history_lag(system, load.started_wall).await?;
+    let (lag, history_lag) = history_lag(system, load.started_wall).await?;
     write_json(&dir.join("lag.json"), &json!(lag))?;
     let scenario = &plan.scenario;
     let summary = RunSummary {
@@ -100,9 +100,25 @@ pub async fn write_results(
             missed: missed.clone(),
         },
         versions,
+        cpu: load.cpu.clone(),
+        history_lag,
     };
     write_json(&dir.join("summary.json"), &json!(summary))?;
     print_summary(&summary.endpoints, load.seconds);
+    if !summary.cpu.is_empty() {
+        let parts: Vec<String> = summary
+            .cpu
+            .iter()
+            .map(|p| format!("{} {:.1} s", p.process, p.cpu_s))
+            .collect();
+        println!("CPU while the load ran: {}", parts.join(", "));
+    }
+    if let Some(lag) = &summary.history_lag {
+        println!(
+            "history lag (commit to visible) over {} events: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            lag.events, lag.p50_ms, lag.p99_ms, lag.max_ms
+        );
+    }
     println!("run directory: {}", dir.display());
     Ok(missed)
 }
@@ -206,12 +222,16 @@ pub fn versions() -> Versions {
 }
 
 /// How long each event took from its commit in the wallet database to
-/// being visible in history, folded per second (`lag.json`). Both times
-/// come from the database servers' clocks.
+/// being visible in history, folded per second (`lag.json`), and over the
+/// load's events as a whole. Both times come from the database servers'
+/// clocks.
 async fn history_lag(
     system: &System,
     load_started: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<Vec<run_log::summary::LagSecond>> {
+) -> anyhow::Result<(
+    Vec<run_log::summary::LagSecond>,
+    Option<run_log::summary::LagStats>,
+)> {
     let mut history_db = connect(&system.history_db).await?;
     let origin = load_started.timestamp_micros() as f64 / 1e6;
     let rows: Vec<(f64, f64)> = sqlx::query_as(
@@ -225,5 +245,8 @@ async fn history_lag(
         .into_iter()
         .map(|(commit, visible)| (commit - origin, visible - origin))
         .collect();
-    Ok(run_log::summary::lag_series(&relative))
+    Ok((
+        run_log::summary::lag_series(&relative),
+        run_log::summary::lag_stats(&relative, 0.0),
+    ))
 }

@@ -18,6 +18,8 @@ pub struct Plan {
     pub faults: Vec<PlannedFault>,
     pub run_dir: PathBuf,
     pub command: String,
+    /// Processes outside the system whose CPU the run accounts.
+    pub also_account: Vec<(String, u32)>,
 }
 
 /// Resolves the scenario and the seed, plans the faults and creates the
@@ -28,7 +30,10 @@ pub fn prepare(args: &RunArgs) -> anyhow::Result<Plan> {
     super::parse_thresholds(args)?;
     let seed = args.seed.unwrap_or_else(rand::random);
     let faults = plan_faults(args, &scenario, seed);
-    let mut command: Vec<String> = std::env::args().collect();
+    let mut command: Vec<String> = match &args.command_line {
+        Some(line) => vec![line.clone()],
+        None => std::env::args().collect(),
+    };
     if args.seed.is_none() {
         command.push(format!("--seed {seed}"));
     }
@@ -43,6 +48,7 @@ pub fn prepare(args: &RunArgs) -> anyhow::Result<Plan> {
         faults,
         run_dir,
         command: command.join(" "),
+        also_account: args.also_account.clone(),
     })
 }
 

@@ -30,6 +30,8 @@ pub struct Load {
     pub seconds: f64,
     /// The fault timeline; the liveness phase appends its healing.
     pub chaos_log: ChaosLog,
+    /// CPU of each process while the load ran.
+    pub cpu: Vec<run_log::summary::ProcessCpu>,
 }
 
 impl Load {
@@ -71,11 +73,13 @@ pub async fn run(
         scenario.duration,
         interrupted.clone(),
     ));
+    let cpu = super::cpu::CpuWatch::start(system, &plan.also_account);
     let (attack_result, chaos_result) = tokio::join!(
         attack::run(context, scenario.duration),
         chaos::runner::run_plan(system, &plan.faults, &mut chaos_log, &status, interrupted),
     );
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu.finish(system, &plan.also_account);
     progress.abort();
     attack_result.context("the load")?;
     chaos_result.context("the chaos schedule")?;
@@ -84,6 +88,7 @@ pub async fn run(
         started_wall,
         seconds,
         chaos_log,
+        cpu,
     })
 }
 

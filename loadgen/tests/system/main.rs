@@ -2,6 +2,7 @@
 //! process, the wallet and history processes started from this package's
 //! binary. Each test gets its own broker, topic, group and databases.
 
+mod bench;
 mod end_to_end;
 mod faults;
 mod helpers;
