@@ -126,7 +126,9 @@ pub struct HistoryEntry {
     pub balance_after: Decimal,
     pub transfer_id: Option<Uuid>,
     pub counterparty_wallet_id: Option<Uuid>,
+    #[serde(serialize_with = "wallet_events::rfc3339::serialize")]
     pub committed_at: DateTime<Utc>,
+    #[serde(serialize_with = "wallet_events::rfc3339::serialize")]
     pub applied_at: DateTime<Utc>,
 }
 

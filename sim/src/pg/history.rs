@@ -42,6 +42,17 @@ pub struct Tables {
     pub next_dead_letter_id: i64,
 }
 
+impl Tables {
+    /// Empty tables whose hash indexes hold `rows` without rehashing.
+    pub fn sized(rows: usize) -> Tables {
+        Tables {
+            entries: FixedMap::with_capacity_and_hasher(rows, Default::default()),
+            by_seq: FixedMap::with_capacity_and_hasher(rows, Default::default()),
+            ..Tables::default()
+        }
+    }
+}
+
 impl From<PgError> for ApplyError {
     fn from(err: PgError) -> Self {
         match err {

@@ -110,6 +110,11 @@ impl Default for Postgres {
     }
 }
 
+/// Rows a seed's tables grow to (the default scenario writes about 4,500
+/// ledger entries and as many history entries): the hash indexes are
+/// sized for it up front instead of rehashing as they grow.
+const ROWS_EXPECTED: usize = 8_192;
+
 impl Postgres {
     pub fn new() -> Postgres {
         Postgres {
@@ -122,8 +127,8 @@ impl Postgres {
                 held: BTreeMap::new(),
                 waiters: LockMap::default(),
                 waits_for: BTreeMap::new(),
-                wallet: wallet::Tables::default(),
-                history: history::Tables::default(),
+                wallet: wallet::Tables::sized(ROWS_EXPECTED),
+                history: history::Tables::sized(ROWS_EXPECTED),
                 commits: 0,
             })),
         }

@@ -53,6 +53,17 @@ pub struct Tables {
     pub next_outbox_id: i64,
 }
 
+impl Tables {
+    /// Empty tables whose hash indexes hold `rows` without rehashing.
+    pub fn sized(rows: usize) -> Tables {
+        Tables {
+            ledger_ids: FixedSet::with_capacity_and_hasher(rows, Default::default()),
+            outbox_events: FixedSet::with_capacity_and_hasher(rows, Default::default()),
+            ..Tables::default()
+        }
+    }
+}
+
 impl From<PgError> for DbError {
     fn from(err: PgError) -> Self {
         match err {

@@ -37,7 +37,9 @@ pub struct Wallet {
     pub user_id: String,
     #[serde(with = "wallet_events::money_str")]
     pub balance: Decimal,
+    #[serde(serialize_with = "wallet_events::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "wallet_events::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -54,6 +56,7 @@ pub struct LedgerEntry {
     pub balance_after: Decimal,
     pub transfer_id: Option<Uuid>,
     pub counterparty_wallet_id: Option<Uuid>,
+    #[serde(serialize_with = "wallet_events::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
