@@ -81,6 +81,10 @@ pub fn bench_page(bench: &BenchSummary) -> Markup {
                     tr { td { "lag p99" } td.num { (page::ms_cell(lag.p99_ms)) " ms" } }
                     tr { td { "lag max" } td.num { (page::ms_cell(lag.max_ms)) " ms" } }
                 }
+                @if let Some(stages) = &bench.lag_stages {
+                    tr { td { "of which commit to published (relay): p50 / p99" } td.num { (page::ms_cell(stages.relay.p50_ms)) " / " (page::ms_cell(stages.relay.p99_ms)) " ms" } }
+                    tr { td { "published to visible (consumer): p50 / p99" } td.num { (page::ms_cell(stages.consumer.p50_ms)) " / " (page::ms_cell(stages.consumer.p99_ms)) " ms" } }
+                }
                 tr { td { "broker outage" } td.num { (format!("{:.1}", bench.outage_s)) " s" } }
                 @match &bench.catch_up {
                     Some(c) => {

@@ -23,6 +23,9 @@ pub struct BenchSummary {
     pub throughput_ratio: f64,
     /// Commit-to-visible lag at half load.
     pub history_lag: Option<LagStats>,
+    /// That lag in its two stages.
+    #[serde(default)]
+    pub lag_stages: Option<LagStages>,
     /// How long the broker was down in the outage phase.
     pub outage_s: f64,
     /// History's catch-up once the broker was back.
@@ -36,6 +39,16 @@ pub struct BenchSummary {
     /// Run directories of the service phases, relative to the bench's.
     pub runs: Vec<String>,
     pub versions: Versions,
+}
+
+/// The history lag split where the relay hands over to the consumer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LagStages {
+    /// Wallet commit to the outbox row marked published: the relay's
+    /// read, produce, the broker's acknowledgement, the mark.
+    pub relay: LagStats,
+    /// Marked published to visible in history: fetch, apply, commit.
+    pub consumer: LagStats,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -31,7 +31,7 @@ use clap::Parser;
 use harness::postgres::{PgCluster, PgOptions};
 use run_log::FaultKind;
 use run_log::{
-    bench::{BenchSummary, Check, CpuPerTransfer, LoadFigures, LoadgenCost, Phases},
+    bench::{BenchSummary, Check, CpuPerTransfer, LagStages, LoadFigures, LoadgenCost, Phases},
     summary::RunSummary,
 };
 use tokio_util::sync::CancellationToken;
@@ -103,6 +103,7 @@ pub async fn bench(args: BenchArgs, interrupted: CancellationToken) -> anyhow::R
 struct ServiceRun {
     summary: RunSummary,
     dir: PathBuf,
+    wallet_db: String,
     history_db: String,
 }
 
@@ -175,6 +176,7 @@ async fn phases(
     .await?;
     let service_half = transfer_figures(&half.summary)?;
     print_figures("service, half", &service_half);
+    let lag_stages = lag_stages(&half).await?;
 
     println!(
         "\n== 4/5 outage: half load, the broker down for {} from {} s in ...",
@@ -250,6 +252,7 @@ async fn phases(
         },
         throughput_ratio,
         history_lag: half.summary.history_lag.clone(),
+        lag_stages,
         outage_s: args.outage.as_secs_f64(),
         catch_up,
         cpu,
@@ -343,16 +346,20 @@ async fn service_run(
     let run_dir = single_subdir(&out_dir)?;
     let summary: RunSummary = read_json(&run_dir.join("summary.json"))?;
     let config: serde_json::Value = read_json(&run_dir.join("config.json"))?;
-    let history_db = config["system"]["history_db"]
-        .as_str()
-        .context("config.json names no history database")?
-        .to_owned();
+    let database = |name: &str| {
+        config["system"][name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("config.json names no {name}"))
+    };
+    let (wallet_db, history_db) = (database("wallet_db")?, database("history_db")?);
     if !summary.verdict.passed {
         println!("the {phase} run violated invariants ({code:?}); see its report");
     }
     Ok(ServiceRun {
         summary,
         dir: run_dir,
+        wallet_db,
         history_db,
     })
 }
@@ -402,6 +409,55 @@ async fn catch_up(outage: &ServiceRun) -> anyhow::Result<Option<run_log::summary
     pool.close().await;
     let load = (epoch(started), epoch(started) + outage.summary.duration_s);
     Ok(run_log::summary::catch_up(&events, epoch(restart), load))
+}
+
+/// Where the half load's history lag goes: from the wallet's commit to
+/// the relay marking the row published (outbox, produce, acknowledgement),
+/// and from there to visible in history (fetch, apply, commit). Times from
+/// the one server's clock; the load's events only.
+async fn lag_stages(run: &ServiceRun) -> anyhow::Result<Option<LagStages>> {
+    let started = run
+        .summary
+        .started_at
+        .context("the half-load run has no start time")?;
+    let wallet = sqlx::PgPool::connect(&run.wallet_db).await?;
+    let published: std::collections::HashMap<uuid::Uuid, f64> = sqlx::query_as(
+        "SELECT event_id, EXTRACT(EPOCH FROM published_at)::float8 FROM outbox
+         WHERE published_at IS NOT NULL",
+    )
+    .fetch_all(&wallet)
+    .await
+    .context("reading the half-load run's outbox")?
+    .into_iter()
+    .collect();
+    wallet.close().await;
+    let history = sqlx::PgPool::connect(&run.history_db).await?;
+    let rows: Vec<(uuid::Uuid, f64, f64)> = sqlx::query_as(
+        "SELECT event_id, EXTRACT(EPOCH FROM committed_at)::float8,
+                EXTRACT(EPOCH FROM applied_at)::float8
+         FROM history_entries WHERE committed_at >= $1",
+    )
+    .bind(started)
+    .fetch_all(&history)
+    .await
+    .context("reading the half-load run's history")?;
+    history.close().await;
+    let (mut relay, mut consumer) = (Vec::new(), Vec::new());
+    for (event_id, committed, applied) in rows {
+        if let Some(&at) = published.get(&event_id) {
+            relay.push((committed, at));
+            consumer.push((at, applied));
+        }
+    }
+    Ok(
+        match (
+            run_log::summary::lag_stats(&relay, f64::MIN),
+            run_log::summary::lag_stats(&consumer, f64::MIN),
+        ) {
+            (Some(relay), Some(consumer)) => Some(LagStages { relay, consumer }),
+            _ => None,
+        },
+    )
 }
 
 fn checks(
@@ -497,6 +553,15 @@ fn print_summary(bench: &BenchSummary) {
         println!(
             "history lag at half load: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} events",
             lag.p50_ms, lag.p99_ms, lag.max_ms, lag.events
+        );
+    }
+    if let Some(stages) = &bench.lag_stages {
+        println!(
+            "  of which commit to published (relay): p50 {:.1} ms, p99 {:.1} ms; published to visible (consumer): p50 {:.1} ms, p99 {:.1} ms",
+            stages.relay.p50_ms,
+            stages.relay.p99_ms,
+            stages.consumer.p50_ms,
+            stages.consumer.p99_ms
         );
     }
     if let Some(c) = &bench.catch_up {
