@@ -386,6 +386,20 @@ mod humantime_serde_shim {
 mod tests {
     use super::*;
 
+    /// The scenario files shipped in `scenarios/` load and validate.
+    #[test]
+    fn the_shipped_scenario_files_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let pause = from_file(&dir.join("history-pause.toml")).unwrap();
+        assert_eq!(pause.name, "history-pause");
+        assert_eq!((pause.rate, pause.wallets), (200, 300));
+        assert!(pause.faults.enabled);
+        assert_eq!(pause.faults.schedule.len(), 1);
+        assert_eq!(pause.faults.schedule[0].kind, FaultKind::HistoryPause);
+        assert_eq!(pause.faults.schedule[0].at, Duration::from_secs(25));
+        assert_eq!(pause.faults.schedule[0].hold, Duration::from_secs(8));
+    }
+
     #[test]
     fn builtins_are_valid_and_smoke_covers_every_fault_family_within_90_s() {
         for scenario in builtin() {
