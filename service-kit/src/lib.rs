@@ -20,6 +20,10 @@ const DATABASE_WAIT_MS: u64 = 60_000;
 const DATABASE_RETRY_MS: u64 = 500;
 /// A request waits at most this long for a free connection.
 const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+/// A pooled connection idle longer than this is pinged before it is handed
+/// out: long enough that a busy service never pings, short enough that a
+/// database restarted during a lull is noticed before a request fails.
+const PING_IF_IDLE_MS: u64 = 1_000;
 
 /// Whether `err` means the database cannot be reached right now (down,
 /// restarting, the connection broke, no connection free in time), as
@@ -78,6 +82,20 @@ pub async fn connect_and_migrate(
     let pool = PgPoolOptions::new()
         .max_connections(pool_size)
         .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS))
+        // sqlx pings every connection it hands out by default: a round trip
+        // before each transaction. A connection in steady use is known to
+        // work; only one idle long enough to have gone stale is pinged (one
+        // that broke in between fails its statement, which the caller
+        // reports as the database being unavailable).
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > Duration::from_millis(PING_IF_IDLE_MS) {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy(database_url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(DATABASE_WAIT_MS);

@@ -1,23 +1,28 @@
 //! Applying events to the history database, exactly once and in order.
 //!
-//! A batch of messages is applied in one transaction. Per event: the
-//! wallet's head row is locked; an event at or below the head's sequence
-//! number is a duplicate and changes nothing (the duplicate guard;
-//! `event_id` is also the primary key), unless it claims a sequence number
-//! another event already holds, which goes to `dead_letters`; an event more
-//! than one ahead waits in `parked_events` until its predecessor arrives;
-//! the next event is written and then any parked successors follow. An
-//! undecodable message goes to `dead_letters` with its raw bytes and
-//! coordinates. The consumer stores offsets only after the transaction
-//! commits, so a crash anywhere means re-delivery, never loss.
+//! A batch of messages is applied in one transaction. The heads of every
+//! wallet in the batch are locked first, in wallet id order, in one
+//! statement. Per event, against the heads as the batch changes them: an
+//! event at or below the head's sequence number is a duplicate and changes
+//! nothing (the duplicate guard; `event_id` is also the primary key),
+//! unless it claims a sequence number another event already holds, which
+//! goes to `dead_letters`; an event more than one ahead waits in
+//! `parked_events` until its predecessor arrives; the next event is
+//! written and then any parked successors follow. The entries and the
+//! changed heads are written at the end, a statement each, so a batch
+//! costs a few statements, not a few per event. An undecodable message
+//! goes to `dead_letters` with its raw bytes and coordinates. The consumer
+//! stores offsets only after the transaction commits, so a crash anywhere
+//! means re-delivery, never loss.
 //!
 //! Every step on a wallet happens under its head's lock, so members of one
 //! group applying batches at once see each other's parking: the head row
 //! counts the wallet's parked events, parking raises the count and taking
 //! a parked event lowers it, all under that lock. After applying an event
-//! the count says whether to look for successors, never a picture taken
-//! before the lock (a member that read "nothing parked" at the start of its
-//! batch would strand a successor another member parked meanwhile).
+//! the count says whether to look for successors. The batch reads the count
+//! once it holds the lock and keeps the lock to its end, so no other
+//! member can park a successor it would miss (a member that read "nothing
+//! parked" without the lock would strand one).
 //!
 //! [`apply_batch`] is written once over the steps of [`HistoryTx`];
 //! PostgreSQL ([`postgres::PgHistoryDb`]) is the production backend, the
@@ -25,7 +30,7 @@
 
 pub mod postgres;
 
-use std::future::Future;
+use std::{collections::BTreeMap, future::Future};
 
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -61,6 +66,14 @@ pub struct Head {
     pub parked: i64,
 }
 
+/// An event to write to `history_entries`, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub event: WalletEvent,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// A parked event taken out of `parked_events`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parked {
@@ -90,12 +103,14 @@ pub trait HistoryDb: Clone + Send + Sync + 'static {
 /// rolls back. A backend keeps the contract of `migrations/0001_history.sql`:
 /// every UNIQUE and CHECK constraint, and row locks that wait.
 pub trait HistoryTx: Send {
-    /// Creates the wallet's head on first sight (`last_seq` 0) and locks it
-    /// either way, waiting while another transaction holds it.
-    fn lock_head(
+    /// Creates each wallet's head on first sight (`last_seq` 0) and locks
+    /// them in the order given, waiting while another transaction holds
+    /// one; returns the heads in that order. The orchestration passes the
+    /// ids sorted, so two members never wait on each other in a cycle.
+    fn lock_heads(
         &mut self,
-        wallet_id: Uuid,
-    ) -> impl Future<Output = Result<Head, ApplyError>> + Send;
+        wallet_ids: &[Uuid],
+    ) -> impl Future<Output = Result<Vec<Head>, ApplyError>> + Send;
 
     /// The event applied at `seq` of the wallet, if any.
     fn event_at(
@@ -120,17 +135,17 @@ pub trait HistoryTx: Send {
         seq: i64,
     ) -> impl Future<Output = Result<Option<Parked>, ApplyError>> + Send;
 
-    fn insert_entry(
+    /// Inserts history entries, in one statement on PostgreSQL.
+    fn insert_entries(
         &mut self,
-        event: &WalletEvent,
-        partition: i32,
-        offset: i64,
+        entries: &[Entry],
     ) -> impl Future<Output = Result<(), ApplyError>> + Send;
 
-    fn update_head(
+    /// Writes heads locked by [`HistoryTx::lock_heads`], in one statement
+    /// on PostgreSQL.
+    fn update_heads(
         &mut self,
-        wallet_id: Uuid,
-        head: Head,
+        heads: &[(Uuid, Head)],
     ) -> impl Future<Output = Result<(), ApplyError>> + Send;
 
     /// Keeps a message that cannot be applied, with why (once per topic,
@@ -205,16 +220,48 @@ async fn apply_each<D: HistoryDb>(db: &D, batch: &[Incoming]) -> Result<BatchSta
     Ok(total)
 }
 
+/// The batch's working state: the heads it locked, as it changes them,
+/// and the entries it will insert. Both are written once, at the end.
+struct Work {
+    heads: BTreeMap<Uuid, (Head, bool)>,
+    entries: Vec<Entry>,
+}
+
+impl Work {
+    fn head(&self, wallet_id: Uuid) -> Head {
+        self.heads[&wallet_id].0
+    }
+
+    fn set_head(&mut self, wallet_id: Uuid, head: Head) {
+        self.heads.insert(wallet_id, (head, true));
+    }
+
+    /// The event this batch already applied at `seq` of the wallet.
+    fn applied_at(&self, wallet_id: Uuid, seq: i64) -> Option<Uuid> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| (e.event.wallet_id, e.event.seq) == (wallet_id, seq))
+            .map(|e| e.event.event_id)
+    }
+}
+
+/// One transaction: decode the batch, lock every head it touches (in
+/// wallet id order, in one statement), decide each event against the
+/// heads in memory, then insert the entries and write the changed heads
+/// (a statement each). Duplicates, parking and parked successors need a
+/// statement of their own; they are the exception.
 async fn apply_together<D: HistoryDb>(
     db: &D,
     batch: &[Incoming],
 ) -> Result<BatchStats, ApplyError> {
     let mut tx = db.begin().await?;
     let mut stats = BatchStats::default();
+    let mut decoded = Vec::with_capacity(batch.len());
     for message in batch {
         let payload = message.payload.as_deref().unwrap_or_default();
-        let event = match WalletEvent::decode(payload) {
-            Ok(event) => event,
+        match WalletEvent::decode(payload) {
+            Ok(event) => decoded.push((event, message)),
             Err(err) => {
                 tracing::error!(
                     partition = message.partition,
@@ -224,15 +271,45 @@ async fn apply_together<D: HistoryDb>(
                 );
                 tx.dead_letter(message, &err.to_string()).await?;
                 stats.dead_lettered += 1;
-                continue;
             }
-        };
-        match apply_event(&mut tx, &event, payload, message).await? {
+        }
+    }
+    let mut wallet_ids: Vec<Uuid> = decoded.iter().map(|(e, _)| e.wallet_id).collect();
+    wallet_ids.sort_unstable();
+    wallet_ids.dedup();
+    let mut work = Work {
+        heads: BTreeMap::new(),
+        entries: Vec::with_capacity(decoded.len()),
+    };
+    if !wallet_ids.is_empty() {
+        let heads = tx.lock_heads(&wallet_ids).await?;
+        assert_eq!(heads.len(), wallet_ids.len(), "one head per wallet locked");
+        work.heads = wallet_ids
+            .iter()
+            .zip(heads)
+            .map(|(&id, head)| (id, (head, false)))
+            .collect();
+    }
+    for (event, message) in decoded {
+        let payload = message.payload.as_deref().unwrap_or_default();
+        match apply_event(&mut tx, &mut work, event, payload, message).await? {
             Effect::Applied(count) => stats.applied += count,
             Effect::Duplicate => stats.duplicates += 1,
             Effect::Parked => stats.parked += 1,
             Effect::DeadLettered => stats.dead_lettered += 1,
         }
+    }
+    if !work.entries.is_empty() {
+        tx.insert_entries(&work.entries).await?;
+    }
+    let changed: Vec<(Uuid, Head)> = work
+        .heads
+        .iter()
+        .filter(|(_, (_, changed))| *changed)
+        .map(|(&id, &(head, _))| (id, head))
+        .collect();
+    if !changed.is_empty() {
+        tx.update_heads(&changed).await?;
     }
     tx.commit().await?;
     Ok(stats)
@@ -240,26 +317,27 @@ async fn apply_together<D: HistoryDb>(
 
 async fn apply_event(
     tx: &mut impl HistoryTx,
-    event: &WalletEvent,
+    work: &mut Work,
+    event: WalletEvent,
     payload: &[u8],
     source: &Incoming,
 ) -> Result<Effect, ApplyError> {
-    let head = tx.lock_head(event.wallet_id).await?;
+    let head = work.head(event.wallet_id);
     let guarded = !service_kit::canary::enabled("no-duplicate-guard");
     if event.seq <= head.last_seq && guarded {
-        return Ok(if drop_duplicate(tx, event, source).await? {
+        return Ok(if drop_duplicate(tx, work, &event, source).await? {
             Effect::DeadLettered
         } else {
             Effect::Duplicate
         });
     }
     if event.seq > head.last_seq + 1 {
-        if tx.park(event, payload, source).await? {
+        if tx.park(&event, payload, source).await? {
             let counted = Head {
                 parked: head.parked + 1,
                 ..head
             };
-            tx.update_head(event.wallet_id, counted).await?;
+            work.set_head(event.wallet_id, counted);
         }
         tracing::debug!(wallet_id = %event.wallet_id, seq = event.seq, last_seq = head.last_seq, "event parked until its predecessor arrives");
         return Ok(Effect::Parked);
@@ -271,18 +349,22 @@ async fn apply_event(
             "only a wallet's next event is applied"
         );
     }
-    tx.insert_entry(event, source.partition, source.offset)
-        .await?;
+    let wallet_id = event.wallet_id;
     let mut head = Head {
         last_seq: event.seq,
         balance: head.balance + event.signed_amount(),
         parked: head.parked,
     };
+    work.entries.push(Entry {
+        event,
+        partition: source.partition,
+        offset: source.offset,
+    });
     let mut applied = 1;
     if head.parked > 0 {
-        applied += apply_parked_successors(tx, event.wallet_id, &mut head).await?;
+        applied += apply_parked_successors(tx, work, wallet_id, &mut head).await?;
     }
-    tx.update_head(event.wallet_id, head).await?;
+    work.set_head(wallet_id, head);
     Ok(Effect::Applied(applied))
 }
 
@@ -290,10 +372,14 @@ async fn apply_event(
 /// another event claiming a taken seq goes to `dead_letters` (true).
 async fn drop_duplicate(
     tx: &mut impl HistoryTx,
+    work: &Work,
     event: &WalletEvent,
     source: &Incoming,
 ) -> Result<bool, ApplyError> {
-    let applied = tx.event_at(event.wallet_id, event.seq).await?;
+    let applied = match work.applied_at(event.wallet_id, event.seq) {
+        Some(id) => Some(id),
+        None => tx.event_at(event.wallet_id, event.seq).await?,
+    };
     if applied == Some(event.event_id) {
         return Ok(false);
     }
@@ -310,6 +396,7 @@ async fn drop_duplicate(
 /// how many.
 async fn apply_parked_successors(
     tx: &mut impl HistoryTx,
+    work: &mut Work,
     wallet_id: Uuid,
     head: &mut Head,
 ) -> Result<u64, ApplyError> {
@@ -324,12 +411,15 @@ async fn apply_parked_successors(
             (wallet_id, head.last_seq + 1),
             "the row unparked is the wallet's next event"
         );
-        tx.insert_entry(&event, parked.partition, parked.offset)
-            .await?;
         head.last_seq = event.seq;
         head.balance += event.signed_amount();
         head.parked -= 1;
         assert!(head.parked >= 0, "the parked count counts the parked rows");
+        work.entries.push(Entry {
+            event,
+            partition: parked.partition,
+            offset: parked.offset,
+        });
         applied += 1;
     }
     Ok(applied)

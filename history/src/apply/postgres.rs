@@ -1,12 +1,16 @@
 //! The production backend of [`super::apply_batch`]: the history steps as
-//! SQL on PostgreSQL. The head's lock is a row lock taken by an upsert, so
-//! a wallet seen for the first time is locked like any other.
+//! SQL on PostgreSQL. The heads' locks are row locks taken by an upsert,
+//! so a wallet seen for the first time is locked like any other; the
+//! batch's entries and heads are written with arrays, a statement each.
 
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 use wallet_events::WalletEvent;
 
-use super::{ApplyError, Head, HistoryDb, HistoryTx, Incoming, Parked};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::{ApplyError, Entry, Head, HistoryDb, HistoryTx, Incoming, Parked};
 
 /// The history database on PostgreSQL.
 #[derive(Clone)]
@@ -47,20 +51,34 @@ impl HistoryDb for PgHistoryDb {
 pub struct PgHistoryTx(Transaction<'static, Postgres>);
 
 impl HistoryTx for PgHistoryTx {
-    async fn lock_head(&mut self, wallet_id: Uuid) -> Result<Head, ApplyError> {
-        let head = sqlx::query(
-            "INSERT INTO wallet_heads (wallet_id, last_seq, balance) VALUES ($1, 0, 0)
+    async fn lock_heads(&mut self, wallet_ids: &[Uuid]) -> Result<Vec<Head>, ApplyError> {
+        // Rows are inserted (and so locked) in the order given.
+        let rows = sqlx::query(
+            "INSERT INTO wallet_heads (wallet_id, last_seq, balance)
+             SELECT id, 0, 0 FROM UNNEST($1::uuid[]) WITH ORDINALITY AS given(id, n) ORDER BY n
              ON CONFLICT (wallet_id) DO UPDATE SET wallet_id = EXCLUDED.wallet_id
-             RETURNING last_seq, balance, parked",
+             RETURNING wallet_id, last_seq, balance, parked",
         )
-        .bind(wallet_id)
-        .fetch_one(&mut *self.0)
+        .bind(wallet_ids)
+        .fetch_all(&mut *self.0)
         .await?;
-        Ok(Head {
-            last_seq: head.try_get("last_seq")?,
-            balance: head.try_get("balance")?,
-            parked: i64::from(head.try_get::<i32, _>("parked")?),
-        })
+        let mut heads = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let head = Head {
+                last_seq: row.try_get("last_seq")?,
+                balance: row.try_get("balance")?,
+                parked: i64::from(row.try_get::<i32, _>("parked")?),
+            };
+            heads.insert(row.try_get::<Uuid, _>("wallet_id")?, head);
+        }
+        wallet_ids
+            .iter()
+            .map(|id| {
+                heads.get(id).copied().ok_or_else(|| {
+                    ApplyError::Other(anyhow::anyhow!("the head of wallet {id} was not locked"))
+                })
+            })
+            .collect()
     }
 
     async fn event_at(&mut self, wallet_id: Uuid, seq: i64) -> Result<Option<Uuid>, ApplyError> {
@@ -115,43 +133,63 @@ impl HistoryTx for PgHistoryTx {
         }))
     }
 
-    async fn insert_entry(
-        &mut self,
-        event: &WalletEvent,
-        partition: i32,
-        offset: i64,
-    ) -> Result<(), ApplyError> {
+    async fn insert_entries(&mut self, entries: &[Entry]) -> Result<(), ApplyError> {
+        let column = |f: fn(&WalletEvent) -> Option<Uuid>| {
+            entries.iter().map(|e| f(&e.event)).collect::<Vec<_>>()
+        };
+        let event_ids: Vec<Uuid> = entries.iter().map(|e| e.event.event_id).collect();
+        let wallet_ids: Vec<Uuid> = entries.iter().map(|e| e.event.wallet_id).collect();
+        let user_ids: Vec<&str> = entries.iter().map(|e| e.event.user_id.as_str()).collect();
+        let seqs: Vec<i64> = entries.iter().map(|e| e.event.seq).collect();
+        let kinds: Vec<&str> = entries.iter().map(|e| e.event.kind.as_str()).collect();
+        let amounts: Vec<Decimal> = entries.iter().map(|e| e.event.amount).collect();
+        let balances: Vec<Decimal> = entries.iter().map(|e| e.event.balance_after).collect();
+        let committed: Vec<DateTime<Utc>> = entries.iter().map(|e| e.event.committed_at).collect();
+        let partitions: Vec<i32> = entries.iter().map(|e| e.partition).collect();
+        let offsets: Vec<i64> = entries.iter().map(|e| e.offset).collect();
         sqlx::query(
             "INSERT INTO history_entries (event_id, wallet_id, user_id, seq, kind, amount, balance_after,
                                           transfer_id, counterparty_wallet_id, committed_at,
                                           source_partition, source_offset)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
+                                  $6::numeric[], $7::numeric[], $8::uuid[], $9::uuid[],
+                                  $10::timestamptz[], $11::int[], $12::bigint[])",
         )
-        .bind(event.event_id)
-        .bind(event.wallet_id)
-        .bind(&event.user_id)
-        .bind(event.seq)
-        .bind(event.kind.as_str())
-        .bind(event.amount)
-        .bind(event.balance_after)
-        .bind(event.transfer_id)
-        .bind(event.counterparty_wallet_id)
-        .bind(event.committed_at)
-        .bind(partition)
-        .bind(offset)
+        .bind(&event_ids)
+        .bind(&wallet_ids)
+        .bind(&user_ids)
+        .bind(&seqs)
+        .bind(&kinds)
+        .bind(&amounts)
+        .bind(&balances)
+        .bind(column(|e| e.transfer_id))
+        .bind(column(|e| e.counterparty_wallet_id))
+        .bind(&committed)
+        .bind(&partitions)
+        .bind(&offsets)
         .execute(&mut *self.0)
         .await?;
         Ok(())
     }
 
-    async fn update_head(&mut self, wallet_id: Uuid, head: Head) -> Result<(), ApplyError> {
+    async fn update_heads(&mut self, heads: &[(Uuid, Head)]) -> Result<(), ApplyError> {
+        let ids: Vec<Uuid> = heads.iter().map(|(id, _)| *id).collect();
+        let seqs: Vec<i64> = heads.iter().map(|(_, h)| h.last_seq).collect();
+        let balances: Vec<Decimal> = heads.iter().map(|(_, h)| h.balance).collect();
+        let parked: Vec<i32> = heads
+            .iter()
+            .map(|(_, h)| i32::try_from(h.parked).unwrap_or(i32::MAX))
+            .collect();
         sqlx::query(
-            "UPDATE wallet_heads SET last_seq = $2, balance = $3, parked = $4 WHERE wallet_id = $1",
+            "UPDATE wallet_heads h SET last_seq = c.last_seq, balance = c.balance, parked = c.parked
+             FROM UNNEST($1::uuid[], $2::bigint[], $3::numeric[], $4::int[])
+                  AS c(wallet_id, last_seq, balance, parked)
+             WHERE h.wallet_id = c.wallet_id",
         )
-        .bind(wallet_id)
-        .bind(head.last_seq)
-        .bind(head.balance)
-        .bind(i32::try_from(head.parked).unwrap_or(i32::MAX))
+        .bind(&ids)
+        .bind(&seqs)
+        .bind(&balances)
+        .bind(&parked)
         .execute(&mut *self.0)
         .await?;
         Ok(())

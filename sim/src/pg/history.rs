@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use consistency_checker::snapshot::{DeadLetterRow, HistoryRow, ParkedRow};
-use history::apply::{ApplyError, Head, HistoryDb, HistoryTx, Incoming, Parked};
+use history::apply::{ApplyError, Entry, Head, HistoryDb, HistoryTx, Incoming, Parked};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_events::WalletEvent;
@@ -181,9 +181,10 @@ impl SimHistoryTx {
     }
 }
 
-impl HistoryTx for SimHistoryTx {
+/// The rows inside [`HistoryTx::lock_heads`], [`HistoryTx::insert_entries`]
+/// and [`HistoryTx::update_heads`], one by one as PostgreSQL takes them.
+impl SimHistoryTx {
     async fn lock_head(&mut self, wallet_id: Uuid) -> Result<Head, ApplyError> {
-        world::io("history.lock_head").await;
         self.pg.lock(self.tx, Lock::Head(wallet_id)).await?;
         let state = self.pg.statement(self.tx)?;
         let head = self
@@ -199,6 +200,111 @@ impl HistoryTx for SimHistoryTx {
         drop(state);
         self.heads.entry(wallet_id).or_insert(head);
         Ok(head)
+    }
+
+    async fn insert_entry(
+        &mut self,
+        event: &WalletEvent,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), ApplyError> {
+        self.pg
+            .lock(self.tx, Lock::HistoryEvent(event.event_id))
+            .await?;
+        self.pg
+            .lock(self.tx, Lock::HistorySeq(event.wallet_id, event.seq))
+            .await?;
+        let state = self.pg.statement(self.tx)?;
+        if self.has_entry(&state, event.event_id) {
+            return Err(PgError::Constraint(
+                "duplicate key value violates unique constraint \"history_entries_pkey\"".into(),
+            )
+            .into());
+        }
+        if self.entry_at(&state, event.wallet_id, event.seq).is_some() {
+            return Err(PgError::Constraint(
+                "duplicate key value violates unique constraint \"history_entries_wallet_id_seq_key\"".into(),
+            )
+            .into());
+        }
+        drop(state);
+        let row = HistoryRow {
+            event_id: event.event_id,
+            wallet_id: event.wallet_id,
+            user_id: text(
+                &event.user_id,
+                Some(USER_ID_CHARS_MAX),
+                "history_entries.user_id",
+            )?,
+            seq: event.seq,
+            kind: event.kind.as_str().to_owned(),
+            amount: numeric_19_4(event.amount, "history_entries.amount")?,
+            balance_after: numeric_19_4(event.balance_after, "history_entries.balance_after")?,
+            transfer_id: event.transfer_id,
+            counterparty_wallet_id: event.counterparty_wallet_id,
+            committed_at: event.committed_at,
+            applied_at: clock_timestamp(),
+            source_partition: partition,
+            source_offset: offset,
+        };
+        self.entry_seqs
+            .insert((row.wallet_id, row.seq), row.event_id);
+        self.entry_ids.insert(row.event_id);
+        self.entries.push(row);
+        Ok(())
+    }
+
+    fn update_head(&mut self, wallet_id: Uuid, head: Head) -> Result<(), ApplyError> {
+        let state = self.pg.statement(self.tx)?;
+        assert!(
+            state.holds(self.tx, &Lock::Head(wallet_id)),
+            "a head is written only under its lock"
+        );
+        drop(state);
+        let balance = numeric_19_4(head.balance, "wallet_heads.balance")?;
+        if head.parked < 0 {
+            return Err(PgError::Constraint(
+                "violates check constraint \"wallet_heads_parked_check\"".into(),
+            )
+            .into());
+        }
+        self.heads.insert(
+            wallet_id,
+            Head {
+                last_seq: head.last_seq,
+                balance,
+                parked: head.parked,
+            },
+        );
+        Ok(())
+    }
+}
+
+impl HistoryTx for SimHistoryTx {
+    async fn lock_heads(&mut self, wallet_ids: &[Uuid]) -> Result<Vec<Head>, ApplyError> {
+        world::io("history.lock_heads").await;
+        let mut heads = Vec::with_capacity(wallet_ids.len());
+        for &id in wallet_ids {
+            heads.push(self.lock_head(id).await?);
+        }
+        Ok(heads)
+    }
+
+    async fn insert_entries(&mut self, entries: &[Entry]) -> Result<(), ApplyError> {
+        world::io("history.insert_entries").await;
+        for entry in entries {
+            self.insert_entry(&entry.event, entry.partition, entry.offset)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn update_heads(&mut self, heads: &[(Uuid, Head)]) -> Result<(), ApplyError> {
+        world::io("history.update_heads").await;
+        for &(id, head) in heads {
+            self.update_head(id, head)?;
+        }
+        Ok(())
     }
 
     async fn event_at(&mut self, wallet_id: Uuid, seq: i64) -> Result<Option<Uuid>, ApplyError> {
@@ -273,85 +379,6 @@ impl HistoryTx for SimHistoryTx {
             partition: record.view.source_partition,
             offset: record.view.source_offset,
         }))
-    }
-
-    async fn insert_entry(
-        &mut self,
-        event: &WalletEvent,
-        partition: i32,
-        offset: i64,
-    ) -> Result<(), ApplyError> {
-        world::io("history.insert_entry").await;
-        self.pg
-            .lock(self.tx, Lock::HistoryEvent(event.event_id))
-            .await?;
-        self.pg
-            .lock(self.tx, Lock::HistorySeq(event.wallet_id, event.seq))
-            .await?;
-        let state = self.pg.statement(self.tx)?;
-        if self.has_entry(&state, event.event_id) {
-            return Err(PgError::Constraint(
-                "duplicate key value violates unique constraint \"history_entries_pkey\"".into(),
-            )
-            .into());
-        }
-        if self.entry_at(&state, event.wallet_id, event.seq).is_some() {
-            return Err(PgError::Constraint(
-                "duplicate key value violates unique constraint \"history_entries_wallet_id_seq_key\"".into(),
-            )
-            .into());
-        }
-        drop(state);
-        let row = HistoryRow {
-            event_id: event.event_id,
-            wallet_id: event.wallet_id,
-            user_id: text(
-                &event.user_id,
-                Some(USER_ID_CHARS_MAX),
-                "history_entries.user_id",
-            )?,
-            seq: event.seq,
-            kind: event.kind.as_str().to_owned(),
-            amount: numeric_19_4(event.amount, "history_entries.amount")?,
-            balance_after: numeric_19_4(event.balance_after, "history_entries.balance_after")?,
-            transfer_id: event.transfer_id,
-            counterparty_wallet_id: event.counterparty_wallet_id,
-            committed_at: event.committed_at,
-            applied_at: clock_timestamp(),
-            source_partition: partition,
-            source_offset: offset,
-        };
-        self.entry_seqs
-            .insert((row.wallet_id, row.seq), row.event_id);
-        self.entry_ids.insert(row.event_id);
-        self.entries.push(row);
-        Ok(())
-    }
-
-    async fn update_head(&mut self, wallet_id: Uuid, head: Head) -> Result<(), ApplyError> {
-        world::io("history.update_head").await;
-        let state = self.pg.statement(self.tx)?;
-        assert!(
-            state.holds(self.tx, &Lock::Head(wallet_id)),
-            "a head is written only under its lock"
-        );
-        drop(state);
-        let balance = numeric_19_4(head.balance, "wallet_heads.balance")?;
-        if head.parked < 0 {
-            return Err(PgError::Constraint(
-                "violates check constraint \"wallet_heads_parked_check\"".into(),
-            )
-            .into());
-        }
-        self.heads.insert(
-            wallet_id,
-            Head {
-                last_seq: head.last_seq,
-                balance,
-                parked: head.parked,
-            },
-        );
-        Ok(())
     }
 
     async fn dead_letter(&mut self, message: &Incoming, error: &str) -> Result<(), ApplyError> {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use wallet::{
     domain::{NewEntry, WalletState},
     relay::round::{Outbox, OutboxRound, OutboxRow},
-    store::{DbError, KeyClaim, Wallet, WalletDb, WalletTx},
+    store::{Change, Claim, DbError, KeyToClaim, Locked, Wallet, WalletDb, WalletTx},
 };
 use wallet_events::{IdempotencyKey, UserId};
 
@@ -206,38 +206,15 @@ impl WalletDb for SimWalletDb {
     }
 }
 
-impl WalletTx for SimWalletTx {
-    async fn insert_wallet(&mut self, wallet: &WalletState) -> Result<Wallet, DbError> {
-        world::io("wallet.insert_wallet").await;
-        self.pg.lock(self.tx, Lock::Wallet(wallet.id)).await?;
-        let state = self.pg.statement(self.tx)?;
-        if state.wallet.wallets.contains_key(&wallet.id) || self.wallets.contains_key(&wallet.id) {
-            return Err(PgError::Constraint(
-                "duplicate key value violates unique constraint \"wallets_pkey\"".into(),
-            )
-            .into());
-        }
-        let now = clock_timestamp();
-        let row = WalletRow {
-            id: wallet.id,
-            user_id: text(&wallet.user_id, Some(USER_ID_CHARS_MAX), "wallets.user_id")?,
-            balance: numeric_19_4(rust_decimal::Decimal::ZERO, "wallets.balance")?,
-            last_seq: 1,
-            created_at: now,
-            updated_at: now,
-        };
-        drop(state);
-        let view = wallet_view(&row);
-        self.wallets.insert(row.id, row);
-        Ok(view)
-    }
-
+/// The statements inside [`WalletTx::claim_and_lock`] and
+/// [`WalletTx::write`], as PostgreSQL runs them one after the other.
+impl SimWalletTx {
+    /// The claim: `Some` when a committed request holds the key.
     async fn claim_key(
         &mut self,
         key: &IdempotencyKey,
         fingerprint: &str,
-    ) -> Result<KeyClaim, DbError> {
-        world::io("wallet.claim_key").await;
+    ) -> Result<Option<Claim>, DbError> {
         // The unique index: a key another open transaction inserted waits
         // for it to commit or roll back.
         self.pg
@@ -252,10 +229,10 @@ impl WalletTx for SimWalletTx {
                 .map(|raw| serde_json::from_str(raw.get()))
                 .transpose()
                 .map_err(|e| DbError::Other(e.into()))?;
-            return Ok(KeyClaim::Taken {
+            return Ok(Some(Claim::Taken {
                 fingerprint: row.fingerprint.clone(),
                 response,
-            });
+            }));
         }
         drop(state);
         self.keys.insert(
@@ -265,14 +242,13 @@ impl WalletTx for SimWalletTx {
                 response: None,
             },
         );
-        Ok(KeyClaim::Claimed)
+        Ok(None)
     }
 
     async fn lock_wallets(
         &mut self,
         ids: &[Uuid],
     ) -> Result<Vec<(WalletState, DateTime<Utc>)>, DbError> {
-        world::io("wallet.lock_wallets").await;
         drop(self.pg.statement(self.tx)?);
         let mut sorted = ids.to_vec();
         sorted.sort();
@@ -301,10 +277,12 @@ impl WalletTx for SimWalletTx {
         Ok(locked)
     }
 
-    async fn update_wallets(&mut self, wallets: &[&WalletState]) -> Result<DateTime<Utc>, DbError> {
-        world::io("wallet.update_wallets").await;
+    fn update_wallets(
+        &mut self,
+        wallets: &[&WalletState],
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
         let state = self.pg.statement(self.tx)?;
-        let now = clock_timestamp();
         let mut updated = Vec::with_capacity(wallets.len());
         for wallet in wallets {
             assert!(
@@ -335,7 +313,7 @@ impl WalletTx for SimWalletTx {
         for row in updated {
             self.wallets.insert(row.id, row);
         }
-        Ok(now)
+        Ok(())
     }
 
     async fn write_entries(
@@ -344,7 +322,6 @@ impl WalletTx for SimWalletTx {
         committed_at: DateTime<Utc>,
         key: Option<&IdempotencyKey>,
     ) -> Result<(), DbError> {
-        world::io("wallet.write_entries").await;
         for entry in entries {
             self.pg
                 .lock(self.tx, Lock::LedgerSeq(entry.wallet_id, entry.seq))
@@ -419,16 +396,61 @@ impl WalletTx for SimWalletTx {
         self.outbox.extend(outbox);
         Ok(())
     }
+}
 
-    async fn record_response(
+impl WalletTx for SimWalletTx {
+    async fn insert_wallet(&mut self, wallet: &WalletState) -> Result<Wallet, DbError> {
+        world::io("wallet.insert_wallet").await;
+        self.pg.lock(self.tx, Lock::Wallet(wallet.id)).await?;
+        let state = self.pg.statement(self.tx)?;
+        if state.wallet.wallets.contains_key(&wallet.id) || self.wallets.contains_key(&wallet.id) {
+            return Err(PgError::Constraint(
+                "duplicate key value violates unique constraint \"wallets_pkey\"".into(),
+            )
+            .into());
+        }
+        let now = clock_timestamp();
+        let row = WalletRow {
+            id: wallet.id,
+            user_id: text(&wallet.user_id, Some(USER_ID_CHARS_MAX), "wallets.user_id")?,
+            balance: numeric_19_4(rust_decimal::Decimal::ZERO, "wallets.balance")?,
+            last_seq: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        drop(state);
+        let view = wallet_view(&row);
+        self.wallets.insert(row.id, row);
+        Ok(view)
+    }
+
+    async fn claim_and_lock(
         &mut self,
-        key: &IdempotencyKey,
-        response: Box<serde_json::value::RawValue>,
-    ) -> Result<(), DbError> {
-        world::io("wallet.record_response").await;
-        drop(self.pg.statement(self.tx)?);
-        if let Some(row) = self.keys.get_mut(key.as_str()) {
-            row.response = Some(response);
+        key: Option<KeyToClaim<'_>>,
+        ids: &[Uuid],
+    ) -> Result<Claim, DbError> {
+        world::io("wallet.claim_and_lock").await;
+        if let Some(key) = key
+            && let Some(taken) = self.claim_key(key.key, key.fingerprint).await?
+        {
+            return Ok(taken);
+        }
+        let wallets = self.lock_wallets(ids).await?;
+        Ok(Claim::Locked(Locked {
+            wallets,
+            now: clock_timestamp(),
+        }))
+    }
+
+    async fn write(&mut self, change: Change<'_>) -> Result<(), DbError> {
+        world::io("wallet.write").await;
+        self.update_wallets(change.wallets, change.at)?;
+        self.write_entries(change.entries, change.at, change.key)
+            .await?;
+        if let (Some(key), Some(response)) = (change.key, change.response)
+            && let Some(row) = self.keys.get_mut(key.as_str())
+        {
+            row.response = Some(response.to_owned());
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! relies on, step by step.
 
 use chrono::Utc;
-use history::apply::{ApplyError, HistoryDb, HistoryTx, Incoming};
+use history::apply::{ApplyError, Entry, Head, HistoryDb, HistoryTx, Incoming};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_events::{EventKind, SCHEMA_VERSION, WalletEvent};
@@ -56,39 +56,64 @@ pub async fn contract<D: HistoryDb>(db: D) {
     dead_letters_once_per_coordinates(&db).await;
 }
 
+fn entry(event: WalletEvent, offset: i64) -> Entry {
+    Entry {
+        event,
+        partition: 0,
+        offset,
+    }
+}
+
 async fn heads_lock_and_wait<D: HistoryDb>(db: &D, wallet: Uuid) {
+    let other_wallet = Uuid::now_v7();
     let mut a = db.begin().await.unwrap();
-    let head = a.lock_head(wallet).await.unwrap();
-    assert_eq!(
-        (head.last_seq, head.balance),
-        (0, Decimal::ZERO),
-        "created on first sight"
-    );
+    let heads = a.lock_heads(&[wallet, other_wallet]).await.unwrap();
+    assert_eq!(heads.len(), 2, "one head per wallet");
+    for head in &heads {
+        assert_eq!(
+            (head.last_seq, head.balance, head.parked),
+            (0, Decimal::ZERO, 0),
+            "created on first sight"
+        );
+    }
     let other = db.clone();
     let waiting = tokio::spawn(async move {
         let mut b = other.begin().await.unwrap();
-        b.lock_head(wallet).await.unwrap()
+        b.lock_heads(&[other_wallet, Uuid::now_v7()]).await.unwrap()
     });
     tokio::time::sleep(STILL_WAITING).await;
     assert!(
         !waiting.is_finished(),
         "a locked head makes the next locker wait"
     );
-    let first = event(wallet, 1);
-    a.insert_entry(&first, 0, 0).await.unwrap();
-    a.update_head(
-        wallet,
-        history::apply::Head {
-            last_seq: 1,
-            balance: Decimal::ZERO,
-            parked: 0,
-        },
-    )
+    a.insert_entries(&[
+        entry(event(wallet, 1), 0),
+        entry(event(other_wallet, 1), 1),
+        entry(event(other_wallet, 2), 2),
+    ])
+    .await
+    .unwrap();
+    let head = |last_seq, balance| Head {
+        last_seq,
+        balance,
+        parked: 0,
+    };
+    a.update_heads(&[
+        (wallet, head(1, Decimal::ZERO)),
+        (other_wallet, head(2, Decimal::new(5, 0))),
+    ])
     .await
     .unwrap();
     a.commit().await.unwrap();
-    let head = waiting.await.unwrap();
-    assert_eq!(head.last_seq, 1, "the waiter sees the committed head");
+    let heads = waiting.await.unwrap();
+    assert_eq!(
+        heads[0],
+        head(2, Decimal::new(5, 0)),
+        "the waiter sees the committed head, in the order it asked"
+    );
+    assert_eq!(heads[1], head(0, Decimal::ZERO), "and a new one");
+    let mut tx = db.begin().await.unwrap();
+    assert!(tx.event_at(other_wallet, 2).await.unwrap().is_some());
 }
 
 async fn entries_are_unique<D: HistoryDb>(db: &D, wallet: Uuid) {
@@ -98,13 +123,13 @@ async fn entries_are_unique<D: HistoryDb>(db: &D, wallet: Uuid) {
     let mut again = event(wallet, 1);
     again.event_id = applied.unwrap();
     assert!(
-        is_constraint(tx.insert_entry(&again, 0, 1).await),
+        is_constraint(tx.insert_entries(&[entry(again, 1)]).await),
         "the same event twice"
     );
     drop(tx);
     let mut tx = db.begin().await.unwrap();
     assert!(
-        is_constraint(tx.insert_entry(&event(wallet, 1), 0, 2).await),
+        is_constraint(tx.insert_entries(&[entry(event(wallet, 1), 2)]).await),
         "a taken (wallet, seq)"
     );
 }
@@ -153,11 +178,10 @@ async fn values_the_columns_cannot_hold<D: HistoryDb>(db: &D) {
     nul.user_id = "nul\0".into();
     for bad in [huge, long, nul] {
         let mut tx = db.begin().await.unwrap();
+        let described = format!("{:?} / {:?}", bad.amount, bad.user_id);
         assert!(
-            is_constraint(tx.insert_entry(&bad, 0, 9).await),
-            "{:?} / {:?} must be refused",
-            bad.amount,
-            bad.user_id
+            is_constraint(tx.insert_entries(&[entry(bad, 9)]).await),
+            "{described} must be refused"
         );
     }
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use wallet::{
     domain::{self, WalletState},
     relay::round::{Outbox, OutboxRound},
-    store::{DbError, Ids, KeyClaim, Store, WalletDb, WalletTx},
+    store::{Change, Claim, DbError, Ids, KeyToClaim, Locked, Store, WalletDb, WalletTx},
 };
 use wallet_events::{Amount, IdempotencyKey, UserId};
 
@@ -22,13 +22,36 @@ pub async fn contract<D: WalletDb, O: Outbox + 'static>(db: D, outbox: O) {
 
     visibility_and_rollback(&db).await;
     locks_wait_and_come_in_id_order(&db, x.id, y.id).await;
-    a_claimed_key_waits_for_its_owner(&db).await;
+    a_claimed_key_waits_for_its_owner(&db, x.id).await;
     constraints_refuse(&db, x.id).await;
     outbox_ids_commit_out_of_order_and_skip_locked(&db, &outbox, x.id, y.id).await;
 }
 
 fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
+}
+
+/// Locks `ids` with no key to claim.
+async fn lock<T: WalletTx>(tx: &mut T, ids: &[Uuid]) -> Locked {
+    match tx.claim_and_lock(None, ids).await.unwrap() {
+        Claim::Locked(locked) => locked,
+        taken => panic!("no key was claimed, yet {taken:?}"),
+    }
+}
+
+/// The writes of a change without a key.
+fn change<'a>(
+    wallets: &'a [&'a WalletState],
+    entries: &'a [domain::NewEntry],
+    at: chrono::DateTime<chrono::Utc>,
+) -> Change<'a> {
+    Change {
+        wallets,
+        entries,
+        at,
+        key: None,
+        response: None,
+    }
 }
 
 fn state(id: Uuid, name: &str) -> WalletState {
@@ -76,14 +99,18 @@ async fn visibility_and_rollback<D: WalletDb>(db: &D) {
 
 async fn locks_wait_and_come_in_id_order<D: WalletDb>(db: &D, x: Uuid, y: Uuid) {
     let mut a = db.begin().await.unwrap();
-    let locked = a.lock_wallets(&[x.max(y), x.min(y)]).await.unwrap();
-    let ids: Vec<Uuid> = locked.iter().map(|(w, _)| w.id).collect();
-    assert_eq!(ids, [x.min(y), x.max(y)], "locks and rows in id order");
+    let locked = lock(&mut a, &[x.max(y), x.min(y), Uuid::now_v7()]).await;
+    let ids: Vec<Uuid> = locked.wallets.iter().map(|(w, _)| w.id).collect();
+    assert_eq!(
+        ids,
+        [x.min(y), x.max(y)],
+        "locks and rows in id order, a missing wallet left out"
+    );
 
     let other = db.clone();
     let waiting = tokio::spawn(async move {
         let mut b = other.begin().await.unwrap();
-        let seen = b.lock_wallets(&[x]).await.unwrap();
+        let seen = lock(&mut b, &[x]).await;
         drop(b);
         seen
     });
@@ -92,41 +119,57 @@ async fn locks_wait_and_come_in_id_order<D: WalletDb>(db: &D, x: Uuid, y: Uuid) 
         !waiting.is_finished(),
         "a locked wallet makes the next locker wait"
     );
-    let (mut funded, _) = locked.into_iter().find(|(w, _)| w.id == x).unwrap();
+    let (funded, _) = locked.wallets.iter().find(|(w, _)| w.id == x).unwrap();
     let (after, entry) = domain::fund(
-        &funded,
+        funded,
         Amount::new(Decimal::new(25, 0)).unwrap(),
         &mut Ids::system(),
     )
     .unwrap();
-    let now = a.update_wallets(&[&after]).await.unwrap();
-    a.write_entries(&[entry], now, None).await.unwrap();
+    a.write(change(&[&after], &[entry], locked.now))
+        .await
+        .unwrap();
     a.commit().await.unwrap();
     let seen = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .expect("the waiter proceeds once the lock is released")
         .unwrap();
-    funded = seen[0].0.clone();
+    let funded = &seen.wallets[0].0;
     assert_eq!(
         funded.balance,
         Decimal::new(25, 0),
         "the waiter sees the committed change"
     );
     assert_eq!(funded.last_seq, 2);
+    assert!(
+        seen.now >= locked.now + STILL_WAITING,
+        "the time is read once the locks are held: {} then {}",
+        locked.now,
+        seen.now
+    );
+    let wallet = db.wallet(x).await.unwrap().unwrap();
+    assert_eq!(wallet.updated_at, locked.now, "the change carries its time");
 }
 
-async fn a_claimed_key_waits_for_its_owner<D: WalletDb>(db: &D) {
+async fn a_claimed_key_waits_for_its_owner<D: WalletDb>(db: &D, x: Uuid) {
     for owner_commits in [true, false] {
         let key = IdempotencyKey::parse(&format!("contract-{}", Uuid::now_v7())).unwrap();
+        let claim = KeyToClaim {
+            key: &key,
+            fingerprint: "fund x 1",
+        };
         let mut a = db.begin().await.unwrap();
-        assert_eq!(
-            a.claim_key(&key, "fund x 1").await.unwrap(),
-            KeyClaim::Claimed
-        );
+        let Claim::Locked(locked) = a.claim_and_lock(Some(claim), &[x]).await.unwrap() else {
+            panic!("a new key is claimed");
+        };
         let (other, waiting_key) = (db.clone(), key.clone());
         let waiting = tokio::spawn(async move {
             let mut b = other.begin().await.unwrap();
-            b.claim_key(&waiting_key, "fund x 1").await.unwrap()
+            let claim = KeyToClaim {
+                key: &waiting_key,
+                fingerprint: "fund x 1",
+            };
+            b.claim_and_lock(Some(claim), &[x]).await.unwrap()
         });
         tokio::time::sleep(STILL_WAITING).await;
         assert!(
@@ -135,7 +178,20 @@ async fn a_claimed_key_waits_for_its_owner<D: WalletDb>(db: &D) {
         );
         if owner_commits {
             let response = serde_json::value::to_raw_value(&serde_json::json!({"ok": 1})).unwrap();
-            a.record_response(&key, response).await.unwrap();
+            let (before, _) = &locked.wallets[0];
+            let (after, entry) = domain::fund(
+                before,
+                Amount::new(Decimal::ONE).unwrap(),
+                &mut Ids::system(),
+            )
+            .unwrap();
+            a.write(Change {
+                key: Some(&key),
+                response: Some(&response),
+                ..change(&[&after], std::slice::from_ref(&entry), locked.now)
+            })
+            .await
+            .unwrap();
             a.commit().await.unwrap();
         } else {
             drop(a);
@@ -144,15 +200,23 @@ async fn a_claimed_key_waits_for_its_owner<D: WalletDb>(db: &D) {
             .await
             .expect("the claimer proceeds")
             .unwrap();
-        let expected = if owner_commits {
-            KeyClaim::Taken {
-                fingerprint: "fund x 1".into(),
-                response: Some(serde_json::json!({"ok": 1})),
+        match claim {
+            Claim::Taken {
+                fingerprint,
+                response,
+            } => {
+                assert!(owner_commits, "the owner rolled back, yet the key is taken");
+                assert_eq!(fingerprint, "fund x 1");
+                assert_eq!(response, Some(serde_json::json!({"ok": 1})));
             }
-        } else {
-            KeyClaim::Claimed
-        };
-        assert_eq!(claim, expected, "owner commits: {owner_commits}");
+            Claim::Locked(locked) => {
+                assert!(
+                    !owner_commits,
+                    "the owner committed, yet the key was claimed again"
+                );
+                assert_eq!(locked.wallets.len(), 1, "claimed, then locked");
+            }
+        }
     }
 }
 
@@ -169,26 +233,27 @@ async fn constraints_refuse<D: WalletDb>(db: &D, x: Uuid) {
     }
     // CHECK (balance >= 0).
     let mut tx = db.begin().await.unwrap();
-    let (mut wallet, _) = tx.lock_wallets(&[x]).await.unwrap().remove(0);
+    let locked = lock(&mut tx, &[x]).await;
+    let mut wallet = locked.wallets[0].0.clone();
     wallet.balance = Decimal::new(-1, 0);
     assert!(
-        is_constraint(tx.update_wallets(&[&wallet]).await),
+        is_constraint(tx.write(change(&[&wallet], &[], locked.now)).await),
         "a negative balance"
     );
     drop(tx);
     // UNIQUE (wallet_id, seq): seq 1 is the wallet's created entry.
     let mut tx = db.begin().await.unwrap();
-    let (wallet, _) = tx.lock_wallets(&[x]).await.unwrap().remove(0);
+    let locked = lock(&mut tx, &[x]).await;
+    let wallet = &locked.wallets[0].0;
     let (_, mut entry) = domain::fund(
-        &wallet,
+        wallet,
         Amount::new(Decimal::ONE).unwrap(),
         &mut Ids::system(),
     )
     .unwrap();
     entry.seq = 1;
-    let now = tx.update_wallets(&[&wallet]).await.unwrap();
     assert!(
-        is_constraint(tx.write_entries(&[entry], now, None).await),
+        is_constraint(tx.write(change(&[wallet], &[entry], locked.now)).await),
         "a taken seq"
     );
 }
@@ -196,15 +261,16 @@ async fn constraints_refuse<D: WalletDb>(db: &D, x: Uuid) {
 /// Writes one funded entry for `wallet` in a transaction left open.
 async fn open_fund<D: WalletDb>(db: &D, wallet: Uuid) -> D::Tx {
     let mut tx = db.begin().await.unwrap();
-    let (before, _) = tx.lock_wallets(&[wallet]).await.unwrap().remove(0);
+    let locked = lock(&mut tx, &[wallet]).await;
     let (after, entry) = domain::fund(
-        &before,
+        &locked.wallets[0].0,
         Amount::new(Decimal::ONE).unwrap(),
         &mut Ids::system(),
     )
     .unwrap();
-    let now = tx.update_wallets(&[&after]).await.unwrap();
-    tx.write_entries(&[entry], now, None).await.unwrap();
+    tx.write(change(&[&after], &[entry], locked.now))
+        .await
+        .unwrap();
     tx
 }
 

@@ -1,8 +1,8 @@
-//! The wallet's changes, each one transaction: claim the idempotency key,
-//! lock the wallets it touches (in wallet-id order, so two transfers can
-//! never wait on each other in a cycle), ask [`crate::domain`] what to do,
-//! write the new balances, the ledger entries, their outbox rows and the
-//! key's response together, commit. Either all of it commits or none of it.
+//! The wallet's changes, each one transaction: claim the idempotency key
+//! and lock the wallets it touches (in wallet-id order, so two transfers
+//! can never wait on each other in a cycle), ask [`crate::domain`] what to
+//! do, write the new balances, the ledger entries, their outbox rows and
+//! the key's response together, commit. Either all of it commits or none of it.
 //!
 //! [`Store`] is that orchestration, over any backend that provides the
 //! transaction steps of [`db::WalletTx`]: PostgreSQL in production
@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 use wallet_events::{Amount, EventKind, IdempotencyKey, UserId};
 
-pub use db::{DbError, KeyClaim, WalletDb, WalletTx};
+pub use db::{Change, Claim, DbError, KeyToClaim, Locked, WalletDb, WalletTx};
 pub use postgres::PgWalletDb;
 
 use crate::domain::{self, IdSource, NewEntry, Refusal};
@@ -158,7 +158,14 @@ impl<D: WalletDb> Store<D> {
         let (state, entry) = domain::open(user_id, &mut self.ids.clone());
         let mut tx = self.db.begin().await?;
         let wallet = tx.insert_wallet(&state).await?;
-        tx.write_entries(&[entry], wallet.created_at, None).await?;
+        tx.write(Change {
+            wallets: &[],
+            entries: &[entry],
+            at: wallet.created_at,
+            key: None,
+            response: None,
+        })
+        .await?;
         tx.commit().await?;
         Ok(wallet)
     }
@@ -190,23 +197,29 @@ impl<D: WalletDb> Store<D> {
         idempotency: Option<&Idempotency>,
     ) -> Result<Outcome<Wallet>, StoreError> {
         let mut tx = self.db.begin().await?;
-        if let Some(replay) = claim_key(&mut tx, idempotency).await? {
-            return Ok(Outcome::Replayed(replay));
-        }
-        let mut locked = tx.lock_wallets(&[wallet_id]).await?;
-        let (before, created_at) = locked.pop().ok_or(StoreError::WalletNotFound(wallet_id))?;
+        let Locked { mut wallets, now } =
+            match claim_and_lock(&mut tx, idempotency, &[wallet_id]).await? {
+                Ok(locked) => locked,
+                Err(replay) => return Ok(Outcome::Replayed(replay)),
+            };
+        let (before, created_at) = wallets.pop().ok_or(StoreError::WalletNotFound(wallet_id))?;
         let (after, entry) = domain::fund(&before, amount, &mut self.ids.clone())?;
-        let now = tx.update_wallets(&[&after]).await?;
-        let key = idempotency.map(|i| &i.key);
-        tx.write_entries(&[entry], now, key).await?;
         let wallet = Wallet {
             id: after.id,
-            user_id: after.user_id,
+            user_id: after.user_id.clone(),
             balance: after.balance,
             created_at,
             updated_at: now,
         };
-        let recorded = record_response(&mut tx, idempotency, &wallet).await?;
+        let recorded = recorded_response(idempotency, &wallet);
+        tx.write(Change {
+            wallets: &[&after],
+            entries: &[entry],
+            at: now,
+            key: idempotency.map(|i| &i.key),
+            response: recorded.as_deref(),
+        })
+        .await?;
         tx.commit().await?;
         Ok(Outcome::Fresh {
             data: wallet,
@@ -235,28 +248,33 @@ impl<D: WalletDb> Store<D> {
             return Err(Refusal::SelfTransfer.into());
         }
         let mut tx = self.db.begin().await?;
-        if let Some(replay) = claim_key(&mut tx, idempotency).await? {
-            return Ok(Outcome::Replayed(replay));
-        }
-        let locked = tx.lock_wallets(&[from, to]).await?;
+        let Locked { wallets, now } =
+            match claim_and_lock(&mut tx, idempotency, &[from, to]).await? {
+                Ok(locked) => locked,
+                Err(replay) => return Ok(Outcome::Replayed(replay)),
+            };
         let find = |id: Uuid| {
-            locked
+            wallets
                 .iter()
                 .map(|(wallet, _)| wallet)
                 .find(|w| w.id == id)
                 .ok_or(StoreError::WalletNotFound(id))
         };
         let planned = domain::transfer(find(from)?, find(to)?, amount, &mut self.ids.clone())?;
-        let now = tx.update_wallets(&[&planned.from, &planned.to]).await?;
-        let key = idempotency.map(|i| &i.key);
-        let legs = [planned.debit.clone(), planned.credit.clone()];
-        tx.write_entries(&legs, now, key).await?;
         let receipt = TransferReceipt {
             transfer_id: planned.transfer_id,
             debit: entry_view(&planned.debit, now),
             credit: entry_view(&planned.credit, now),
         };
-        let recorded = record_response(&mut tx, idempotency, &receipt).await?;
+        let recorded = recorded_response(idempotency, &receipt);
+        tx.write(Change {
+            wallets: &[&planned.from, &planned.to],
+            entries: &[planned.debit, planned.credit],
+            at: now,
+            key: idempotency.map(|i| &i.key),
+            response: recorded.as_deref(),
+        })
+        .await?;
         tx.commit().await?;
         Ok(Outcome::Fresh {
             data: receipt,
@@ -282,53 +300,57 @@ where
     }
 }
 
-/// Claims the idempotency key inside the transaction. Returns the stored
-/// response when the key was already used by an identical request. A
-/// concurrent request with the same key waits in the backend until the
-/// first commits (then replays it) or rolls back (then proceeds).
-async fn claim_key(
+/// Claims the idempotency key and locks `ids` inside the transaction.
+/// `Err` holds the stored response when the key was already used by an
+/// identical request. A concurrent request with the same key waits in the
+/// backend until the first commits (then replays it) or rolls back (then
+/// proceeds).
+async fn claim_and_lock(
     tx: &mut impl WalletTx,
     idempotency: Option<&Idempotency>,
-) -> Result<Option<serde_json::Value>, StoreError> {
-    let Some(idempotency) = idempotency else {
-        return Ok(None);
+    ids: &[Uuid],
+) -> Result<Result<Locked, serde_json::Value>, StoreError> {
+    let key = idempotency.map(|i| KeyToClaim {
+        key: &i.key,
+        fingerprint: &i.fingerprint,
+    });
+    let (fingerprint, response) = match tx.claim_and_lock(key, ids).await? {
+        Claim::Locked(locked) => return Ok(Ok(locked)),
+        Claim::Taken {
+            fingerprint,
+            response,
+        } => (fingerprint, response),
     };
-    match tx
-        .claim_key(&idempotency.key, &idempotency.fingerprint)
-        .await?
-    {
-        KeyClaim::Claimed => Ok(None),
-        KeyClaim::Taken { fingerprint, .. } if fingerprint != idempotency.fingerprint => Err(
-            StoreError::IdempotencyKeyReused(idempotency.key.as_str().to_owned()),
-        ),
-        // A committed key always has its response: both are written by the
-        // same transaction. A replay of nothing would tell the client that
-        // an operation applied without saying what it did.
-        KeyClaim::Taken {
-            response: Some(response),
-            ..
-        } if !response.is_null() => Ok(Some(response)),
-        KeyClaim::Taken { .. } => Err(StoreError::Invariant(format!(
+    let Some(idempotency) = idempotency else {
+        return Err(StoreError::Invariant(
+            "a key was reported taken though none was claimed".into(),
+        ));
+    };
+    if fingerprint != idempotency.fingerprint {
+        return Err(StoreError::IdempotencyKeyReused(
+            idempotency.key.as_str().to_owned(),
+        ));
+    }
+    // A committed key always has its response: both are written by the
+    // same transaction. A replay of nothing would tell the client that an
+    // operation applied without saying what it did.
+    match response {
+        Some(response) if !response.is_null() => Ok(Err(response)),
+        _ => Err(StoreError::Invariant(format!(
             "idempotency key {} is stored without its response",
             idempotency.key
         ))),
     }
 }
 
-/// Stores the response of a claimed key and returns its JSON text, which
-/// the answer reuses.
-async fn record_response(
-    tx: &mut impl WalletTx,
+/// The response to store under the claimed key, as JSON text (serialized
+/// once: the answer reuses it).
+fn recorded_response(
     idempotency: Option<&Idempotency>,
     response: &impl Serialize,
-) -> Result<Option<Box<RawValue>>, StoreError> {
-    let Some(idempotency) = idempotency else {
-        return Ok(None);
-    };
-    // Serialized once, straight to text.
-    let json = serde_json::value::to_raw_value(response).expect("responses always serialize");
-    tx.record_response(&idempotency.key, json.clone()).await?;
-    Ok(Some(json))
+) -> Option<Box<RawValue>> {
+    idempotency
+        .map(|_| serde_json::value::to_raw_value(response).expect("responses always serialize"))
 }
 
 fn entry_view(entry: &NewEntry, created_at: DateTime<Utc>) -> LedgerEntry {

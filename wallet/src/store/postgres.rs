@@ -1,10 +1,9 @@
 //! The production backend of the store: the transaction steps as SQL on
-//! PostgreSQL, through a sqlx pool. Locks are row locks (`FOR UPDATE`),
-//! the idempotency key is claimed by inserting it (a concurrent insert of
-//! the same key waits on the unique index), and time is the database's
-//! `clock_timestamp()`.
+//! PostgreSQL, through a sqlx pool, each step one statement. Locks are row
+//! locks (`FOR UPDATE`), the idempotency key is claimed by inserting it (a
+//! concurrent insert of the same key waits on the unique index), and time
+//! is the database's `clock_timestamp()`.
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow};
 use uuid::Uuid;
@@ -12,7 +11,7 @@ use wallet_events::{IdempotencyKey, UserId};
 
 use super::{
     Wallet,
-    db::{DbError, KeyClaim, WalletDb, WalletTx},
+    db::{Change, Claim, DbError, KeyToClaim, Locked, WalletDb, WalletTx},
 };
 use crate::domain::{NewEntry, WalletState};
 
@@ -105,138 +104,128 @@ impl WalletTx for PgWalletTx {
         Ok(wallet_from_row(&row)?)
     }
 
-    async fn claim_key(
+    /// One statement: the claim is an insert that waits on the unique index
+    /// while another transaction holds the key; the lock is taken only if
+    /// the claim succeeded (ORDER BY is applied before FOR UPDATE, so in id
+    /// order); the time is read after every lock is held (the aggregate
+    /// over the locked rows completes first).
+    async fn claim_and_lock(
         &mut self,
-        key: &IdempotencyKey,
-        fingerprint: &str,
-    ) -> Result<KeyClaim, DbError> {
-        let claimed = sqlx::query(
-            "INSERT INTO idempotency_keys (key, fingerprint) VALUES ($1, $2)
-             ON CONFLICT (key) DO NOTHING RETURNING key",
-        )
-        .bind(key.as_str())
-        .bind(fingerprint)
-        .fetch_optional(&mut *self.0)
-        .await?;
-        if claimed.is_some() {
-            return Ok(KeyClaim::Claimed);
-        }
-        let row = sqlx::query("SELECT fingerprint, response FROM idempotency_keys WHERE key = $1")
-            .bind(key.as_str())
-            .fetch_one(&mut *self.0)
-            .await?;
-        Ok(KeyClaim::Taken {
-            fingerprint: row.try_get("fingerprint")?,
-            response: row.try_get("response")?,
-        })
-    }
-
-    /// ORDER BY is applied before FOR UPDATE takes the row locks, so the
-    /// locks are taken in id order.
-    async fn lock_wallets(
-        &mut self,
+        key: Option<KeyToClaim<'_>>,
         ids: &[Uuid],
-    ) -> Result<Vec<(WalletState, DateTime<Utc>)>, DbError> {
+    ) -> Result<Claim, DbError> {
         let rows = sqlx::query(
-            "SELECT id, user_id, balance, last_seq, created_at FROM wallets
-             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            "WITH claim AS (
+                 INSERT INTO idempotency_keys (key, fingerprint)
+                 SELECT $2::text, $3::text WHERE $2::text IS NOT NULL
+                 ON CONFLICT (key) DO NOTHING RETURNING key),
+             locked AS (
+                 SELECT id, user_id, balance, last_seq, created_at FROM wallets
+                 WHERE id = ANY($1) AND ($2::text IS NULL OR EXISTS (SELECT FROM claim))
+                 ORDER BY id FOR UPDATE),
+             stamp AS (
+                 SELECT clock_timestamp() AS now, (SELECT count(*) FROM claim) AS claimed
+                 FROM (SELECT count(*) FROM locked) AS all_locked)
+             SELECT s.now, s.claimed, l.id, l.user_id, l.balance, l.last_seq, l.created_at
+             FROM stamp s LEFT JOIN locked l ON true ORDER BY l.id",
         )
         .bind(ids)
+        .bind(key.map(|k| k.key.as_str()))
+        .bind(key.map(|k| k.fingerprint))
         .fetch_all(&mut *self.0)
         .await?;
-        let locked = rows
-            .iter()
-            .map(|row| {
-                let state = WalletState {
-                    id: row.try_get("id")?,
-                    user_id: row.try_get("user_id")?,
-                    balance: row.try_get("balance")?,
-                    last_seq: row.try_get("last_seq")?,
-                };
-                Ok((state, row.try_get("created_at")?))
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
-        Ok(locked)
+        let first = rows
+            .first()
+            .ok_or_else(|| DbError::Other(anyhow::anyhow!("claim and lock returned no row")))?;
+        let claimed: i64 = first.try_get("claimed")?;
+        if let Some(key) = key
+            && claimed == 0
+        {
+            let row =
+                sqlx::query("SELECT fingerprint, response FROM idempotency_keys WHERE key = $1")
+                    .bind(key.key.as_str())
+                    .fetch_one(&mut *self.0)
+                    .await?;
+            return Ok(Claim::Taken {
+                fingerprint: row.try_get("fingerprint")?,
+                response: row.try_get("response")?,
+            });
+        }
+        let now = first.try_get("now")?;
+        let mut wallets = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(id) = row.try_get::<Option<Uuid>, _>("id")? else {
+                continue;
+            };
+            let state = WalletState {
+                id,
+                user_id: row.try_get("user_id")?,
+                balance: row.try_get("balance")?,
+                last_seq: row.try_get("last_seq")?,
+            };
+            wallets.push((state, row.try_get("created_at")?));
+        }
+        Ok(Claim::Locked(Locked { wallets, now }))
     }
 
-    async fn update_wallets(&mut self, wallets: &[&WalletState]) -> Result<DateTime<Utc>, DbError> {
-        let ids: Vec<Uuid> = wallets.iter().map(|w| w.id).collect();
+    /// One statement of data-modifying CTEs. The outbox's foreign key to
+    /// the ledger is checked at the statement's end, when the entries
+    /// inserted beside it are there; the outbox trigger's NOTIFY goes out
+    /// at commit.
+    async fn write(&mut self, change: Change<'_>) -> Result<(), DbError> {
+        let Change {
+            wallets,
+            entries,
+            at,
+            key,
+            response,
+        } = change;
+        let wallet_ids: Vec<Uuid> = wallets.iter().map(|w| w.id).collect();
         let balances: Vec<Decimal> = wallets.iter().map(|w| w.balance).collect();
-        let seqs: Vec<i64> = wallets.iter().map(|w| w.last_seq).collect();
-        let row = sqlx::query(
-            "WITH changed AS (
-                 UPDATE wallets w SET balance = c.balance, last_seq = c.last_seq,
-                                      updated_at = clock_timestamp()
-                 FROM UNNEST($1::uuid[], $2::numeric[], $3::bigint[]) AS c(id, balance, last_seq)
-                 WHERE w.id = c.id
-                 RETURNING w.updated_at)
-             SELECT max(updated_at) AS now FROM changed",
-        )
-        .bind(&ids)
-        .bind(&balances)
-        .bind(&seqs)
-        .fetch_one(&mut *self.0)
-        .await?;
-        Ok(row.try_get("now")?)
-    }
-
-    async fn write_entries(
-        &mut self,
-        entries: &[NewEntry],
-        committed_at: DateTime<Utc>,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<(), DbError> {
+        let last_seqs: Vec<i64> = wallets.iter().map(|w| w.last_seq).collect();
         let column = |f: fn(&NewEntry) -> Option<Uuid>| entries.iter().map(f).collect::<Vec<_>>();
         let event_ids: Vec<Uuid> = entries.iter().map(|e| e.event_id).collect();
-        let wallet_ids: Vec<Uuid> = entries.iter().map(|e| e.wallet_id).collect();
+        let entry_wallets: Vec<Uuid> = entries.iter().map(|e| e.wallet_id).collect();
         let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
         let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
         let amounts: Vec<Decimal> = entries.iter().map(|e| e.amount).collect();
-        let balances: Vec<Decimal> = entries.iter().map(|e| e.balance_after).collect();
-        let payloads: Vec<String> = entries
-            .iter()
-            .map(|e| e.event(committed_at).to_json_text())
-            .collect();
+        let balances_after: Vec<Decimal> = entries.iter().map(|e| e.balance_after).collect();
+        let payloads: Vec<String> = entries.iter().map(|e| e.event(at).to_json_text()).collect();
         sqlx::query(
-            "INSERT INTO ledger_entries (id, wallet_id, seq, kind, amount, balance_after,
-                                         transfer_id, counterparty_wallet_id, created_at, request_key)
-             SELECT *, $9::timestamptz, $10::text FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[],
-                                                   $5::numeric[], $6::numeric[], $7::uuid[], $8::uuid[])",
+            "WITH changed AS (
+                 UPDATE wallets w SET balance = c.balance, last_seq = c.last_seq, updated_at = $12
+                 FROM UNNEST($1::uuid[], $2::numeric[], $3::bigint[]) AS c(id, balance, last_seq)
+                 WHERE w.id = c.id),
+             entries AS (
+                 INSERT INTO ledger_entries (id, wallet_id, seq, kind, amount, balance_after,
+                                             transfer_id, counterparty_wallet_id, created_at, request_key)
+                 SELECT e.*, $12::timestamptz, $13::text
+                 FROM UNNEST($4::uuid[], $5::uuid[], $6::bigint[], $7::text[],
+                             $8::numeric[], $9::numeric[], $10::uuid[], $11::uuid[]) AS e),
+             published AS (
+                 INSERT INTO outbox (event_id, wallet_id, payload)
+                 SELECT * FROM UNNEST($4::uuid[], $5::uuid[], $14::text[])),
+             answered AS (
+                 UPDATE idempotency_keys SET response = $15 WHERE key = $13 AND $15 IS NOT NULL)
+             SELECT 1",
         )
-        .bind(&event_ids)
         .bind(&wallet_ids)
+        .bind(&balances)
+        .bind(&last_seqs)
+        .bind(&event_ids)
+        .bind(&entry_wallets)
         .bind(&seqs)
         .bind(&kinds)
         .bind(&amounts)
-        .bind(&balances)
+        .bind(&balances_after)
         .bind(column(|e| e.transfer_id))
         .bind(column(|e| e.counterparty_wallet_id))
-        .bind(committed_at)
+        .bind(at)
         .bind(key.map(IdempotencyKey::as_str))
-        .execute(&mut *self.0)
-        .await?;
-        sqlx::query(
-            "INSERT INTO outbox (event_id, wallet_id, payload)
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[])",
-        )
-        .bind(&event_ids)
-        .bind(&wallet_ids)
         .bind(&payloads)
+        .bind(response.map(sqlx::types::Json))
         .execute(&mut *self.0)
         .await?;
-        Ok(())
-    }
-
-    async fn record_response(
-        &mut self,
-        key: &IdempotencyKey,
-        response: Box<serde_json::value::RawValue>,
-    ) -> Result<(), DbError> {
-        sqlx::query("UPDATE idempotency_keys SET response = $2 WHERE key = $1")
-            .bind(key.as_str())
-            .bind(sqlx::types::Json(response))
-            .execute(&mut *self.0)
-            .await?;
         Ok(())
     }
 
