@@ -44,12 +44,15 @@ pub enum Serve {
     History(history::Config),
     /// The Kafka-protocol broker.
     Broker(broker::Config),
-    /// A trivial HTTP endpoint (`GET /` answers `ok`): what `bench` runs
-    /// bare goose against.
+    /// A trivial HTTP endpoint (`GET /` answers `ok`, `POST /transfer` a
+    /// receipt-sized body after `--delay-ms`): what `bench` runs bare
+    /// goose against.
     #[command(hide = true)]
     Trivial {
         #[arg(long)]
         port: u16,
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
 }
 
@@ -74,6 +77,10 @@ pub struct BenchArgs {
     /// Seed of the service phases' operations.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+
+    /// Topic partitions of the service phases (as `run --partitions`).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=256))]
+    pub partitions: i32,
 
     /// Where the bench directory is created.
     #[arg(long, default_value = "runs")]

@@ -120,6 +120,8 @@ async fn serve(role: Serve) -> anyhow::Result<()> {
             broker::init_tracing();
             broker::run(config).await
         }
-        Serve::Trivial { port } => bench::serve_trivial(port).await,
+        Serve::Trivial { port, delay_ms } => {
+            bench::serve_trivial(port, std::time::Duration::from_millis(delay_ms)).await
+        }
     }
 }

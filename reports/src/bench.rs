@@ -111,8 +111,9 @@ pub fn bench_page(bench: &BenchSummary) -> Markup {
             table {
                 tr { th { "" } th.num { "CPU µs per request" } }
                 tr { td { "loadgen (the transfer load)" } td.num { (format!("{:.1}", bench.loadgen.us_per_request)) } }
-                tr { td { "bare goose, trivial endpoint (" (bench.loadgen.goose_requests) " requests)" } td.num { (format!("{:.1}", bench.loadgen.goose_us_per_request)) } }
-                tr { td { "ratio" } td.num { (format!("{:.2}x", bench.loadgen.ratio)) } }
+                tr { td { "bare goose, transfer-shaped requests answered after " (format!("{:.1}", bench.loadgen.matched_delay_ms)) " ms (" (bench.loadgen.matched_requests) " requests)" } td.num { (format!("{:.1}", bench.loadgen.matched_us_per_request)) } }
+                tr { td { "bare goose, trivial endpoint answered at once (" (bench.loadgen.goose_requests) " requests)" } td.num { (format!("{:.1}", bench.loadgen.goose_us_per_request)) } }
+                tr { td { "ratio (loadgen over the matched floor)" } td.num { (format!("{:.2}x", bench.loadgen.ratio)) } }
             }
         }
         section id="runs" {

@@ -83,9 +83,17 @@ pub struct CpuPerTransfer {
 pub struct LoadgenCost {
     /// The load generator's CPU per request at full load.
     pub us_per_request: f64,
-    /// Bare goose against a trivial endpoint, same users, same process.
+    /// Bare goose against a trivial endpoint answering at once, same
+    /// users, same process.
     pub goose_us_per_request: f64,
     pub goose_requests: u64,
+    /// Bare goose sending a transfer-shaped request to a trivial endpoint
+    /// that answers a receipt-sized body after this delay (the full
+    /// load's p50): the floor any client at that latency pays.
+    pub matched_delay_ms: f64,
+    pub matched_us_per_request: f64,
+    pub matched_requests: u64,
+    /// The load generator's CPU per request over the matched floor's.
     pub ratio: f64,
 }
 

@@ -179,10 +179,11 @@ impl Plan {
         options.network_faults = self.faults.iter().any(|f| f.kind.is_network());
         options.wallet_instances = self.scenario.wallet_instances as usize;
         options.history_instances = self.scenario.history_instances as usize;
-        options.service_env.push((
-            "RUST_LOG".into(),
-            "info,sqlx=warn,tower_http=warn,rdkafka=warn".into(),
-        ));
+        // `SERVICE_LOG` (a `RUST_LOG` filter) turns up the services' logs
+        // without the load generator's, e.g. `info,wallet::relay=debug`.
+        let filter = std::env::var("SERVICE_LOG")
+            .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn,rdkafka=warn".into());
+        options.service_env.push(("RUST_LOG".into(), filter));
         Ok(options)
     }
 }

@@ -87,6 +87,14 @@ fn bench_measures_the_model_and_the_services_side_by_side() {
         assert!(cpu.process.cpu_s > 0.0, "{process} used no CPU");
     }
     assert!(summary.loadgen.goose_requests > 0 && summary.loadgen.goose_us_per_request > 0.0);
+    assert!(summary.loadgen.matched_requests > 0 && summary.loadgen.matched_us_per_request > 0.0);
+    assert!(
+        summary.loadgen.matched_delay_ms > 0.0,
+        "the matched floor waits the full load's p50"
+    );
+    // A user answered after milliseconds makes far fewer requests in the
+    // same time than one answered at once.
+    assert!(summary.loadgen.matched_requests < summary.loadgen.goose_requests);
     assert_eq!(summary.checks.len(), 6);
     let invariants = summary
         .checks

@@ -107,6 +107,7 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
                 }
             },
         };
+        let round_started = std::time::Instant::now();
         match publish_round(&outbox, publisher, config.batch_max).await {
             Ok(report) if report.locked == 0 => {
                 backoff.reset();
@@ -118,7 +119,11 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
                     Some(err) => {
                         tracing::warn!(error = %err, marked = report.marked, "relay: partial round")
                     }
-                    None => tracing::debug!(published = report.marked, "relay: round published"),
+                    None => tracing::debug!(
+                        published = report.marked,
+                        round_ms = round_started.elapsed().as_secs_f64() * 1e3,
+                        "relay: round published"
+                    ),
                 }
             }
             Err(err) => {
@@ -273,6 +278,7 @@ pub struct KafkaPublisher {
 
 impl Publisher for KafkaPublisher {
     async fn publish(&self, rows: &[OutboxRow]) -> Vec<Result<(), String>> {
+        let queued = std::time::Instant::now();
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in rows {
             let key = row.wallet_id.to_string();
@@ -289,8 +295,13 @@ impl Publisher for KafkaPublisher {
                 }
             }
         }
-        join_all(deliveries)
-            .await
+        let answers = join_all(deliveries).await;
+        tracing::debug!(
+            rows = answers.len(),
+            acked_ms = queued.elapsed().as_secs_f64() * 1e3,
+            "relay: broker answered"
+        );
+        answers
             .into_iter()
             .map(|delivery| match delivery {
                 Ok(Ok(_)) => Ok(()),
