@@ -44,6 +44,7 @@ use crate::{
     attack::TRANSFER,
     cli::{BenchArgs, Cli, Command},
     run,
+    run::history_event_times,
 };
 
 /// The targets (issue 12's acceptance).
@@ -55,7 +56,8 @@ const CATCH_UP_MULTIPLE_MIN: f64 = 5.0;
 const LOADGEN_OVER_GOOSE_MAX: f64 = 1.5;
 /// The broker goes down this far into the outage phase's load.
 const OUTAGE_AT: Duration = Duration::from_secs(5);
-/// Bare goose's run: long enough for a stable CPU reading.
+/// Bare goose's run: long enough for a stable CPU reading (a third of a
+/// phase when phases are shorter than 30 s).
 const GOOSE_RUN: Duration = Duration::from_secs(10);
 
 pub async fn bench(args: BenchArgs, interrupted: CancellationToken) -> anyhow::Result<ExitCode> {
@@ -199,18 +201,19 @@ async fn phases(
 
     // The answer delay of the matched floor: the full load's median.
     let matched_delay = Duration::from_secs_f64(service_full.p50_ms.max(0.0) / 1000.0);
+    let goose_run = GOOSE_RUN.min(args.duration / 3);
     println!(
         "\n== 5/5 bare goose: {} users against a trivial endpoint for {} s, answered at once, then after {:.1} ms ...",
         args.clients,
-        GOOSE_RUN.as_secs(),
+        goose_run.as_secs(),
         matched_delay.as_secs_f64() * 1000.0
     );
     let (goose_us, goose_requests) =
-        baseline::goose_cost(dir, args.clients, GOOSE_RUN, baseline::Floor::Instant).await?;
+        baseline::goose_cost(dir, args.clients, goose_run, baseline::Floor::Instant).await?;
     let (matched_us, matched_requests) = baseline::goose_cost(
         dir,
         args.clients,
-        GOOSE_RUN,
+        goose_run,
         baseline::Floor::Matched {
             delay: matched_delay,
         },
@@ -416,15 +419,12 @@ async fn catch_up(outage: &ServiceRun) -> anyhow::Result<Option<run_log::summary
         .started_at
         .context("the outage run has no start time")?;
     let epoch = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros() as f64 / 1e6;
-    let pool = sqlx::PgPool::connect(&outage.history_db).await?;
-    let events: Vec<(f64, f64)> = sqlx::query_as(
-        "SELECT EXTRACT(EPOCH FROM committed_at)::float8, EXTRACT(EPOCH FROM applied_at)::float8
-         FROM history_entries",
-    )
-    .fetch_all(&pool)
-    .await
-    .context("reading the outage run's history")?;
-    pool.close().await;
+    let events: Vec<(f64, f64)> = history_event_times(&outage.history_db)
+        .await
+        .context("the outage run's history")?
+        .into_iter()
+        .map(|e| (e.committed, e.applied))
+        .collect();
     let load = (epoch(started), epoch(started) + outage.summary.duration_s);
     Ok(run_log::summary::catch_up(&events, epoch(restart), load))
 }
@@ -449,22 +449,15 @@ async fn lag_stages(run: &ServiceRun) -> anyhow::Result<Option<LagStages>> {
     .into_iter()
     .collect();
     wallet.close().await;
-    let history = sqlx::PgPool::connect(&run.history_db).await?;
-    let rows: Vec<(uuid::Uuid, f64, f64)> = sqlx::query_as(
-        "SELECT event_id, EXTRACT(EPOCH FROM committed_at)::float8,
-                EXTRACT(EPOCH FROM applied_at)::float8
-         FROM history_entries WHERE committed_at >= $1",
-    )
-    .bind(started)
-    .fetch_all(&history)
-    .await
-    .context("reading the half-load run's history")?;
-    history.close().await;
+    let events = history_event_times(&run.history_db)
+        .await
+        .context("the half-load run's history")?;
+    let load_started = started.timestamp_micros() as f64 / 1e6;
     let (mut relay, mut consumer) = (Vec::new(), Vec::new());
-    for (event_id, committed, applied) in rows {
-        if let Some(&at) = published.get(&event_id) {
-            relay.push((committed, at));
-            consumer.push((at, applied));
+    for event in events.iter().filter(|e| e.committed >= load_started) {
+        if let Some(&at) = published.get(&event.event_id) {
+            relay.push((event.committed, at));
+            consumer.push((at, event.applied));
         }
     }
     Ok(

@@ -33,6 +33,7 @@ use harness::system::System;
 use tokio_util::sync::CancellationToken;
 
 pub use ops_log::OpsSink;
+pub use outputs::{EventTimes, history_event_times};
 
 use workload::Workload;
 

@@ -232,21 +232,45 @@ async fn history_lag(
     Vec<run_log::summary::LagSecond>,
     Option<run_log::summary::LagStats>,
 )> {
-    let mut history_db = connect(&system.history_db).await?;
     let origin = load_started.timestamp_micros() as f64 / 1e6;
-    let rows: Vec<(f64, f64)> = sqlx::query_as(
-        "SELECT EXTRACT(EPOCH FROM committed_at)::float8, EXTRACT(EPOCH FROM applied_at)::float8
-         FROM history_entries",
-    )
-    .fetch_all(&mut history_db)
-    .await
-    .context("reading history lag")?;
-    let relative: Vec<(f64, f64)> = rows
+    let relative: Vec<(f64, f64)> = history_event_times(&system.history_db)
+        .await?
         .into_iter()
-        .map(|(commit, visible)| (commit - origin, visible - origin))
+        .map(|e| (e.committed - origin, e.applied - origin))
         .collect();
     Ok((
         run_log::summary::lag_series(&relative),
         run_log::summary::lag_stats(&relative, 0.0),
     ))
+}
+
+/// An applied event's commit time (the wallet's) and the time it became
+/// visible in history, in seconds since the epoch; both stamps come from
+/// the one server's clock when both databases share it.
+pub struct EventTimes {
+    pub event_id: uuid::Uuid,
+    pub committed: f64,
+    pub applied: f64,
+}
+
+/// Every applied event's times: the one reader of history lag, for a
+/// run's `lag.json` and summary and for the bench's catch-up and stages.
+pub async fn history_event_times(history_db: &str) -> anyhow::Result<Vec<EventTimes>> {
+    let mut connection = connect(history_db).await?;
+    let rows: Vec<(uuid::Uuid, f64, f64)> = sqlx::query_as(
+        "SELECT event_id, EXTRACT(EPOCH FROM committed_at)::float8,
+                EXTRACT(EPOCH FROM applied_at)::float8
+         FROM history_entries",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .context("reading each event's commit and visible times from history")?;
+    Ok(rows
+        .into_iter()
+        .map(|(event_id, committed, applied)| EventTimes {
+            event_id,
+            committed,
+            applied,
+        })
+        .collect())
 }
