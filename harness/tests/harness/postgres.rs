@@ -130,6 +130,15 @@ async fn killed_cluster_recovers_committed_rows_on_start_again() -> Result<()> {
             .await?;
         assert_eq!(value, "on", "{setting} of a durable cluster");
     }
+    for (setting, spaced) in [("max_wal_size", "8GB"), ("checkpoint_timeout", "30min")] {
+        let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+            .fetch_one(&mut conn)
+            .await?;
+        assert_eq!(
+            value, spaced,
+            "{setting}: checkpoints spaced beyond a bench"
+        );
+    }
     drop(conn);
     create_ledger(&url, 7).await?;
     let pid = pg.pid().context("no postmaster pid")?;
