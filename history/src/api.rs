@@ -6,19 +6,20 @@ use std::{fmt::Write, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State, rejection::QueryRejection},
+    extract::{Query, State, rejection::QueryRejection},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use service_kit::PathSegment;
 use sqlx::{PgPool, Row, postgres::PgRow};
 use uuid::Uuid;
 use wallet_events::{Envelope, EventKind, UserId, UserIdError};
 
-use crate::consumer::SharedStatus;
+use crate::{consumer::SharedStatus, openapi::ErrorEnvelope};
 
 /// Page size when the client names none.
 pub const PAGE_DEFAULT: i64 = 50;
@@ -37,6 +38,10 @@ pub fn router(state: AppState) -> Router {
         .route("/wallets/{id}/history", get(wallet_history))
         .route("/users/{id}/activity", get(user_activity))
         .route("/health", get(health))
+        .route(
+            "/openapi.json",
+            get(|| async { service_kit::openapi::respond(crate::openapi::DOCUMENT.as_str()) }),
+        )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -75,6 +80,20 @@ impl From<sqlx::Error> for ApiError {
 }
 
 impl ApiError {
+    /// Every code [`ApiError::status_and_code`] can give (the OpenAPI
+    /// document lists them; a unit test keeps the two in step).
+    pub const CODES: [&'static str; 9] = [
+        "invalid_wallet_id",
+        "invalid_limit",
+        "invalid_cursor",
+        "invalid_query",
+        "invalid_user_id",
+        "not_found",
+        "method_not_allowed",
+        "service_unavailable",
+        "internal_error",
+    ];
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::InvalidWalletId(_) => (StatusCode::BAD_REQUEST, "invalid_wallet_id"),
@@ -106,6 +125,8 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// A page's query string: `limit` (1 to [`PAGE_MAX`], default
+/// [`PAGE_DEFAULT`]) and `cursor` (the page before's `next_cursor`).
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
     limit: Option<String>,
@@ -113,26 +134,32 @@ pub struct PageQuery {
 }
 
 /// One history entry as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub event_id: Uuid,
     pub wallet_id: Uuid,
     pub user_id: String,
     pub seq: i64,
+    #[schema(value_type = EventKind)]
     pub kind: String,
     #[serde(with = "wallet_events::money_str")]
+    #[schema(value_type = String, pattern = r"^-?[0-9]+\.[0-9]{4}$", example = "100.0000")]
     pub amount: Decimal,
     #[serde(with = "wallet_events::money_str")]
+    #[schema(value_type = String, pattern = r"^-?[0-9]+\.[0-9]{4}$", example = "100.0000")]
     pub balance_after: Decimal,
     pub transfer_id: Option<Uuid>,
     pub counterparty_wallet_id: Option<Uuid>,
     #[serde(serialize_with = "wallet_events::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub committed_at: DateTime<Utc>,
     #[serde(serialize_with = "wallet_events::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub applied_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+/// One page of entries, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page {
     pub entries: Vec<HistoryEntry>,
     /// Pass as `cursor` to get the next (older) page; null on the last page.
@@ -142,14 +169,34 @@ pub struct Page {
 const COLUMNS: &str = "event_id, wallet_id, user_id, seq, kind, amount, balance_after, transfer_id, \
                        counterparty_wallet_id, committed_at, applied_at";
 
-#[tracing::instrument(skip_all, fields(wallet_id = %id))]
-async fn wallet_history(
+/// A wallet's history entries, newest first.
+#[utoipa::path(
+    get,
+    path = "/wallets/{id}/history",
+    tag = "history",
+    params(
+        ("id" = Uuid, Path, description = "The wallet's id"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Entries per page (default 50)"),
+        ("cursor" = Option<String>, Query, pattern = r"^-?[0-9]{1,18}$", description = "The `next_cursor` of the page before; absent for the newest page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the wallet's entries (empty for a wallet history has not seen)", body = Envelope<Page>),
+        (status = 400, description = "`invalid_wallet_id`, `invalid_limit`, `invalid_cursor`, `invalid_query`", body = ErrorEnvelope),
+        (status = 500, description = "`internal_error`", body = ErrorEnvelope),
+        (status = 503, description = "`service_unavailable`", body = ErrorEnvelope),
+    )
+)]
+#[tracing::instrument(skip_all, fields(wallet_id))]
+pub(crate) async fn wallet_history(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Envelope<Page>>, ApiError> {
+    // A segment that is not text is no UUID either.
+    let id = id.unwrap_or_else(|| "(not UTF-8)".into());
     let wallet_id = Uuid::parse_str(&id)
         .map_err(|_| ApiError::InvalidWalletId(id.chars().take(64).collect()))?;
+    tracing::Span::current().record("wallet_id", tracing::field::display(wallet_id));
     let Query(query) = query?;
     let limit = limit(query.limit.as_deref())?;
     let before_seq = match query.cursor.as_deref() {
@@ -170,13 +217,31 @@ async fn wallet_history(
     Ok(Json(Envelope::ok(page)))
 }
 
+/// A user's entries over all their wallets, newest first.
+#[utoipa::path(
+    get,
+    path = "/users/{id}/activity",
+    tag = "history",
+    params(
+        ("id" = String, Path, description = "The user's id", min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Entries per page (default 50)"),
+        ("cursor" = Option<String>, Query, pattern = r"^[0-9]{1,17}_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The `next_cursor` of the page before; absent for the newest page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the user's entries", body = Envelope<Page>),
+        (status = 400, description = "`invalid_limit`, `invalid_cursor`, `invalid_query`", body = ErrorEnvelope),
+        (status = 422, description = "`invalid_user_id`", body = ErrorEnvelope),
+        (status = 500, description = "`internal_error`", body = ErrorEnvelope),
+        (status = 503, description = "`service_unavailable`", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
-async fn user_activity(
+pub(crate) async fn user_activity(
     State(state): State<AppState>,
-    Path(user_id): Path<String>,
+    PathSegment(user_id): PathSegment,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Envelope<Page>>, ApiError> {
-    let user_id = UserId::parse(&user_id)?;
+    let user_id = UserId::parse(&user_id.ok_or(UserIdError)?)?;
     let Query(query) = query?;
     let limit = limit(query.limit.as_deref())?;
     let cursor = query.cursor.as_deref().map(activity_cursor).transpose()?;
@@ -200,7 +265,16 @@ async fn user_activity(
 
 /// `OK` while the database answers, then one `key: value` line per fact
 /// about the consumer.
-async fn health(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`OK`, then `key: value` lines about the consumer", content_type = "text/plain", body = String),
+        (status = 503, description = "`UNAVAILABLE: ...`, then the same lines", content_type = "text/plain", body = String),
+    )
+)]
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let probe = sqlx::query("SELECT 1").execute(&state.pool);
     let database_ok = matches!(
         tokio::time::timeout(Duration::from_millis(HEALTH_TIMEOUT_MS), probe).await,
@@ -244,10 +318,15 @@ fn limit(text: Option<&str>) -> Result<i64, ApiError> {
     }
 }
 
+/// Reads a cursor [`user_activity`] handed out: the last entry's commit
+/// time in microseconds, `_`, its event id. A time outside years 1 to
+/// 9999 was never handed out (and may lie outside PostgreSQL's range).
 fn activity_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     let (micros, event_id) = text.split_once('_').ok_or(ApiError::InvalidCursor)?;
     let micros: i64 = micros.parse().map_err(|_| ApiError::InvalidCursor)?;
-    let time = DateTime::from_timestamp_micros(micros).ok_or(ApiError::InvalidCursor)?;
+    let time = DateTime::from_timestamp_micros(micros)
+        .filter(|time| (1..=9999).contains(&time.year()))
+        .ok_or(ApiError::InvalidCursor)?;
     let event_id = Uuid::parse_str(event_id).map_err(|_| ApiError::InvalidCursor)?;
     Ok((time, event_id))
 }
@@ -287,4 +366,26 @@ fn entry(row: &PgRow) -> Result<HistoryEntry, sqlx::Error> {
         committed_at: row.try_get("committed_at")?,
         applied_at: row.try_get("applied_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed_once() {
+        let every = [
+            ApiError::InvalidWalletId(String::new()),
+            ApiError::InvalidLimit,
+            ApiError::InvalidCursor,
+            ApiError::InvalidQuery(String::new()),
+            ApiError::InvalidUserId(UserIdError),
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::Unavailable(String::new()),
+            ApiError::Internal(sqlx::Error::RowNotFound),
+        ];
+        let codes: Vec<&str> = every.iter().map(|e| e.status_and_code().1).collect();
+        assert_eq!(codes, ApiError::CODES);
+    }
 }

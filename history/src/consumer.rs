@@ -11,7 +11,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use rdkafka::{
-    ClientConfig, ClientContext, Message, TopicPartitionList,
+    ClientConfig, ClientContext, Message, Statistics, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     message::BorrowedMessage,
 };
@@ -41,6 +41,8 @@ const CLOSE_POLL_MS: u64 = 20;
 /// Stored offsets are committed this often: the longer, the more a
 /// restarted member re-reads (harmless, the duplicate guard drops it).
 const AUTO_COMMIT_INTERVAL_MS: u64 = 200;
+/// How often librdkafka reports its statistics (each partition's lag).
+const STATISTICS_INTERVAL_MS: u64 = 1_000;
 /// Pause after a consumer error (broker unreachable) before polling again;
 /// librdkafka reconnects on its own meanwhile.
 const ERROR_PAUSE_MS: u64 = 100;
@@ -73,7 +75,27 @@ pub struct StatusContext {
     status: SharedStatus,
 }
 
-impl ClientContext for StatusContext {}
+impl ClientContext for StatusContext {
+    /// librdkafka's statistics, every [`STATISTICS_INTERVAL_MS`]: the lag
+    /// of each partition this member is assigned, behind the partition's
+    /// high watermark, as `consumer_lag{partition}`.
+    fn stats(&self, statistics: Statistics) {
+        let assigned = self
+            .status
+            .lock()
+            .expect("status lock")
+            .assigned_partitions
+            .clone();
+        for topic in statistics.topics.values() {
+            for (partition, figures) in &topic.partitions {
+                if assigned.contains(partition) && figures.consumer_lag >= 0 {
+                    metrics::gauge!("consumer_lag", "partition" => partition.to_string())
+                        .set(figures.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for StatusContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -125,6 +147,7 @@ fn create(
         // Some brokers (nisshi among them) do not wake a waiting fetch when
         // data arrives; a short wait bounds the added latency.
         .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string())
         .set(
             "reconnect.backoff.max.ms",
             RECONNECT_BACKOFF_MAX_MS.to_string(),

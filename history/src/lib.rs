@@ -4,10 +4,12 @@
 //! - [`consumer`]: the group member; stores offsets only after commit.
 //! - [`apply`]: the exactly-once, in-order application of a batch.
 //! - [`api`]: the HTTP router (no I/O) and its error codes.
+//! - [`openapi`]: the API's OpenAPI document, served at `/openapi.json`.
 
 pub mod api;
 pub mod apply;
 pub mod consumer;
+pub mod openapi;
 
 use std::{
     net::IpAddr,
@@ -74,6 +76,7 @@ pub struct Config {
 
 /// The whole service: database, consumer, HTTP, until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = service_kit::metrics::install()?;
     let pool = service_kit::connect_and_migrate(
         &config.connections.database_url,
         config.db_pool_size,
@@ -110,8 +113,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "history listening");
     let app = router(AppState {
         pool: pool.clone(),
-        consumer: status,
-    });
+        consumer: status.clone(),
+    })
+    .merge(service_kit::metrics::route(
+        metrics,
+        service_kit::metrics::sampler({
+            let pool = pool.clone();
+            move || {
+                sample_metrics(&pool, &status);
+                std::future::ready(())
+            }
+        }),
+    ));
     // The consumer ends only at shutdown; if it ends first (a broken
     // assertion, say), the whole process stops rather than serve a history
     // that no longer advances.
@@ -133,6 +146,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     served?;
     consumed.context("the consumer task failed")??;
     Ok(())
+}
+
+/// Right before a scrape: the pool's usage and the consumer's totals since
+/// the process started, `history_events_total{result}` with `result` one
+/// of `applied`, `duplicate`, `parked`, `dead_lettered`. (Each partition's
+/// lag, `consumer_lag{partition}`, comes from librdkafka's statistics:
+/// [`consumer::StatusContext`].)
+fn sample_metrics(pool: &sqlx::PgPool, status: &SharedStatus) {
+    service_kit::metrics::record_pool(pool);
+    let totals = status.lock().expect("status lock").totals;
+    for (result, count) in [
+        ("applied", totals.applied),
+        ("duplicate", totals.duplicates),
+        ("parked", totals.parked),
+        ("dead_lettered", totals.dead_lettered),
+    ] {
+        metrics::counter!("history_events_total", "result" => result).absolute(count);
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).

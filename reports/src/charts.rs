@@ -12,7 +12,7 @@ use crate::{
     faults::{self, FaultSpan},
     latency::{PercentilePoint, SecondLatency},
 };
-use run_log::summary::LagSecond;
+use run_log::{service_metrics::ServiceSecond, summary::LagSecond};
 
 /// Colours of the percentile lines: p50 calm to max loud.
 const LINE_COLOURS: [&str; 4] = ["#2b8a3e", "#1c7ed6", "#e8590c", "#c92a2a"];
@@ -167,10 +167,17 @@ pub fn throughput(seconds: &[SecondOutcomes], spans: &[FaultSpan], axis: TimeAxi
     option
 }
 
+/// The series of the services' own figures in [`history_lag`].
+pub const OUTBOX_BACKLOG_SERIES: &str = "outbox backlog (wallet /metrics)";
+pub const CONSUMER_LAG_SERIES: &str = "consumer lag (history /metrics)";
+
 /// History lag (commit to visible) per second of visibility, with the
-/// backlog on a second axis, the load's end and the convergence point.
+/// backlog on a second axis beside the services' own figures for it (the
+/// wallet's outbox backlog, the consumers' lag), the load's end and the
+/// convergence point.
 pub fn history_lag(
     lag: &[LagSecond],
+    services: &[ServiceSecond],
     spans: &[FaultSpan],
     axis: TimeAxis,
     load_end_s: f64,
@@ -216,6 +223,29 @@ pub fn history_lag(
             "data": shown().map(|s| json!([s.second as f64 + 1.0, s.backlog])).collect::<Vec<_>>(),
         }),
     ];
+    let own = |name: &str, colour: &str, pick: fn(&ServiceSecond) -> Option<f64>| {
+        json!({
+            "name": name,
+            "type": "line",
+            "yAxisIndex": 1,
+            "showSymbol": false,
+            "lineStyle": { "width": 1.5, "type": "dashed", "color": colour },
+            "itemStyle": { "color": colour },
+            "tooltip": { "valueFormatter": "@count" },
+            "data": services
+                .iter()
+                .filter_map(|s| Some(json!([s.second as f64 + 0.5, pick(s)?])))
+                .collect::<Vec<_>>(),
+        })
+    };
+    if services.iter().any(|s| s.outbox_backlog.is_some()) {
+        series.push(own(OUTBOX_BACKLOG_SERIES, LINE_COLOURS[1], |s| {
+            s.outbox_backlog
+        }));
+    }
+    if services.iter().any(|s| s.consumer_lag.is_some()) {
+        series.push(own(CONSUMER_LAG_SERIES, "#7048e8", |s| s.consumer_lag));
+    }
     series[0]["markArea"] = fault_bands(spans, axis);
     series[0]["markLine"] = json!({ "symbol": "none", "silent": true, "data": markers });
     let mut option = base("History lag: commit in the wallet to visible in history");

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use run_log::service_metrics::{self, ServiceSecond};
+
 use crate::{
     charts::{SecondOutcomes, TimeAxis},
     faults::{FaultSpan, fault_spans},
@@ -24,6 +26,8 @@ pub struct RunModel<'a> {
     pub recoveries: Vec<FaultRecovery>,
     pub load_end_s: f64,
     pub converged_at_s: Option<f64>,
+    /// The services' own backlog and lag per second (`metrics.jsonl`).
+    pub service_seconds: Vec<ServiceSecond>,
 }
 
 impl<'a> RunModel<'a> {
@@ -62,6 +66,11 @@ impl<'a> RunModel<'a> {
             recoveries,
             load_end_s,
             converged_at_s,
+            service_seconds: data
+                .service_metrics
+                .as_deref()
+                .map(service_metrics::per_second)
+                .unwrap_or_default(),
         }
     }
 }

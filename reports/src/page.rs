@@ -332,8 +332,10 @@ fn lag_section(model: &RunModel, charts: &mut Charts) -> Markup {
         "History lag",
         "For the events that became visible in history in each second: how long after their commit in \
          the wallet database (both times from the database servers' clocks). The grey area is the \
-         backlog: committed, not yet visible. The green line marks when history had caught up after \
-         the faults were healed.",
+         backlog: committed, not yet visible. The dashed lines are the services' own figures for it, \
+         scraped from their /metrics every second: the wallet's outbox backlog (committed, not yet \
+         published) and the history consumers' lag (published, not yet consumed). The green line \
+         marks when history had caught up after the faults were healed.",
         html! {
             @match &model.data.lag {
                 None => p.fail { "No lag.json in this run directory." },
@@ -342,12 +344,29 @@ fn lag_section(model: &RunModel, charts: &mut Charts) -> Markup {
                     @let backlog = lag.iter().map(|s| s.backlog).max().unwrap_or(0);
                     p { "Worst lag " strong { (format!("{:.1}", worst / 1000.0)) " s" } ", largest backlog " strong { (backlog) } " events"
                         @if let Some(at) = model.converged_at_s { ", converged at " strong { (format!("{at:.1}")) " s" } }
-                        "." }
-                    (charts.chart(&charts::history_lag(lag, &model.spans, model.axis, model.load_end_s, model.converged_at_s), "tall"))
+                        "."
+                        @if let Some((backlog, lag)) = largest_own(&model.service_seconds) {
+                            " By the services' own figures: largest outbox backlog " strong { (backlog) }
+                            ", largest consumer lag " strong { (lag) } " events."
+                        } }
+                    (charts.chart(&charts::history_lag(lag, &model.service_seconds, &model.spans, model.axis, model.load_end_s, model.converged_at_s), "tall"))
                 }
             }
         },
     )
+}
+
+/// The largest outbox backlog and consumer lag the services reported
+/// (`-` for one never reported); `None` when the run scraped nothing.
+fn largest_own(seconds: &[run_log::service_metrics::ServiceSecond]) -> Option<(String, String)> {
+    let largest = |pick: fn(&run_log::service_metrics::ServiceSecond) -> Option<f64>| {
+        seconds
+            .iter()
+            .filter_map(pick)
+            .reduce(f64::max)
+            .map_or("-".to_owned(), |v| format!("{v:.0}"))
+    };
+    (!seconds.is_empty()).then(|| (largest(|s| s.outbox_backlog), largest(|s| s.consumer_lag)))
 }
 
 fn distribution_section(model: &RunModel, charts: &mut Charts) -> Markup {

@@ -10,6 +10,7 @@ use std::{
 use run_log::checker::Report;
 use run_log::{
     ChaosEvent,
+    service_metrics::MetricsSample,
     summary::{LagSecond, RunSummary, TimelinePoint},
 };
 use serde::de::DeserializeOwned;
@@ -46,6 +47,8 @@ pub struct RunData {
     pub chaos: Vec<ChaosEvent>,
     /// `lag.json`.
     pub lag: Option<Vec<LagSecond>>,
+    /// `metrics.jsonl`: the services' own backlog and lag.
+    pub service_metrics: Option<Vec<MetricsSample>>,
     /// `latency.hlog`, by tag.
     pub latency: BTreeMap<String, EndpointLatency>,
     /// Files the report would have used but the directory lacks.
@@ -69,6 +72,14 @@ impl RunData {
         })?
         .unwrap_or_default();
         let lag = optional(dir, "lag.json", &mut missing, read_json)?;
+        // Only a live run has services to scrape (not a simulated one), so
+        // its absence is not a gap.
+        let service_metrics = optional(dir, "metrics.jsonl", &mut Vec::new(), |path| {
+            run_log::read_jsonl(path).map_err(|err| RunDirError::Invalid {
+                path: path.to_path_buf(),
+                message: err.to_string(),
+            })
+        })?;
         let latency = optional(dir, "latency.hlog", &mut missing, |path| {
             let bytes = std::fs::read(path).map_err(|source| RunDirError::Io {
                 path: path.to_path_buf(),
@@ -87,6 +98,7 @@ impl RunData {
             timeline,
             chaos,
             lag,
+            service_metrics,
             latency,
             missing,
         })

@@ -18,6 +18,9 @@
 //!   `timeline.json` and the endpoint figures of `summary.json`.
 //! - [`walk`] (`walk.json`): every page of every wallet's history and
 //!   user's activity, read after convergence.
+//! - [`service_metrics`] (`metrics.jsonl`): the services' own backlog and
+//!   lag, scraped from their `/metrics` during the run.
+//! - [`ci`] (`junit.xml`, `summary.md`): the verdict for CI systems.
 
 use std::{
     fs::File,
@@ -32,9 +35,11 @@ use uuid::Uuid;
 
 pub mod bench;
 pub mod checker;
+pub mod ci;
 pub mod latency;
 pub mod observed;
 pub mod recorder;
+pub mod service_metrics;
 pub mod summary;
 pub mod walk;
 

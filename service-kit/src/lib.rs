@@ -1,11 +1,15 @@
 //! What the wallet and history services do the same way at their edges:
 //! logging set-up, serving HTTP with a graceful shutdown, turning
 //! SIGTERM/SIGINT into a cancellation, reaching a database that may still
-//! be starting (or restarting under chaos) before migrating it, and the
-//! one bounded [`Backoff`] every retry loop uses.
+//! be starting (or restarting under chaos) before migrating it, the
+//! one bounded [`Backoff`] every retry loop uses, the Prometheus metrics
+//! both expose ([`metrics`]) and what their OpenAPI documents share
+//! ([`openapi`]).
 
 mod backoff;
 pub mod canary;
+pub mod metrics;
+pub mod openapi;
 
 use std::time::Duration;
 
@@ -122,11 +126,31 @@ pub async fn serve(
     // Request spans and latency logs belong to the serving process, not to
     // the API: the simulator drives the routers in-process without them
     // (the layer was 7 % of a simulated seed's time).
-    let router = router.layer(tower_http::trace::TraceLayer::new_for_http());
+    let router = router
+        .layer(axum::middleware::from_fn(metrics::track_requests))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .context("serving HTTP")
+}
+
+/// The route's one path parameter as text, or `None` when its
+/// percent-encoded bytes are not UTF-8. It never rejects: axum's own
+/// rejection is a plain-text 400, and each service answers a bad segment
+/// in its envelope with the code of what the segment should have been.
+pub struct PathSegment(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathSegment {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let path = axum::extract::Path::<String>::from_request_parts(parts, state).await;
+        Ok(PathSegment(path.ok().map(|axum::extract::Path(text)| text)))
+    }
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.

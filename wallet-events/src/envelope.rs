@@ -4,11 +4,16 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Every JSON answer of both services: `success` with `data`, or not with
+/// a `message` for people and a `code` for programs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Envelope<T> {
     pub success: bool,
+    /// The answer; null on an error.
     pub data: Option<T>,
+    /// What went wrong, for people; null on success.
     pub message: Option<String>,
+    /// What went wrong, for programs (stable); absent on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
 }

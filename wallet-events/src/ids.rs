@@ -9,6 +9,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The `user_id` columns are VARCHAR(100) in both databases.
 pub const USER_ID_MAX_CHARS: usize = 100;
+/// A regular expression (ECMA-262, for OpenAPI documents) that every user
+/// id [`UserId::parse`] accepts matches: no control character, and at
+/// least one character that is not white space. With `maxLength`
+/// [`USER_ID_MAX_CHARS`] it describes exactly what the parser accepts.
+pub const USER_ID_PATTERN: &str =
+    r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$";
 /// Keys are client-made tokens (UUIDs, hashes); the bound keeps the index small.
 pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 200;
 
@@ -114,6 +120,34 @@ mod tests {
                 Err(IdempotencyKeyError),
                 "{bad:?}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::unanchored;
+
+    proptest! {
+        /// What a fuzzer generates from the OpenAPI pattern is accepted.
+        #[test]
+        fn every_user_id_the_pattern_matches_parses(text in proptest::string::string_regex(unanchored(USER_ID_PATTERN)).unwrap()) {
+            prop_assume!(text.chars().count() <= USER_ID_MAX_CHARS);
+            prop_assert!(UserId::parse(&text).is_ok(), "{text:?}");
+        }
+
+        /// And nothing else: a string outside it is refused.
+        #[test]
+        fn a_control_character_or_only_spaces_is_refused(
+            text in "[ \\t\u{3000}]{0,5}",
+            control in "[\\x00-\\x1F\\x7F-\\x9F]",
+        ) {
+            let with_control = format!("a{control}b");
+            prop_assert!(UserId::parse(&text).is_err(), "{:?}", text);
+            prop_assert!(UserId::parse(&with_control).is_err(), "{:?}", with_control);
         }
     }
 }

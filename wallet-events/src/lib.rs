@@ -17,11 +17,11 @@ pub mod rfc3339;
 
 pub use envelope::Envelope;
 pub use ids::{
-    IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey, IdempotencyKeyError, USER_ID_MAX_CHARS, UserId,
-    UserIdError,
+    IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey, IdempotencyKeyError, USER_ID_MAX_CHARS,
+    USER_ID_PATTERN, UserId, UserIdError,
 };
 pub use money::{
-    Amount, AmountError, MONEY_MAX, MONEY_SCALE, format_money, parse_amount,
+    AMOUNT_PATTERN, Amount, AmountError, MONEY_MAX, MONEY_SCALE, format_money, parse_amount,
     serde_str as money_str, serde_str_opt as money_str_opt,
 };
 
@@ -39,7 +39,19 @@ pub const DEFAULT_TOPIC: &str = "wallet-events";
 /// What happened to the wallet. The sign of the change follows the kind:
 /// `created` carries zero, `funded` and `transfer_in` add, `transfer_out`
 /// subtracts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Created,
@@ -241,6 +253,16 @@ impl WalletEvent {
     pub fn signed_amount(&self) -> Decimal {
         self.kind.signed(self.amount)
     }
+}
+
+/// A pattern without `^` and `$`, for proptest's string generator (which
+/// makes whole matches and takes no anchors).
+#[cfg(test)]
+pub(crate) fn unanchored(pattern: &str) -> &str {
+    pattern
+        .strip_prefix('^')
+        .and_then(|p| p.strip_suffix('$'))
+        .expect("an anchored pattern")
 }
 
 #[cfg(test)]

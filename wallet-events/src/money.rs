@@ -12,6 +12,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Fractional digits of every amount and balance (DECIMAL(19,4)).
 pub const MONEY_SCALE: u32 = 4;
 
+/// A regular expression (ECMA-262, for OpenAPI documents) that only amounts
+/// [`parse_amount`] accepts match: a whole part of 1 to 15 digits without a
+/// leading zero and up to four fractional digits, or `0.` and up to four
+/// fractional digits ending in a non-zero one. (The parser also takes
+/// leading zeros and trailing fractional zeros; a pattern for those too
+/// would need a look-ahead.)
+pub const AMOUNT_PATTERN: &str = r"^([1-9][0-9]{0,14}(\.[0-9]{1,4})?|0\.[0-9]{0,3}[1-9])$";
+
 /// The largest amount DECIMAL(19,4) holds: fifteen nines, four decimals.
 pub const MONEY_MAX: Decimal = Decimal::from_parts(0x89E7_FFFF, 0x8AC7_2304, 0, false, 4);
 
@@ -86,6 +94,7 @@ impl<'de> Deserialize<'de> for Amount {
 
 /// Parses a client's amount: plain decimal notation (`"100"`, `"0.05"`),
 /// at most four fractional digits, greater than zero, within DECIMAL(19,4).
+/// [`AMOUNT_PATTERN`] describes a subset of what it accepts.
 /// No exponent, no sign other than a leading `-` (refused as not positive),
 /// no surrounding spaces.
 pub fn parse_amount(text: &str) -> Result<Decimal, AmountError> {
@@ -265,6 +274,22 @@ mod properties {
             let value = Decimal::new(mantissa * 10 + 3, 5);
             prop_assert_eq!(parse_amount(&value.to_string()), Err(AmountError::TooPrecise));
             prop_assert_eq!(Amount::new(value), Err(AmountError::TooPrecise));
+        }
+    }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::unanchored;
+
+    proptest! {
+        /// What a fuzzer generates from the OpenAPI pattern is accepted.
+        #[test]
+        fn every_amount_the_pattern_matches_parses(text in proptest::string::string_regex(unanchored(AMOUNT_PATTERN)).unwrap()) {
+            prop_assert!(Amount::parse(&text).is_ok(), "{text:?}");
         }
     }
 }

@@ -6,20 +6,23 @@ use std::time::Duration;
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Path, State, rejection::JsonRejection},
+    extract::{DefaultBodyLimit, State, rejection::JsonRejection},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
+use service_kit::PathSegment;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use wallet_events::{Amount, IdempotencyKey, IdempotencyKeyError, UserId};
+use wallet_events::{Amount, IdempotencyKey, IdempotencyKeyError, UserId, UserIdError};
 
 pub use wallet_events::Envelope;
 
 use crate::{
     error::ApiError,
-    store::{Idempotency, Outcome, PgWalletDb, Store, WalletDb},
+    openapi::ErrorEnvelope,
+    store::{Idempotency, Outcome, PgWalletDb, Store, TransferReceipt, Wallet, WalletDb},
 };
 
 /// Request bodies are a few fields; anything bigger is a mistake or abuse.
@@ -43,65 +46,152 @@ pub fn router<D: WalletDb>(state: AppState<D>) -> Router {
         .route("/wallets/{id}/fund", post(fund::<D>))
         .route("/wallets/{id}/transfer", post(transfer::<D>))
         .route("/health", get(health::<D>))
+        .route("/openapi.json", get(openapi_json))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_MAX_BYTES))
         .with_state(state)
 }
 
-#[derive(Deserialize)]
-struct CreateWallet {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct CreateWallet {
+    /// The owner: 1 to 100 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$",
+        example = "alice"
+    )]
     user_id: String,
 }
 
-#[derive(Deserialize)]
-struct Fund {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct Fund {
+    /// A positive decimal string, at most four fractional digits, below 10^15.
+    #[schema(value_type = String, pattern = r"^([1-9][0-9]{0,14}(\.[0-9]{1,4})?|0\.[0-9]{0,3}[1-9])$", example = "100.00")]
     amount: serde_json::Value,
 }
 
-#[derive(Deserialize)]
-struct Transfer {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct Transfer {
+    /// The wallet that receives the money.
+    #[schema(value_type = Uuid)]
     to_wallet_id: String,
+    /// A positive decimal string, at most four fractional digits, below 10^15.
+    #[schema(value_type = String, pattern = r"^([1-9][0-9]{0,14}(\.[0-9]{1,4})?|0\.[0-9]{0,3}[1-9])$", example = "30.00")]
     amount: serde_json::Value,
 }
 
+/// This service's OpenAPI document.
+async fn openapi_json() -> Response {
+    service_kit::openapi::respond(crate::openapi::DOCUMENT.as_str())
+}
+
+/// Opens a wallet for a user, with a zero balance.
+#[utoipa::path(
+    post,
+    path = "/wallets",
+    tag = "wallets",
+    request_body = CreateWallet,
+    params(IdempotencyKeyHeader),
+    responses(
+        (status = 201, description = "The new wallet; with a key already used by the same request, the wallet that request opened (header `idempotent-replayed: true`)", body = Envelope<Wallet>),
+        (status = 400, description = "`invalid_json`, `invalid_request`, `invalid_idempotency_key`", body = ErrorEnvelope),
+        (status = 413, description = "`payload_too_large`", body = ErrorEnvelope),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorEnvelope),
+        (status = 422, description = "`invalid_user_id`, `idempotency_key_reused`", body = ErrorEnvelope),
+        (status = 500, description = "`internal_error`", body = ErrorEnvelope),
+        (status = 503, description = "`service_unavailable`: retry, with the same key", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
-async fn create_wallet<D: WalletDb>(
+pub(crate) async fn create_wallet<D: WalletDb>(
     State(state): State<AppState<D>>,
+    headers: HeaderMap,
     body: Result<Json<CreateWallet>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
     let user_id = UserId::parse(&request.user_id)?;
-    let wallet = state.store.create_wallet(&user_id).await?;
-    Ok((StatusCode::CREATED, Json(Envelope::ok(wallet))).into_response())
+    let idempotency = idempotency(&headers, || format!("create {user_id}"))?;
+    let outcome = state
+        .store
+        .create_wallet(&user_id, idempotency.as_ref())
+        .await?;
+    Ok(respond(StatusCode::CREATED, outcome))
 }
 
-#[tracing::instrument(skip_all, fields(wallet_id = %id))]
-async fn get_wallet<D: WalletDb>(
+/// One wallet with its balance.
+#[utoipa::path(
+    get,
+    path = "/wallets/{id}",
+    tag = "wallets",
+    params(("id" = Uuid, Path, description = "The wallet's id")),
+    responses(
+        (status = 200, description = "The wallet", body = Envelope<Wallet>),
+        (status = 400, description = "`invalid_wallet_id`", body = ErrorEnvelope),
+        (status = 404, description = "`wallet_not_found`", body = ErrorEnvelope),
+        (status = 500, description = "`internal_error`", body = ErrorEnvelope),
+        (status = 503, description = "`service_unavailable`", body = ErrorEnvelope),
+    )
+)]
+#[tracing::instrument(skip_all, fields(wallet_id))]
+pub(crate) async fn get_wallet<D: WalletDb>(
     State(state): State<AppState<D>>,
-    Path(id): Path<String>,
+    id: PathSegment,
 ) -> Result<Response, ApiError> {
-    let wallet = state.store.wallet(wallet_id(&id)?).await?;
+    let wallet = state.store.wallet(path_wallet_id(id)?).await?;
     Ok(Json(Envelope::ok(wallet)).into_response())
 }
 
+/// A user's wallets, oldest first (empty for a user with none).
+#[utoipa::path(
+    get,
+    path = "/users/{id}/wallets",
+    tag = "wallets",
+    params(("id" = String, Path, description = "The user's id", min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$")),
+    responses(
+        (status = 200, description = "The user's wallets", body = Envelope<Vec<Wallet>>),
+        (status = 422, description = "`invalid_user_id`", body = ErrorEnvelope),
+        (status = 500, description = "`internal_error`", body = ErrorEnvelope),
+        (status = 503, description = "`service_unavailable`", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
-async fn user_wallets<D: WalletDb>(
+pub(crate) async fn user_wallets<D: WalletDb>(
     State(state): State<AppState<D>>,
-    Path(user_id): Path<String>,
+    PathSegment(user_id): PathSegment,
 ) -> Result<Response, ApiError> {
-    let wallets = state.store.user_wallets(&UserId::parse(&user_id)?).await?;
+    let user_id = UserId::parse(&user_id.ok_or(UserIdError)?)?;
+    let wallets = state.store.user_wallets(&user_id).await?;
     Ok(Json(Envelope::ok(wallets)).into_response())
 }
 
-#[tracing::instrument(skip_all, fields(wallet_id = %id))]
-async fn fund<D: WalletDb>(
+/// Adds money to a wallet: the only way money enters the system.
+#[utoipa::path(
+    post,
+    path = "/wallets/{id}/fund",
+    tag = "wallets",
+    request_body = Fund,
+    params(("id" = Uuid, Path, description = "The wallet to fund"), IdempotencyKeyHeader),
+    responses(
+        (status = 200, description = "The funded wallet (replayed for a key already used by the same request)", body = Envelope<Wallet>),
+        (status = 400, description = "`invalid_json`, `invalid_request`, `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`, `invalid_wallet_id`, `invalid_idempotency_key`", body = ErrorEnvelope),
+        (status = 404, description = "`wallet_not_found`", body = ErrorEnvelope),
+        (status = 413, description = "`payload_too_large`", body = ErrorEnvelope),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorEnvelope),
+        (status = 422, description = "`balance_limit_exceeded`, `idempotency_key_reused`", body = ErrorEnvelope),
+        (status = 500, description = "`internal_error`", body = ErrorEnvelope),
+        (status = 503, description = "`service_unavailable`: retry, with the same key", body = ErrorEnvelope),
+    )
+)]
+#[tracing::instrument(skip_all, fields(wallet_id))]
+pub(crate) async fn fund<D: WalletDb>(
     State(state): State<AppState<D>>,
-    Path(id): Path<String>,
+    id: PathSegment,
     headers: HeaderMap,
     body: Result<Json<Fund>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let wallet_id = wallet_id(&id)?;
+    let wallet_id = path_wallet_id(id)?;
     let Json(request) = body?;
     let amount = amount(&request.amount)?;
     let idempotency = idempotency(&headers, || format!("fund {wallet_id} {amount}"))?;
@@ -109,17 +199,35 @@ async fn fund<D: WalletDb>(
         .store
         .fund(wallet_id, amount, idempotency.as_ref())
         .await?;
-    Ok(respond(outcome))
+    Ok(respond(StatusCode::OK, outcome))
 }
 
-#[tracing::instrument(skip_all, fields(wallet_id = %id))]
-async fn transfer<D: WalletDb>(
+/// Moves money from this wallet to another, both legs in one transaction.
+#[utoipa::path(
+    post,
+    path = "/wallets/{id}/transfer",
+    tag = "wallets",
+    request_body = Transfer,
+    params(("id" = Uuid, Path, description = "The wallet the money leaves"), IdempotencyKeyHeader),
+    responses(
+        (status = 200, description = "Both ledger entries (replayed for a key already used by the same request)", body = Envelope<TransferReceipt>),
+        (status = 400, description = "`invalid_json`, `invalid_request`, `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`, `invalid_wallet_id`, `invalid_idempotency_key`", body = ErrorEnvelope),
+        (status = 404, description = "`wallet_not_found` (source or target)", body = ErrorEnvelope),
+        (status = 413, description = "`payload_too_large`", body = ErrorEnvelope),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorEnvelope),
+        (status = 422, description = "`insufficient_funds`, `self_transfer`, `balance_limit_exceeded`, `idempotency_key_reused`", body = ErrorEnvelope),
+        (status = 500, description = "`internal_error`", body = ErrorEnvelope),
+        (status = 503, description = "`service_unavailable`: retry, with the same key", body = ErrorEnvelope),
+    )
+)]
+#[tracing::instrument(skip_all, fields(wallet_id))]
+pub(crate) async fn transfer<D: WalletDb>(
     State(state): State<AppState<D>>,
-    Path(id): Path<String>,
+    id: PathSegment,
     headers: HeaderMap,
     body: Result<Json<Transfer>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let from = wallet_id(&id)?;
+    let from = path_wallet_id(id)?;
     let Json(request) = body?;
     let to = wallet_id(&request.to_wallet_id)?;
     let amount = amount(&request.amount)?;
@@ -128,11 +236,20 @@ async fn transfer<D: WalletDb>(
         .store
         .transfer(from, to, amount, idempotency.as_ref())
         .await?;
-    Ok(respond(outcome))
+    Ok(respond(StatusCode::OK, outcome))
 }
 
 /// `OK` while the database answers.
-async fn health<D: WalletDb>(State(state): State<AppState<D>>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`OK`", content_type = "text/plain", body = String),
+        (status = 503, description = "`UNAVAILABLE: ...`: the database does not answer", content_type = "text/plain", body = String),
+    )
+)]
+pub(crate) async fn health<D: WalletDb>(State(state): State<AppState<D>>) -> Response {
     let probe = tokio::time::timeout(Duration::from_millis(HEALTH_TIMEOUT_MS), state.store.ping());
     match probe.await {
         Ok(Ok(())) => (StatusCode::OK, "OK").into_response(),
@@ -152,15 +269,17 @@ async fn health<D: WalletDb>(State(state): State<AppState<D>>) -> Response {
     }
 }
 
-fn respond<T: Serialize>(outcome: Outcome<T>) -> Response {
+/// The answer to a change: `status` with its data, fresh or replayed (a
+/// replay says so in a header).
+fn respond<T: Serialize>(status: StatusCode, outcome: Outcome<T>) -> Response {
     match outcome {
         Outcome::Fresh {
             recorded: Some(json),
             ..
-        } => Json(Envelope::ok(json)).into_response(),
-        Outcome::Fresh { data, .. } => Json(Envelope::ok(data)).into_response(),
+        } => (status, Json(Envelope::ok(json))).into_response(),
+        Outcome::Fresh { data, .. } => (status, Json(Envelope::ok(data))).into_response(),
         Outcome::Replayed(data) => {
-            let mut response = Json(Envelope::ok(data)).into_response();
+            let mut response = (status, Json(Envelope::ok(data))).into_response();
             response
                 .headers_mut()
                 .insert("idempotent-replayed", "true".parse().expect("valid header"));
@@ -173,11 +292,36 @@ fn wallet_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| ApiError::InvalidWalletId(text.chars().take(64).collect()))
 }
 
+/// The wallet id of the path (a segment that is not text is no UUID
+/// either), recorded on the request's span.
+fn path_wallet_id(PathSegment(segment): PathSegment) -> Result<Uuid, ApiError> {
+    let id = wallet_id(segment.as_deref().unwrap_or("(not UTF-8)"))?;
+    tracing::Span::current().record("wallet_id", tracing::field::display(id));
+    Ok(id)
+}
+
 fn amount(value: &serde_json::Value) -> Result<Amount, ApiError> {
     let text = value.as_str().ok_or(ApiError::InvalidAmount(
         wallet_events::AmountError::NotADecimalString,
     ))?;
     Amount::parse(text).map_err(ApiError::InvalidAmount)
+}
+
+/// The `Idempotency-Key` header, as the OpenAPI document describes it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // documentation only: `idempotency` reads the header
+struct IdempotencyKeyHeader {
+    /// 1 to 200 visible ASCII characters. A request repeated with its key
+    /// answers the first result and changes nothing; the key with another
+    /// request is refused (`idempotency_key_reused`).
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[!-~]+$"
+    )]
+    idempotency_key: Option<String>,
 }
 
 /// Reads the optional `Idempotency-Key` header; the fingerprint names what

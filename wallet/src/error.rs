@@ -74,6 +74,31 @@ impl ApiError {
         }
     }
 
+    /// Every code [`ApiError::code`] can give (the OpenAPI document lists
+    /// them; a unit test keeps the two in step).
+    pub const CODES: [&'static str; 20] = [
+        "invalid_json",
+        "unsupported_media_type",
+        "payload_too_large",
+        "invalid_request",
+        "amount_not_positive",
+        "amount_too_precise",
+        "amount_too_large",
+        "invalid_amount",
+        "invalid_wallet_id",
+        "invalid_user_id",
+        "invalid_idempotency_key",
+        "wallet_not_found",
+        "insufficient_funds",
+        "self_transfer",
+        "balance_limit_exceeded",
+        "idempotency_key_reused",
+        "not_found",
+        "method_not_allowed",
+        "service_unavailable",
+        "internal_error",
+    ];
+
     /// The stable, machine-readable error code.
     pub fn code(&self) -> &'static str {
         use ApiError::*;
@@ -141,5 +166,42 @@ impl IntoResponse for ApiError {
         }
         let body = Envelope::<()>::error(self.code(), self.to_string());
         (self.status(), Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    #[test]
+    fn every_code_is_listed_once() {
+        let every = [
+            ApiError::InvalidJson(String::new()),
+            ApiError::UnsupportedMediaType,
+            ApiError::PayloadTooLarge { limit_bytes: 1 },
+            ApiError::InvalidRequest(String::new()),
+            ApiError::InvalidAmount(AmountError::NotPositive),
+            ApiError::InvalidAmount(AmountError::TooPrecise),
+            ApiError::InvalidAmount(AmountError::TooLarge),
+            ApiError::InvalidAmount(AmountError::NotADecimalString),
+            ApiError::InvalidWalletId(String::new()),
+            ApiError::InvalidUserId(UserIdError),
+            ApiError::InvalidIdempotencyKey(IdempotencyKeyError),
+            ApiError::WalletNotFound(Uuid::nil()),
+            ApiError::Refused(Refusal::InsufficientFunds {
+                balance: Decimal::ZERO,
+                requested: Decimal::ONE,
+            }),
+            ApiError::Refused(Refusal::SelfTransfer),
+            ApiError::Refused(Refusal::BalanceLimit),
+            ApiError::IdempotencyKeyReused(String::new()),
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::Unavailable(String::new()),
+            ApiError::Internal(anyhow::anyhow!("x")),
+        ];
+        let codes: Vec<&str> = every.iter().map(ApiError::code).collect();
+        assert_eq!(codes, ApiError::CODES);
     }
 }

@@ -7,10 +7,12 @@
 //! - [`domain`]: the ledger rules, pure: no I/O, no clock, ids from a source.
 //! - [`relay`]: the outbox relay task.
 //! - [`error`]: the API's error codes.
+//! - [`openapi`]: the API's OpenAPI document, served at `/openapi.json`.
 
 pub mod api;
 pub mod domain;
 pub mod error;
+pub mod openapi;
 pub mod relay;
 pub mod store;
 
@@ -76,6 +78,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
 
 /// The whole service: database, relay, HTTP, until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = service_kit::metrics::install()?;
     let pool = connect(&config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(service_kit::shutdown_on_signal(shutdown.clone()));
@@ -98,13 +101,49 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState {
         store: store::Store::postgres(pool.clone()),
     };
-    service_kit::serve(listener, router(state), shutdown.clone()).await?;
+    let app = router(state).merge(service_kit::metrics::route(
+        metrics,
+        service_kit::metrics::sampler({
+            let pool = pool.clone();
+            move || sample_metrics(pool.clone())
+        }),
+    ));
+    service_kit::serve(listener, app, shutdown.clone()).await?;
     shutdown.cancel();
     if let Some(relay) = relay {
         let _ = relay.await;
     }
     pool.close().await;
     Ok(())
+}
+
+/// Right before a scrape: the pool's usage, and the outbox's backlog with
+/// the age of its oldest unpublished row (`outbox_backlog`,
+/// `outbox_oldest_unpublished_age_seconds`; 0 when it is empty). A
+/// database that does not answer leaves the last figures and sets
+/// `outbox_sample_failed` to 1.
+async fn sample_metrics(pool: PgPool) {
+    service_kit::metrics::record_pool(&pool);
+    let sampled: Result<(i64, f64), sqlx::Error> = sqlx::query_as(
+        "SELECT count(*),
+                COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - (
+                    SELECT created_at FROM outbox WHERE published_at IS NULL
+                    ORDER BY id LIMIT 1)), 0)::float8
+         FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(&pool)
+    .await;
+    match sampled {
+        Ok((backlog, oldest_s)) => {
+            metrics::gauge!("outbox_backlog").set(backlog as f64);
+            metrics::gauge!("outbox_oldest_unpublished_age_seconds").set(oldest_s);
+            metrics::gauge!("outbox_sample_failed").set(0);
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "metrics: cannot read the outbox backlog");
+            metrics::gauge!("outbox_sample_failed").set(1);
+        }
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).

@@ -1776,3 +1776,109 @@ fn without_a_walk_history_reads_are_not_evaluated() {
 mod history_pointers;
 mod ledger_pointers;
 mod op_findings;
+
+/// A run's summary as `loadgen run` writes it, with `thresholds` checked
+/// and `missed`.
+fn run_summary(checked: &[&str], missed: &[&str]) -> run_log::summary::RunSummary {
+    serde_json::from_value(serde_json::json!({
+        "scenario": "smoke", "seed": 1, "command": "run smoke --seed 1", "users": 4,
+        "duration_s": 20.0, "endpoints": [], "totals": {"requests": 0, "rps": 0.0},
+        "errors": [], "convergence": {"converged": true, "took_ms": 1200, "bound_ms": 30000},
+        "faults": [], "verdict": {"passed": false, "violated": []},
+        "thresholds": {"checked": checked, "missed": missed},
+        "versions": {"loadgen": "0", "commit": "abc", "os": "linux", "arch": "x86_64", "cpus": 2},
+    }))
+    .expect("a valid summary")
+}
+
+#[test]
+fn junit_names_the_violated_invariant_and_its_violation() {
+    let c = clean();
+    let mut snap = c.world.snapshot();
+    wallet_mut(&mut snap, c.alice).balance += dec!(0.0001);
+    let report = check(&snap);
+    let summary = run_summary(
+        &["p99<200ms", "max<2s"],
+        &["max<2s: GET /wallets/{id} measured 2304.5 ms"],
+    );
+    let xml = run_log::ci::junit_xml(&summary, &report).expect("junit");
+
+    let parsed = junit_parser::from_reader(std::io::Cursor::new(xml.as_bytes()))
+        .unwrap_or_else(|err| panic!("not JUnit XML: {err}\n{xml}"));
+    let invariants = parsed
+        .suites
+        .iter()
+        .find(|s| s.name == "invariants")
+        .expect("an invariants suite");
+    assert_eq!(invariants.cases.len(), Invariant::ALL.len());
+    assert_eq!(invariants.failures, 3, "{xml}");
+    let failure = |name: &str| {
+        let case = invariants
+            .cases
+            .iter()
+            .find(|case| case.original_name == name)
+            .unwrap_or_else(|| panic!("no case {name}"));
+        assert_eq!(case.classname.as_deref(), Some("invariants"));
+        match &case.status {
+            junit_parser::TestStatus::Failure(failure) => Some(failure.clone()),
+            _ => None,
+        }
+    };
+    let balance = failure("balance-matches-ledger").expect("balance-matches-ledger fails");
+    assert!(
+        balance.text.contains(&format!(
+            "wallet {}: balance 75.0000 but its ledger sums to 74.9999",
+            c.alice
+        )),
+        "{}",
+        balance.text
+    );
+    assert!(failure("money-conserved").is_some());
+    assert!(failure("history-no-missing").is_none());
+
+    let thresholds = parsed
+        .suites
+        .iter()
+        .find(|s| s.name == "thresholds")
+        .expect("a thresholds suite");
+    let names: Vec<&str> = thresholds.cases.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["thresholds::p99<200ms", "thresholds::max<2s"]);
+    assert!(thresholds.cases[0].status.is_success());
+    match &thresholds.cases[1].status {
+        junit_parser::TestStatus::Failure(failure) => {
+            assert!(
+                failure
+                    .text
+                    .contains("GET /wallets/{id} measured 2304.5 ms")
+            )
+        }
+        other => panic!("max<2s should fail: {other:?}"),
+    }
+}
+
+#[test]
+fn markdown_summary_gives_the_verdict_and_names_each_violation() {
+    let c = clean();
+    let clean_md = run_log::ci::markdown(&run_summary(&[], &[]), &check(&c.world.snapshot()));
+    assert!(
+        clean_md.starts_with("## ✅ `smoke` seed 1: passed"),
+        "{clean_md}"
+    );
+    assert!(
+        clean_md.contains("| `money-conserved` | passed |"),
+        "{clean_md}"
+    );
+
+    let mut snap = c.world.snapshot();
+    wallet_mut(&mut snap, c.alice).balance += dec!(0.0001);
+    let md = run_log::ci::markdown(&run_summary(&[], &[]), &check(&snap));
+    assert!(md.starts_with("## ❌ `smoke` seed 1: FAILED"), "{md}");
+    assert!(
+        md.contains("| `balance-matches-ledger` | **violated** | 3 | 1 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!("- wallet {}: balance 75.0000", c.alice)),
+        "{md}"
+    );
+}

@@ -7,7 +7,8 @@
 //!    fresh databases, the wallet and history processes (`harness::system`).
 //! 3. [`setup`]: create and fund the wallets the seed defines.
 //! 4. [`safety`]: the goose attack runs while the fault plan kills and
-//!    restarts processes.
+//!    restarts processes; [`scrape`] reads the services' `/metrics` once a
+//!    second from here until the liveness phase ends.
 //! 5. [`liveness`]: heal every process, then wait for the outbox to drain
 //!    and history to catch up.
 //! 6. [`walk`]: read every page of every wallet's history and user's
@@ -15,7 +16,8 @@
 //! 7. Check every invariant; the verdict is the exit code.
 //! 8. [`outputs`]: `summary.json`, `timeline.json`, `lag.json` and the
 //!    latency log next to the operation log ([`ops_log`]), the fault
-//!    timeline, `checker.json` and every process's log; then `report.html`.
+//!    timeline, `checker.json`, `metrics.jsonl`, `junit.xml`, `summary.md`
+//!    and every process's log; then `report.html`.
 
 mod cpu;
 mod liveness;
@@ -23,6 +25,7 @@ mod ops_log;
 mod outputs;
 mod plan;
 mod safety;
+mod scrape;
 mod setup;
 mod walk;
 
@@ -90,6 +93,9 @@ async fn experiment(
 
     let convergence = liveness::run(system, args.converge_timeout, &mut load, interrupted).await?;
     ops.finish().await?;
+    if let Some(scraper) = load.scraper.take() {
+        scraper.finish(&plan.run_dir.join("metrics.jsonl")).await?;
+    }
     walk::run(&system.wallet_db, &system.history_url, &plan.run_dir).await?;
 
     let checker_args = consistency_checker::Args {

@@ -1,7 +1,8 @@
 //! What a run leaves in its directory besides the operation log and the
 //! fault timeline: `command.txt` and `config.json` before the load;
-//! `latency.hlog`, `timeline.json`, `lag.json` and `summary.json` after
-//! the checks; then `report.html`, rendered from the directory alone.
+//! `latency.hlog`, `timeline.json`, `lag.json`, `summary.json` and, for CI
+//! systems, `junit.xml` and `summary.md` after the checks; then
+//! `report.html`, rendered from the directory alone.
 
 use std::{
     io::{BufWriter, Write},
@@ -104,6 +105,14 @@ pub async fn write_results(
         history_lag,
     };
     write_json(&dir.join("summary.json"), &json!(summary))?;
+    write_text(
+        &dir.join("junit.xml"),
+        &run_log::ci::junit_xml(&summary, report)?,
+    )?;
+    write_text(
+        &dir.join("summary.md"),
+        &run_log::ci::markdown(&summary, report),
+    )?;
     print_summary(&summary.endpoints, load.seconds);
     if !summary.cpu.is_empty() {
         let parts: Vec<String> = summary
@@ -173,8 +182,11 @@ fn print_summary(summaries: &[EndpointSummary], seconds: f64) {
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    write_text(path, &(serde_json::to_string_pretty(value)? + "\n"))
+}
+
+fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// What ran, and where: the source tree's commit (when the binary runs

@@ -14,7 +14,7 @@ use harness::system::System;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{OpsSink, ops_log::OpsLog, plan::Plan};
+use super::{OpsSink, ops_log::OpsLog, plan::Plan, scrape::Scraper};
 use crate::{
     arrivals::Arrivals,
     attack::{self, LoadContext},
@@ -32,6 +32,9 @@ pub struct Load {
     pub chaos_log: ChaosLog,
     /// CPU of each process while the load ran.
     pub cpu: Vec<run_log::summary::ProcessCpu>,
+    /// Scrapes the services' `/metrics` until the liveness phase ends
+    /// (which takes it).
+    pub scraper: Option<Scraper>,
 }
 
 impl Load {
@@ -74,6 +77,7 @@ pub async fn run(
         interrupted.clone(),
     ));
     let cpu = super::cpu::CpuWatch::start(system, &plan.also_account);
+    let scraper = Scraper::start(system, started)?;
     let (attack_result, chaos_result) = tokio::join!(
         attack::run(context, scenario.duration),
         chaos::runner::run_plan(system, &plan.faults, &mut chaos_log, &status, interrupted),
@@ -89,6 +93,7 @@ pub async fn run(
         seconds,
         chaos_log,
         cpu,
+        scraper: Some(scraper),
     })
 }
 

@@ -40,6 +40,73 @@ async fn history_is_an_exact_image_of_the_ledger() {
     let ledger = t.converge_exactly(Duration::from_secs(30)).await;
     // 6 created + 6 funded + the successful transfers' two legs each.
     assert_eq!((ledger - 12) % 2, 0);
+    let transferred = (ledger - 12) / 2;
+    assert_eq!(
+        transferred + refused,
+        60,
+        "every transfer answered 200 or 422"
+    );
+
+    // Both services' own figures, read by a Prometheus text parser.
+    let wallet = t.scrape(&t.system.wallet_url).await;
+    let transfer_route = [("route", "/wallets/{id}/transfer"), ("method", "POST")];
+    assert_eq!(
+        wallet.value(
+            "http_request_duration_seconds",
+            &[&transfer_route[..], &[("status", "200")]].concat()
+        ),
+        Some(transferred as f64)
+    );
+    assert_eq!(
+        wallet.value(
+            "http_request_duration_seconds",
+            &[&transfer_route[..], &[("status", "422")]].concat()
+        ),
+        Some(refused as f64)
+    );
+    assert_eq!(wallet.value("outbox_backlog", &[]), Some(0.0));
+    assert_eq!(
+        wallet.value("outbox_oldest_unpublished_age_seconds", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        wallet.value("relay_events_published_total", &[]),
+        Some(ledger as f64)
+    );
+    assert!(
+        wallet
+            .value("relay_rounds_total", &[("outcome", "ok")])
+            .unwrap()
+            >= 1.0
+    );
+    assert!(wallet.value("db_pool_max_connections", &[]).unwrap() >= 1.0);
+    assert!(
+        wallet
+            .value("db_pool_connections", &[("state", "idle")])
+            .is_some()
+    );
+    let history = t.scrape(&t.system.history_url).await;
+    assert_eq!(
+        history.value("history_events_total", &[("result", "applied")]),
+        Some(ledger as f64)
+    );
+    assert_eq!(
+        history.value("history_events_total", &[("result", "dead_lettered")]),
+        Some(0.0)
+    );
+    // librdkafka reports each assigned partition's lag every second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lags = t.scrape(&t.system.history_url).await.all("consumer_lag");
+        if !lags.is_empty() && lags.iter().all(|lag| *lag == 0.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "consumer lag never 0: {lags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // The API serves it newest first, in pages.
     let wallet = &wallets[0];

@@ -66,6 +66,27 @@ impl TestSystem {
             .unwrap()
     }
 
+    /// `GET {base}/metrics`, parsed as Prometheus text.
+    pub async fn scrape(&self, base: &str) -> Metrics {
+        let response = self
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics answer");
+        assert_eq!(response.status().as_u16(), 200);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
+        let text = response.text().await.unwrap();
+        Metrics(
+            openmetrics_parser::prometheus::parse_prometheus(&text)
+                .unwrap_or_else(|err| panic!("not the Prometheus text format: {err:?}\n{text}")),
+        )
+    }
+
     pub async fn create_wallet(&self, user: &str) -> String {
         let (status, body) = self
             .post("/wallets", json!({ "user_id": user }), None)
@@ -222,4 +243,58 @@ pub async fn transfers_during<T>(
         alongside
     );
     (load, other)
+}
+
+/// A parsed scrape.
+pub struct Metrics(openmetrics_parser::MetricsExposition<PrometheusType, PrometheusValue>);
+
+use openmetrics_parser::{PrometheusType, PrometheusValue};
+
+impl Metrics {
+    /// The value of the one sample of `metric` carrying every label of
+    /// `labels`; a histogram's is its count of observations.
+    pub fn value(&self, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let matching: Vec<f64> = self
+            .samples(metric)
+            .filter(|(set, _)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| set.get_label_value(k) == Some(*v))
+            })
+            .map(|(_, value)| value)
+            .collect();
+        assert!(matching.len() <= 1, "{metric} {labels:?}: {matching:?}");
+        matching.first().copied()
+    }
+
+    /// Every sample's value of `metric`.
+    pub fn all(&self, metric: &str) -> Vec<f64> {
+        self.samples(metric).map(|(_, value)| value).collect()
+    }
+
+    fn samples(
+        &self,
+        metric: &str,
+    ) -> impl Iterator<Item = (openmetrics_parser::LabelSet<'_>, f64)> {
+        self.0
+            .families
+            .get(metric)
+            .into_iter()
+            .flat_map(|family| family.iter_samples())
+            .map(|sample| {
+                (
+                    sample.get_labelset().expect("labels"),
+                    scalar(&sample.value),
+                )
+            })
+    }
+}
+
+fn scalar(value: &PrometheusValue) -> f64 {
+    match value {
+        PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
+        PrometheusValue::Counter(counter) => counter.value.as_f64(),
+        PrometheusValue::Histogram(histogram) => histogram.count.expect("a count") as f64,
+        PrometheusValue::Summary(summary) => panic!("not a scalar: {summary:?}"),
+    }
 }

@@ -48,6 +48,22 @@ schedule = [
         .len();
     assert!(size < 3 * 1024 * 1024, "report.html is {size} bytes");
     assert!(run.join("lag.json").is_file());
+    // The services' own figures, scraped through the faults: the killed
+    // history was seen down, and both services answered with their gauges.
+    let scraped: Vec<run_log::service_metrics::MetricsSample> =
+        run_log::read_jsonl(&run.join("metrics.jsonl")).unwrap();
+    let answered = |instance: &'static str| {
+        scraped
+            .iter()
+            .filter(move |s| s.instance == instance && s.up)
+    };
+    assert!(answered("wallet").count() >= 20, "{scraped:?}");
+    assert!(answered("wallet").all(|s| s.outbox_backlog.is_some()));
+    assert!(answered("history").any(|s| s.consumer_lag.is_some()));
+    assert!(
+        scraped.iter().any(|s| s.instance == "history" && !s.up),
+        "the history kill should leave scrapes unanswered"
+    );
 
     let load = harness::browser::load_page(&report, &scratch.path().join("chromium")).unwrap();
     assert!(
@@ -68,6 +84,13 @@ schedule = [
         dom.contains("PASSED: all 16 invariants held"),
         "verdict banner"
     );
+    for series in [
+        reports::charts::OUTBOX_BACKLOG_SERIES,
+        reports::charts::CONSUMER_LAG_SERIES,
+    ] {
+        assert!(dom.contains(series), "the lag chart lacks {series}");
+    }
+    assert!(dom.contains("By the services' own figures: largest outbox backlog"));
     // Every chart element holds an SVG the script drew into, and the body
     // says how many it drew.
     let charts = dom.matches(r#"class="chart"#).count();

@@ -100,6 +100,8 @@ menu = { broker_kill = 1 }
             "chaos.jsonl",
             "checker.json",
             "summary.json",
+            "junit.xml",
+            "summary.md",
             "latency.hlog",
             "wallet.log",
             "history.log",
@@ -162,6 +164,14 @@ menu = { broker_kill = 1 }
             .unwrap();
     assert_eq!(summary["verdict"]["passed"], true);
     assert_eq!(summary["seed"], 4242);
+    let junit = std::fs::read_to_string(first.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains(r#"<testcase name="money-conserved" classname="invariants""#)
+            && !junit.contains("<failure"),
+        "{junit}"
+    );
+    let markdown = std::fs::read_to_string(first.join("summary.md")).unwrap();
+    assert!(markdown.contains("seed 4242: passed"), "{markdown}");
     assert!(
         summary["endpoints"]
             .as_array()

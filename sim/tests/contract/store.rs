@@ -8,7 +8,10 @@ use uuid::Uuid;
 use wallet::{
     domain::{self, WalletState},
     relay::round::{Outbox, OutboxRound},
-    store::{Change, Claim, DbError, Ids, KeyToClaim, Locked, Store, WalletDb, WalletTx},
+    store::{
+        Change, Claim, DbError, Idempotency, Ids, KeyToClaim, Locked, Outcome, Store, StoreError,
+        WalletDb, WalletTx,
+    },
 };
 use wallet_events::{Amount, IdempotencyKey, UserId};
 
@@ -16,8 +19,9 @@ use crate::STILL_WAITING;
 
 pub async fn contract<D: WalletDb, O: Outbox + 'static>(db: D, outbox: O) {
     let store = Store::new(db.clone(), Ids::system());
-    let x = store.create_wallet(&user("xavier")).await.unwrap();
-    let y = store.create_wallet(&user("yolanda")).await.unwrap();
+    let x = fresh(store.create_wallet(&user("xavier"), None).await.unwrap());
+    let y = fresh(store.create_wallet(&user("yolanda"), None).await.unwrap());
+    a_keyed_create_opens_one_wallet(&store).await;
     drain(&outbox).await;
 
     visibility_and_rollback(&db).await;
@@ -29,6 +33,55 @@ pub async fn contract<D: WalletDb, O: Outbox + 'static>(db: D, outbox: O) {
 
 fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
+}
+
+fn fresh<T: std::fmt::Debug>(outcome: Outcome<T>) -> T {
+    match outcome {
+        Outcome::Fresh { data, .. } => data,
+        replayed => panic!("expected a fresh change, got {replayed:?}"),
+    }
+}
+
+/// The same create sent twice with one key opens one wallet and answers
+/// it twice; the key with another user is refused and opens nothing.
+async fn a_keyed_create_opens_one_wallet<D: WalletDb>(store: &Store<D>) {
+    let key = |fingerprint: &str| Idempotency {
+        key: IdempotencyKey::parse("create-once").unwrap(),
+        fingerprint: fingerprint.into(),
+    };
+    let first = store
+        .create_wallet(&user("zoe"), Some(&key("create zoe")))
+        .await
+        .unwrap();
+    let Outcome::Fresh {
+        data: opened,
+        recorded: Some(recorded),
+    } = first
+    else {
+        panic!("the first create is fresh and records its answer: {first:?}")
+    };
+    let again = store
+        .create_wallet(&user("zoe"), Some(&key("create zoe")))
+        .await
+        .unwrap();
+    let Outcome::Replayed(replayed) = again else {
+        panic!("the retry replays: {again:?}")
+    };
+    assert_eq!(
+        replayed,
+        serde_json::from_str::<serde_json::Value>(recorded.get()).unwrap()
+    );
+    assert_eq!(replayed["id"], opened.id.to_string());
+    let reused = store
+        .create_wallet(&user("zack"), Some(&key("create zack")))
+        .await;
+    assert!(
+        matches!(reused, Err(StoreError::IdempotencyKeyReused(_))),
+        "{reused:?}"
+    );
+    let zoes = store.user_wallets(&user("zoe")).await.unwrap();
+    assert_eq!(zoes.iter().map(|w| w.id).collect::<Vec<_>>(), [opened.id]);
+    assert!(store.user_wallets(&user("zack")).await.unwrap().is_empty());
 }
 
 /// Locks `ids` with no key to claim.

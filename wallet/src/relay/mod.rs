@@ -108,7 +108,9 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
             },
         };
         let round_started = std::time::Instant::now();
-        match publish_round(&outbox, publisher, config.batch_max).await {
+        let round = publish_round(&outbox, publisher, config.batch_max).await;
+        record_round(&round, round_started.elapsed());
+        match round {
             Ok(report) if report.locked == 0 => {
                 backoff.reset();
                 idle(&mut listener, &shutdown).await;
@@ -143,6 +145,26 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
         tracing::warn!(error = %err, "relay: messages left unflushed at stop");
     }
     tracing::info!("relay stopped");
+}
+
+/// The round in the process's metrics: `relay_rounds_total{outcome}`
+/// (`ok`, `idle`: nothing to publish, `partial`: some rows acknowledged,
+/// `failed`), `relay_events_published_total`, and the duration of rounds
+/// that published.
+fn record_round(round: &Result<round::RoundReport, round::RoundError>, took: Duration) {
+    let outcome = match round {
+        Ok(report) if report.locked == 0 => "idle",
+        Ok(report) if report.failure.is_some() => "partial",
+        Ok(_) => "ok",
+        Err(_) => "failed",
+    };
+    metrics::counter!("relay_rounds_total", "outcome" => outcome).increment(1);
+    if let Ok(report) = round {
+        metrics::counter!("relay_events_published_total").increment(report.marked as u64);
+        if report.locked > 0 {
+            metrics::histogram!("relay_round_duration_seconds").record(took.as_secs_f64());
+        }
+    }
 }
 
 fn new_producer(brokers: &str) -> anyhow::Result<FutureProducer> {

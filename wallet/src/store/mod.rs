@@ -31,37 +31,43 @@ use crate::domain::{self, IdSource, NewEntry, Refusal};
 const CONFLICT_RETRIES_MAX: u32 = 5;
 
 /// A wallet as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Wallet {
     pub id: Uuid,
     pub user_id: String,
     #[serde(with = "wallet_events::money_str")]
+    #[schema(value_type = String, pattern = r"^-?[0-9]+\.[0-9]{4}$", example = "100.0000")]
     pub balance: Decimal,
     #[serde(serialize_with = "wallet_events::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "wallet_events::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: DateTime<Utc>,
 }
 
 /// A ledger entry as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     pub id: Uuid,
     pub wallet_id: Uuid,
     pub seq: i64,
     pub kind: EventKind,
     #[serde(with = "wallet_events::money_str")]
+    #[schema(value_type = String, pattern = r"^-?[0-9]+\.[0-9]{4}$", example = "100.0000")]
     pub amount: Decimal,
     #[serde(with = "wallet_events::money_str")]
+    #[schema(value_type = String, pattern = r"^-?[0-9]+\.[0-9]{4}$", example = "100.0000")]
     pub balance_after: Decimal,
     pub transfer_id: Option<Uuid>,
     pub counterparty_wallet_id: Option<Uuid>,
     #[serde(serialize_with = "wallet_events::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
 }
 
 /// What a transfer returns: both legs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TransferReceipt {
     pub transfer_id: Uuid,
     pub debit: LedgerEntry,
@@ -154,20 +160,45 @@ impl<D: WalletDb> Store<D> {
         Ok(self.db.ping().await?)
     }
 
-    pub async fn create_wallet(&self, user_id: &UserId) -> Result<Wallet, StoreError> {
+    /// Opens a wallet for `user_id`. With an idempotency key, a retry of
+    /// the same request answers the wallet the first one opened instead of
+    /// opening another.
+    pub async fn create_wallet(
+        &self,
+        user_id: &UserId,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Outcome<Wallet>, StoreError> {
+        retry_conflicts(|| self.create_wallet_once(user_id, idempotency)).await
+    }
+
+    async fn create_wallet_once(
+        &self,
+        user_id: &UserId,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Outcome<Wallet>, StoreError> {
         let (state, entry) = domain::open(user_id, &mut self.ids.clone());
         let mut tx = self.db.begin().await?;
+        // Without a key there is nothing to claim and nothing to lock.
+        if idempotency.is_some()
+            && let Err(replay) = claim_and_lock(&mut tx, idempotency, &[]).await?
+        {
+            return Ok(Outcome::Replayed(replay));
+        }
         let wallet = tx.insert_wallet(&state).await?;
+        let recorded = recorded_response(idempotency, &wallet);
         tx.write(Change {
             wallets: &[],
             entries: &[entry],
             at: wallet.created_at,
-            key: None,
-            response: None,
+            key: idempotency.map(|i| &i.key),
+            response: recorded.as_deref(),
         })
         .await?;
         tx.commit().await?;
-        Ok(wallet)
+        Ok(Outcome::Fresh {
+            data: wallet,
+            recorded,
+        })
     }
 
     pub async fn wallet(&self, id: Uuid) -> Result<Wallet, StoreError> {
