@@ -484,6 +484,13 @@ pub fn write_jsonl<T: Serialize>(out: &mut impl Write, records: &[T]) -> std::io
     Ok(())
 }
 
+/// Writes `records` to a new file at `path`, one JSON line each.
+pub fn write_jsonl_file<T: Serialize>(path: &Path, records: &[T]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(File::create(path)?);
+    write_jsonl(&mut out, records)?;
+    out.flush()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

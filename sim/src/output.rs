@@ -49,8 +49,8 @@ pub fn write_run(
             "real_ms": real.as_millis() as u64,
         }),
     )?;
-    write_lines(&dir.join("ops.jsonl"), &outcome.ops)?;
-    write_lines(&dir.join("chaos.jsonl"), &outcome.chaos)?;
+    run_log::write_jsonl_file(&dir.join("ops.jsonl"), &outcome.ops)?;
+    run_log::write_jsonl_file(&dir.join("chaos.jsonl"), &outcome.chaos)?;
     std::fs::write(
         dir.join("trace.jsonl"),
         outcome.trace_lines.join("\n") + "\n",
@@ -145,13 +145,6 @@ fn write_figures(dir: &Path, config: &SimConfig, outcome: &SeedOutcome) -> anyho
     };
     let _ = report;
     write_json(&dir.join("summary.json"), &serde_json::to_value(&summary)?)
-}
-
-fn write_lines<T: serde::Serialize>(path: &Path, records: &[T]) -> anyhow::Result<()> {
-    let mut out = BufWriter::new(std::fs::File::create(path)?);
-    run_log::write_jsonl(&mut out, records)?;
-    out.flush()?;
-    Ok(())
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {

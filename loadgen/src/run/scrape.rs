@@ -50,11 +50,7 @@ impl Scraper {
     pub async fn finish(self, path: &Path) -> anyhow::Result<()> {
         self.stop.cancel();
         let samples = self.task.await.context("the metrics scraper")?;
-        let mut out = std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        );
-        run_log::write_jsonl(&mut out, &samples)
-            .and_then(|()| std::io::Write::flush(&mut out))
+        run_log::write_jsonl_file(path, &samples)
             .with_context(|| format!("writing {}", path.display()))
     }
 }
