@@ -130,6 +130,10 @@ pub struct SystemOptions {
     pub database_prefix: String,
     /// Extra environment for the service processes (e.g. `RUST_LOG`).
     pub service_env: Vec<(String, String)>,
+    /// The secret the services verify bearer tokens with (`AUTH_SECRET`,
+    /// at least 32 bytes); `None` serves in open mode (`--open`: nothing
+    /// authenticated).
+    pub auth_secret: Option<String>,
     /// Put a fault proxy on each network link (client → each wallet
     /// instance, services → PostgreSQL, services → broker) so chaos can
     /// add latency, drop connections, partition and lose responses. Links
@@ -158,9 +162,32 @@ impl SystemOptions {
             session_timeout_ms: 6_000,
             database_prefix: format!("sys_{suffix}"),
             service_env: Vec::new(),
+            auth_secret: Some(random_secret()),
             network_faults: false,
         }
     }
+}
+
+/// A fresh token secret: two random UUIDs in hex (244 random bits).
+pub fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Where a system the harness did not start is reached
+/// ([`System::attach`]).
+#[derive(Debug, Clone)]
+pub struct External {
+    /// Each wallet instance's base URL (`http://host:port`).
+    pub wallet_urls: Vec<String>,
+    /// Each history instance's base URL.
+    pub history_urls: Vec<String>,
+    /// The wallet's and history's databases, which the checker reads.
+    pub wallet_db: String,
+    pub history_db: String,
 }
 
 /// The running system.
@@ -196,10 +223,12 @@ pub struct System {
     late_joins: u32,
 }
 
-/// One service process and where it serves.
+/// One service instance and where it serves.
 #[derive(Debug)]
 pub struct Instance {
-    pub process: ManagedProcess,
+    /// The process, when this system started it (none for a system it
+    /// [attached](System::attach) to).
+    pub process: Option<ManagedProcess>,
     /// `http://127.0.0.1:<port>`: the process itself (health checks).
     pub url: String,
     /// Where the load reaches it: its client-link proxy, else `url`.
@@ -344,7 +373,7 @@ impl System {
                     ))?;
                     let url = format!("http://127.0.0.1:{port}");
                     Ok(Instance {
-                        process,
+                        process: Some(process),
                         client_url: url.clone(),
                         url,
                     })
@@ -364,13 +393,7 @@ impl System {
             &service_history_db,
         )?;
         if options.network_faults {
-            for (index, wallet) in wallets.iter_mut().enumerate() {
-                let upstream = wallet.url.trim_start_matches("http://").parse()?;
-                let name = Link::ClientWallet(index).name();
-                let proxy = FaultProxy::start(&name, 0, upstream).await?;
-                wallet.client_url = format!("http://{}", proxy.local_addr());
-                proxies.client_wallet.push(proxy);
-            }
+            proxies.client_wallet = client_proxies(&mut wallets).await?;
         }
         let system = System {
             postgres,
@@ -380,6 +403,64 @@ impl System {
             kafka_brokers,
             broker_address,
             broker,
+            proxies,
+            wallet_url: wallets[0].url.clone(),
+            history_url: histories[0].url.clone(),
+            wallets,
+            histories,
+            options: SystemOptions { run_dir, ..options },
+            late_history: None,
+            late_joins: 0,
+        };
+        system.wait_ready(Role::Wallet).await?;
+        system.wait_ready(Role::History).await?;
+        Ok(system)
+    }
+
+    /// A system this harness did not start (a deployment, or `loadgen up`
+    /// in another process), reached at `external`'s addresses. It has no
+    /// process to signal, so chaos can act only on what the harness puts
+    /// in between: with [`SystemOptions::network_faults`], a fault proxy on
+    /// the link from the load to each wallet instance (the URL's host must
+    /// be reachable from here; only plain `http://`). Waits until every
+    /// instance answers its health check.
+    pub async fn attach(options: SystemOptions, external: External) -> Result<System> {
+        std::fs::create_dir_all(&options.run_dir)
+            .with_context(|| format!("creating {}", options.run_dir.display()))?;
+        let run_dir = std::path::absolute(&options.run_dir)?;
+        if external.wallet_urls.is_empty() || external.history_urls.is_empty() {
+            bail!("an attached system needs a wallet and a history URL");
+        }
+        let instances = |urls: &[String]| -> Result<Vec<Instance>> {
+            urls.iter()
+                .map(|url| {
+                    let url = url.trim_end_matches('/').to_owned();
+                    if !url.starts_with("http://") {
+                        bail!("{url}: only http:// URLs can be reached (and proxied) from here");
+                    }
+                    Ok(Instance {
+                        process: None,
+                        client_url: url.clone(),
+                        url,
+                    })
+                })
+                .collect()
+        };
+        let mut wallets = instances(&external.wallet_urls)?;
+        let histories = instances(&external.history_urls)?;
+        let mut proxies = Proxies::default();
+        if options.network_faults {
+            proxies.client_wallet = client_proxies(&mut wallets).await?;
+        }
+        let brokers = options.kafka_brokers.clone().unwrap_or_default();
+        let system = System {
+            postgres: None,
+            admin_url: external.wallet_db.clone(),
+            wallet_db: external.wallet_db,
+            history_db: external.history_db,
+            kafka_brokers: brokers.clone(),
+            broker_address: brokers,
+            broker: None,
             proxies,
             wallet_url: wallets[0].url.clone(),
             history_url: histories[0].url.clone(),
@@ -412,8 +493,10 @@ impl System {
                 Some(url) => wait_for_http_ok(&format!("{url}/health"), within).await,
                 None => bail!("there is no {}", instance_name(role, index)),
             },
-            Role::Broker => match self.broker_address.split(',').next() {
+            // An attached system's broker is not known here: nothing to wait for.
+            Role::Broker => match self.broker_address.split(',').find(|a| !a.is_empty()) {
                 Some(address) => wait_for_tcp(address.parse()?, within).await,
+                None if self.broker.is_none() => Ok(()),
                 None => bail!("no broker address"),
             },
             Role::Postgres => match &self.postgres {
@@ -478,8 +561,8 @@ impl System {
     /// The process of instance `index` of `role`, if this system started it.
     pub fn instance_mut(&mut self, role: Role, index: usize) -> Option<&mut ManagedProcess> {
         match role {
-            Role::Wallet => self.wallets.get_mut(index).map(|i| &mut i.process),
-            Role::History => self.histories.get_mut(index).map(|i| &mut i.process),
+            Role::Wallet => self.wallets.get_mut(index)?.process.as_mut(),
+            Role::History => self.histories.get_mut(index)?.process.as_mut(),
             Role::Broker => self.broker.as_mut().filter(|_| index == 0),
             Role::Postgres => self
                 .postgres
@@ -505,6 +588,9 @@ impl System {
     pub async fn start_late_history(&mut self) -> Result<Option<u32>> {
         if self.late_history.is_some() {
             bail!("a late history instance is already running");
+        }
+        if self.histories.iter().all(|i| i.process.is_none()) {
+            bail!("history was not started by this run: it starts no instance of its own");
         }
         self.late_joins += 1;
         let name = format!("history-late-{}", self.late_joins);
@@ -548,7 +634,9 @@ impl System {
         let grace = Duration::from_millis(STOP_GRACE_MS);
         self.stop_late_history().await?;
         for instance in self.histories.iter_mut().chain(self.wallets.iter_mut()) {
-            stop_service(&mut instance.process, grace).await?;
+            if let Some(process) = instance.process.as_mut() {
+                stop_service(process, grace).await?;
+            }
         }
         if let Some(broker) = self.broker.as_mut() {
             broker.terminate(grace).await?;
@@ -567,6 +655,28 @@ impl System {
         }
         Ok(())
     }
+}
+
+/// A fault proxy in front of each wallet instance, which the load then
+/// reaches through ([`Instance::client_url`]).
+async fn client_proxies(wallets: &mut [Instance]) -> Result<Vec<FaultProxy>> {
+    let mut proxies = Vec::new();
+    for (index, wallet) in wallets.iter_mut().enumerate() {
+        let authority = wallet
+            .url
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        let upstream = tokio::net::lookup_host(authority)
+            .await
+            .with_context(|| format!("resolving {}", wallet.url))?
+            .next()
+            .with_context(|| format!("{} resolves to no address", wallet.url))?;
+        let name = Link::ClientWallet(index).name();
+        let proxy = FaultProxy::start(&name, 0, upstream).await?;
+        wallet.client_url = format!("http://{}", proxy.local_addr());
+        proxies.push(proxy);
+    }
+    Ok(proxies)
 }
 
 /// SIGTERM, then SIGKILL after `grace`; reaped. A paused process is
@@ -643,6 +753,12 @@ fn service_spec(
             "KAFKA_SESSION_TIMEOUT_MS",
             options.session_timeout_ms.to_string(),
         ),
+    };
+    // Both set, so a value the harness's own environment holds is never
+    // inherited (an empty AUTH_SECRET counts as none).
+    spec = match &options.auth_secret {
+        Some(secret) => spec.env("AUTH_SECRET", secret).env("AUTH_OPEN", "false"),
+        None => spec.env("AUTH_SECRET", "").env("AUTH_OPEN", "true"),
     };
     for (key, value) in &options.service_env {
         spec = spec.env(key, value);

@@ -7,14 +7,17 @@ use std::{fmt::Write, time::Duration};
 use axum::{
     Json, Router,
     extract::{Query, State, rejection::QueryRejection},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
 };
 use chrono::{DateTime, Datelike, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use service_kit::PathSegment;
+use service_kit::{
+    PathSegment,
+    auth::{Auth, AuthError},
+};
 use sqlx::{PgPool, Row, postgres::PgRow};
 use uuid::Uuid;
 use wallet_events::{Envelope, EventKind, UserId, UserIdError};
@@ -31,6 +34,8 @@ const HEALTH_TIMEOUT_MS: u64 = 2_000;
 pub struct AppState {
     pub pool: PgPool,
     pub consumer: SharedStatus,
+    /// Who may call.
+    pub auth: Auth,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -59,6 +64,10 @@ pub enum ApiError {
     InvalidQuery(String),
     #[error("{0}")]
     InvalidUserId(#[from] UserIdError),
+    /// No, a bad or an expired token (401), or a caller the rules refuse
+    /// (403).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -82,12 +91,16 @@ impl From<sqlx::Error> for ApiError {
 impl ApiError {
     /// Every code [`ApiError::status_and_code`] can give (the OpenAPI
     /// document lists them; a unit test keeps the two in step).
-    pub const CODES: [&'static str; 9] = [
+    pub const CODES: [&'static str; 13] = [
         "invalid_wallet_id",
         "invalid_limit",
         "invalid_cursor",
         "invalid_query",
         "invalid_user_id",
+        "missing_token",
+        "invalid_token",
+        "token_expired",
+        "forbidden",
         "not_found",
         "method_not_allowed",
         "service_unavailable",
@@ -101,6 +114,7 @@ impl ApiError {
             ApiError::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
             ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             ApiError::InvalidUserId(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_user_id"),
+            ApiError::Auth(auth) => auth.status_and_code(),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
@@ -111,6 +125,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Auth(auth) = self {
+            return auth.into_response();
+        }
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = ?cause, "request failed");
         }
@@ -174,6 +191,7 @@ const COLUMNS: &str = "event_id, wallet_id, user_id, seq, kind, amount, balance_
     get,
     path = "/wallets/{id}/history",
     tag = "history",
+    security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "The wallet's id"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Entries per page (default 50)"),
@@ -182,6 +200,8 @@ const COLUMNS: &str = "event_id, wallet_id, user_id, seq, kind, amount, balance_
     responses(
         (status = 200, description = "A page of the wallet's entries (empty for a wallet history has not seen)", body = Envelope<Page>),
         (status = 400, description = "`invalid_wallet_id`, `invalid_limit`, `invalid_cursor`, `invalid_query`", body = ErrorEnvelope),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`", body = ErrorEnvelope),
+        (status = 403, description = "`forbidden`: another user's wallet", body = ErrorEnvelope),
         (status = 500, description = "`internal_error`", body = ErrorEnvelope),
         (status = 503, description = "`service_unavailable`", body = ErrorEnvelope),
     )
@@ -189,9 +209,11 @@ const COLUMNS: &str = "event_id, wallet_id, user_id, seq, kind, amount, balance_
 #[tracing::instrument(skip_all, fields(wallet_id))]
 pub(crate) async fn wallet_history(
     State(state): State<AppState>,
+    headers: HeaderMap,
     PathSegment(id): PathSegment,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Envelope<Page>>, ApiError> {
+    let caller = state.auth.caller(&headers)?;
     // A segment that is not text is no UUID either.
     let id = id.unwrap_or_else(|| "(not UTF-8)".into());
     let wallet_id = Uuid::parse_str(&id)
@@ -214,6 +236,13 @@ pub(crate) async fn wallet_history(
     .fetch_all(&state.pool)
     .await?;
     let page = paginate(rows, limit, |last| last.seq.to_string())?;
+    // Every entry names the wallet's owner; a page with none shows nothing.
+    if let Some(entry) = page.entries.first() {
+        caller.require(
+            caller.acts_for(&entry.user_id),
+            "read another user's wallet history",
+        )?;
+    }
     Ok(Json(Envelope::ok(page)))
 }
 
@@ -222,6 +251,7 @@ pub(crate) async fn wallet_history(
     get,
     path = "/users/{id}/activity",
     tag = "history",
+    security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "The user's id", min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Entries per page (default 50)"),
@@ -231,6 +261,8 @@ pub(crate) async fn wallet_history(
         (status = 200, description = "A page of the user's entries", body = Envelope<Page>),
         (status = 400, description = "`invalid_limit`, `invalid_cursor`, `invalid_query`", body = ErrorEnvelope),
         (status = 422, description = "`invalid_user_id`", body = ErrorEnvelope),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`", body = ErrorEnvelope),
+        (status = 403, description = "`forbidden`: another user's activity", body = ErrorEnvelope),
         (status = 500, description = "`internal_error`", body = ErrorEnvelope),
         (status = 503, description = "`service_unavailable`", body = ErrorEnvelope),
     )
@@ -238,10 +270,16 @@ pub(crate) async fn wallet_history(
 #[tracing::instrument(skip_all)]
 pub(crate) async fn user_activity(
     State(state): State<AppState>,
+    headers: HeaderMap,
     PathSegment(user_id): PathSegment,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Envelope<Page>>, ApiError> {
+    let caller = state.auth.caller(&headers)?;
     let user_id = UserId::parse(&user_id.ok_or(UserIdError)?)?;
+    caller.require(
+        caller.acts_for(user_id.as_str()),
+        "read another user's activity",
+    )?;
     let Query(query) = query?;
     let limit = limit(query.limit.as_deref())?;
     let cursor = query.cursor.as_deref().map(activity_cursor).transpose()?;
@@ -380,6 +418,10 @@ mod tests {
             ApiError::InvalidCursor,
             ApiError::InvalidQuery(String::new()),
             ApiError::InvalidUserId(UserIdError),
+            ApiError::Auth(AuthError::MissingToken),
+            ApiError::Auth(AuthError::InvalidToken),
+            ApiError::Auth(AuthError::TokenExpired),
+            ApiError::Auth(AuthError::Forbidden("x")),
             ApiError::NotFound,
             ApiError::MethodNotAllowed,
             ApiError::Unavailable(String::new()),

@@ -38,6 +38,9 @@ pub struct Config {
     #[command(flatten)]
     pub connections: service_kit::Connections,
 
+    #[command(flatten)]
+    pub auth: service_kit::auth::AuthArgs,
+
     /// Consumer group.
     #[arg(long, env = "KAFKA_GROUP_ID", default_value = "history-service-group")]
     pub kafka_group_id: String,
@@ -76,6 +79,7 @@ pub struct Config {
 
 /// The whole service: database, consumer, HTTP, until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let auth = config.auth.auth("history")?;
     let metrics = service_kit::metrics::install()?;
     let pool = service_kit::connect_and_migrate(
         &config.connections.database_url,
@@ -114,6 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let app = router(AppState {
         pool: pool.clone(),
         consumer: status.clone(),
+        auth,
     })
     .merge(service_kit::metrics::route(
         metrics,

@@ -18,6 +18,7 @@ use std::{
 use goose::{config::GooseConfiguration, prelude::*};
 use run_log::{Attempt, Observed, OpKind, OpRecord, Outcome};
 use serde_json::json;
+use service_kit::auth::Bearers;
 use uuid::Uuid;
 
 use workload::{PlannedOp, Retry, Workload};
@@ -55,6 +56,9 @@ pub struct LoadContext {
     pub recorder: Arc<Recorder>,
     pub ops: OpsSink,
     pub started_wall: chrono::DateTime<chrono::Utc>,
+    /// Each operation goes out with its wallet owner's token (a fund with
+    /// the admin's); none against a system in open mode.
+    pub bearers: Option<Arc<Bearers>>,
 }
 
 /// How long an idle user of an open-model load waits for an arrival before
@@ -163,7 +167,7 @@ async fn run_arrival(
 
 /// The HTTP request that carries an operation, the same on every attempt
 /// but for the instance it goes to.
-struct OpRequest {
+struct OpRequest<'a> {
     kind: OpKind,
     endpoint: &'static str,
     method: GooseMethod,
@@ -171,11 +175,13 @@ struct OpRequest {
     path: String,
     body: Option<serde_json::Value>,
     key: Option<String>,
+    /// The `Authorization` header.
+    bearer: Option<&'a str>,
     /// The slot: picks the instance of the first attempt.
     slot: u64,
 }
 
-impl OpRequest {
+impl OpRequest<'_> {
     /// Attempt `attempt`'s URL: instance `slot + attempt` of `bases`.
     fn url(&self, bases: &[String], attempt: usize) -> String {
         let turn = self.slot.wrapping_add(attempt as u64);
@@ -190,7 +196,7 @@ impl OpRequest {
 impl LoadContext {
     /// Slot `slot`'s operation: its record before any attempt, and its
     /// request.
-    fn operation(&self, slot: u64, intended: Instant) -> (OpRecord, OpRequest) {
+    fn operation(&self, slot: u64, intended: Instant) -> (OpRecord, OpRequest<'_>) {
         let planned = self.workload.op(slot);
         let op_id = self.op_id_base + slot;
         let wallet = self.wallet_ids[planned.wallet_index as usize];
@@ -223,6 +229,13 @@ impl LoadContext {
             latency_us: 0,
             attempts: Vec::new(),
         };
+        let bearer = self
+            .bearers
+            .as_deref()
+            .and_then(|bearers| match planned.kind {
+                OpKind::Fund => Some(bearers.admin()),
+                _ => bearers.user(&self.workload.owner(planned.wallet_index)),
+            });
         let request = OpRequest {
             kind: planned.kind,
             endpoint,
@@ -230,13 +243,14 @@ impl LoadContext {
             path,
             body,
             key,
+            bearer,
             slot,
         };
         (pending, request)
     }
 
     /// The instances a request may go to.
-    fn bases(&self, request: &OpRequest) -> &[String] {
+    fn bases(&self, request: &OpRequest<'_>) -> &[String] {
         match request.kind {
             OpKind::GetHistory => &self.history_urls,
             _ => &self.wallet_urls,
@@ -290,7 +304,7 @@ pub fn endpoint_of(kind: OpKind) -> &'static str {
 /// retries are spent); every attempt, timed from the intended start.
 async fn attempt_until_settled(
     user: &mut GooseUser,
-    request: &OpRequest,
+    request: &OpRequest<'_>,
     bases: &[String],
     intended: Instant,
 ) -> Result<Vec<Attempt>, Box<TransactionError>> {
@@ -302,6 +316,9 @@ async fn attempt_until_settled(
         let mut builder = user.get_request_builder(&request.method, &url)?;
         if let Some(key) = &request.key {
             builder = builder.header("Idempotency-Key", key);
+        }
+        if let Some(bearer) = request.bearer {
+            builder = builder.header("Authorization", bearer);
         }
         if let Some(body) = &request.body {
             builder = builder.json(body);

@@ -31,6 +31,8 @@ pub enum Command {
     Sim(sim::cli::SimArgs),
     /// Measure the system against a SQL-only model of a transfer on one private, durable PostgreSQL: throughput, latency at full and half load, history lag, catch-up after a broker outage, CPU per transfer, load generator cost (exit 0 every target met, 1 an invariant violated, 2 the bench failed, 3 a target missed).
     Bench(BenchArgs),
+    /// Print a bearer token for a user (--user) or the admin (--admin), signed with AUTH_SECRET: what a client of the services sends as `Authorization: Bearer <token>`.
+    Token(TokenArgs),
     /// Run one process role in the foreground (the harness starts these).
     #[command(subcommand)]
     Serve(Serve),
@@ -93,6 +95,29 @@ pub struct BenchArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("subject").required(true).args(["user", "admin"]))]
+pub struct TokenArgs {
+    /// The user the token names: it may open, read and move money out of
+    /// that user's wallets, nothing else.
+    #[arg(long, value_name = "USER_ID")]
+    pub user: Option<String>,
+
+    /// A token for the operator: funds wallets, reads everything, opens
+    /// wallets for anyone; moves no one's money.
+    #[arg(long)]
+    pub admin: bool,
+
+    /// How long the token is valid (e.g. 15m, 1h, 30d).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub ttl: std::time::Duration,
+
+    /// The services' token secret (at least 32 bytes). `loadgen up` prints
+    /// the one it started the services with.
+    #[arg(long, env = "AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: String,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
     /// PostgreSQL URL of the history database.
     #[arg(long, env = "HISTORY_DB")]
@@ -119,6 +144,79 @@ pub struct InfraArgs {
     /// before moving a dead consumer's partitions.
     #[arg(long, default_value_t = 6_000)]
     pub session_timeout_ms: u32,
+
+    /// Serve the services in open mode: no authentication at all (they
+    /// warn loudly), and clients send no tokens. Default: a fresh token
+    /// secret; clients send the owner's or the admin's token.
+    #[arg(long)]
+    pub open: bool,
+}
+
+/// A system this run did not start: a deployment, a cluster, or `loadgen
+/// up` in another process.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "A system this run did not start")]
+pub struct ExternalArgs {
+    /// Load and check the system at this wallet URL (`http://host:port`;
+    /// repeat for each instance) instead of starting one. Needs
+    /// --history-url, --wallet-db and --history-db. Faults act only on what
+    /// the harness can reach (latency, drops, partitions and lost answers
+    /// on the link to each wallet instance, through a local proxy); the
+    /// others are skipped, and the report lists them. The databases should
+    /// hold nothing but this run's work: the checker holds every ledger row
+    /// to an operation of the run.
+    #[arg(long = "wallet-url", value_name = "URL", requires_all = ["history_urls", "wallet_db", "history_db"])]
+    pub wallet_urls: Vec<String>,
+
+    /// The history service's URL (repeat for each instance).
+    #[arg(long = "history-url", value_name = "URL", requires = "wallet_urls")]
+    pub history_urls: Vec<String>,
+
+    /// PostgreSQL URL of the wallet's database (read by the checker).
+    #[arg(long, value_name = "URL", requires = "wallet_urls")]
+    pub wallet_db: Option<String>,
+
+    /// PostgreSQL URL of the history database (read by the checker).
+    #[arg(long, value_name = "URL", requires = "wallet_urls")]
+    pub history_db: Option<String>,
+
+    /// The attached services' token secret, to mint the load's tokens
+    /// (with --open: none, for a system in open mode). A system this run
+    /// starts gets a fresh secret instead.
+    #[arg(long, env = "AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+}
+
+impl ExternalArgs {
+    /// The system to attach to and the secret to mint tokens with (none
+    /// when it is `open`), or `None` to start one.
+    pub fn attach(
+        &self,
+        open: bool,
+    ) -> anyhow::Result<Option<(harness::system::External, Option<String>)>> {
+        if self.wallet_urls.is_empty() {
+            return Ok(None);
+        }
+        let (Some(wallet_db), Some(history_db)) = (&self.wallet_db, &self.history_db) else {
+            anyhow::bail!("--wallet-url needs --wallet-db and --history-db");
+        };
+        let secret = match (open, self.auth_secret.as_deref().filter(|s| !s.is_empty())) {
+            (true, _) => None,
+            (false, Some(secret)) => Some(secret.to_owned()),
+            (false, None) => anyhow::bail!(
+                "the system at {} checks tokens: set AUTH_SECRET to its services' secret \
+                 (or pass --open if it runs in open mode)",
+                self.wallet_urls[0]
+            ),
+        };
+        let external = harness::system::External {
+            wallet_urls: self.wallet_urls.clone(),
+            history_urls: self.history_urls.clone(),
+            wallet_db: wallet_db.clone(),
+            history_db: history_db.clone(),
+        };
+        Ok(Some((external, secret)))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +243,12 @@ pub struct UpArgs {
     /// Send a little demo traffic (two wallets, a fund, a transfer) and show the history it produced.
     #[arg(long)]
     pub demo: bool,
+
+    /// Also write the system's URLs, database URLs and credentials
+    /// (AUTH_SECRET, ADMIN_TOKEN) to FILE as KEY=value lines, for scripts
+    /// (`set -a; . FILE`) and `run --wallet-url ...`.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +320,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub infra: InfraArgs,
+
+    #[command(flatten)]
+    pub external: ExternalArgs,
 
     /// Set by a caller that runs experiments as a library (`bench`): the
     /// command recorded as the way to replay the run, instead of this

@@ -4,6 +4,7 @@
 //!   converge, check, report ([`run`]); its exit code is the verdict.
 //! - `loadgen scenarios`: the built-in scenarios (`workload::scenario`).
 //! - `loadgen up`: the system on fixed local ports until Ctrl-C.
+//! - `loadgen token`: a bearer token for a user or the admin ([`auth`]).
 //! - `loadgen sim`: the deterministic simulation (the `sim` crate).
 //! - `loadgen bench`: the system beside a SQL-only model of a transfer on
 //!   one durable PostgreSQL ([`bench`]).
@@ -18,6 +19,7 @@
 
 pub mod arrivals;
 pub mod attack;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod recorder;
@@ -52,6 +54,7 @@ pub fn main(cli: Cli) -> ExitCode {
             }
             Command::Sim(_) => unreachable!("dispatched before the runtime starts"),
             Command::ReplayDeadLetters(args) => replay_dead_letters(&args.history_db).await,
+            Command::Token(args) => auth::token(&args).map(|()| ExitCode::SUCCESS),
             Command::Scenarios => {
                 for scenario in workload::scenario::builtin() {
                     println!("{:<10} {}", scenario.name, scenario.description);

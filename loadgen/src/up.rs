@@ -3,11 +3,17 @@
 
 use std::time::Duration;
 
+use std::path::Path;
+
 use anyhow::Context;
 use harness::system::{Launcher, System, SystemOptions};
 use serde_json::{Value, json};
+use service_kit::auth::{Keys, Subject, unix_now};
 
 use crate::cli::UpArgs;
+
+/// How long the admin token `up` prints lasts: a working day.
+const ADMIN_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating this executable")?;
@@ -27,6 +33,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         session_timeout_ms: args.infra.session_timeout_ms,
         database_prefix: format!("up_{}", std::process::id()),
         service_env: Vec::new(),
+        auth_secret: (!args.infra.open).then(harness::system::random_secret),
         network_faults: false,
     };
     println!(
@@ -39,8 +46,28 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("broker   {}", system.kafka_brokers);
     println!("wallet database   {}", system.wallet_db);
     println!("history database  {}", system.history_db);
+    let admin = match &system.options.auth_secret {
+        None => {
+            println!("OPEN MODE: the services authenticate no one");
+            None
+        }
+        Some(secret) => {
+            let keys = Keys::new(secret.as_bytes())?;
+            let admin = keys.mint(&Subject::Admin, unix_now(), ADMIN_TOKEN_TTL);
+            println!("export AUTH_SECRET={secret}");
+            println!("export ADMIN_TOKEN={admin}");
+            println!(
+                "(tokens: `loadgen token --user alice` with AUTH_SECRET set; send \
+                 `Authorization: Bearer <token>`)"
+            );
+            Some(keys)
+        }
+    };
+    if let Some(env_file) = &args.env_file {
+        write_env_file(env_file, &system, admin.as_ref())?;
+    }
     if args.demo
-        && let Err(err) = demo(&system).await
+        && let Err(err) = demo(&system, admin.as_ref()).await
     {
         eprintln!("demo traffic failed: {err:#}");
     }
@@ -54,19 +81,55 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Two wallets, a fund and a transfer, then the history it produced.
-async fn demo(system: &System) -> anyhow::Result<()> {
+/// The addresses and credentials of the system, as `KEY=value` lines a
+/// shell or a script can source (`set -a; . FILE`).
+fn write_env_file(path: &Path, system: &System, keys: Option<&Keys>) -> anyhow::Result<()> {
+    let mut text = format!(
+        "WALLET_URL={}\nHISTORY_URL={}\nKAFKA_BROKERS={}\nWALLET_DB={}\nHISTORY_DB={}\n",
+        system.wallet_url,
+        system.history_url,
+        system.kafka_brokers,
+        system.wallet_db,
+        system.history_db
+    );
+    if let (Some(secret), Some(keys)) = (&system.options.auth_secret, keys) {
+        let admin = keys.mint(&Subject::Admin, unix_now(), ADMIN_TOKEN_TTL);
+        text.push_str(&format!("AUTH_SECRET={secret}\nADMIN_TOKEN={admin}\n"));
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Two wallets, a fund and a transfer, then the history it produced: as
+/// each owner and the admin, unless the system is open.
+async fn demo(system: &System, keys: Option<&Keys>) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    let post = |path: String, body: Value| {
-        let http = http.clone();
-        let url = format!("{}{path}", system.wallet_url);
+    let bearer =
+        |subject: Subject| keys.map(|keys| keys.bearer(&subject, unix_now(), ADMIN_TOKEN_TTL));
+    let user = |name: &str| Subject::user(name).expect("a valid user id");
+    let (alice_token, bob_token, admin_token) = (
+        bearer(user("alice")),
+        bearer(user("bob")),
+        bearer(Subject::Admin),
+    );
+    let post = |path: String, body: Value, token: Option<String>| {
+        let mut request = http
+            .post(format!("{}{path}", system.wallet_url))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.header("Authorization", token);
+        }
         async move {
-            let reply: Value = http.post(url).json(&body).send().await?.json().await?;
+            let reply: Value = request.send().await?.json().await?;
             anyhow::Ok(reply)
         }
     };
-    let alice = post("/wallets".into(), json!({"user_id": "alice"})).await?;
-    let bob = post("/wallets".into(), json!({"user_id": "bob"})).await?;
+    let alice = post(
+        "/wallets".into(),
+        json!({"user_id": "alice"}),
+        alice_token.clone(),
+    )
+    .await?;
+    let bob = post("/wallets".into(), json!({"user_id": "bob"}), bob_token).await?;
     let alice_id = alice["data"]["id"]
         .as_str()
         .context("no wallet id")?
@@ -78,17 +141,23 @@ async fn demo(system: &System) -> anyhow::Result<()> {
     post(
         format!("/wallets/{alice_id}/fund"),
         json!({"amount": "100.00"}),
+        admin_token,
     )
     .await?;
     let transfer = post(
         format!("/wallets/{alice_id}/transfer"),
         json!({"to_wallet_id": bob_id, "amount": "30.00"}),
+        alice_token.clone(),
     )
     .await?;
     println!("demo transfer: {}", transfer["data"]);
     for _ in 0..50 {
         let url = format!("{}/wallets/{alice_id}/history", system.history_url);
-        let history: Value = http.get(url).send().await?.json().await?;
+        let mut request = http.get(url);
+        if let Some(token) = &alice_token {
+            request = request.header("Authorization", token);
+        }
+        let history: Value = request.send().await?.json().await?;
         let entries = history["data"]["entries"]
             .as_array()
             .map(Vec::len)

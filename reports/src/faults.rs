@@ -2,7 +2,7 @@
 //! in seconds since the load started.
 
 use chrono::{DateTime, Utc};
-use run_log::{ChaosEvent, FaultKind};
+use run_log::{ChaosEvent, FaultKind, FaultPhase};
 
 /// One fault, from injection to recovery.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,8 +29,40 @@ impl FaultSpan {
     }
 }
 
-/// One span per fault, in injection order: `run_log::fault_windows` put on
-/// the load's time axis. Every event's `at` is the load start plus its
+/// A fault the run planned but did not inject (its part is not this
+/// run's, or not running), with the runner's reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkippedFault {
+    pub fault_id: u32,
+    pub kind: FaultKind,
+    pub target: String,
+    pub reason: String,
+}
+
+/// The faults `chaos.jsonl` records as skipped (an injection whose detail
+/// says `skipped: ...`), in plan order.
+pub fn skipped_faults(events: &[ChaosEvent]) -> Vec<SkippedFault> {
+    let mut skipped: Vec<SkippedFault> = events
+        .iter()
+        .filter(|e| e.phase == FaultPhase::Injected && e.detail.starts_with("skipped"))
+        .map(|e| SkippedFault {
+            fault_id: e.fault_id,
+            kind: e.kind,
+            target: e.target.clone(),
+            reason: e
+                .detail
+                .trim_start_matches("skipped")
+                .trim_start_matches(':')
+                .trim()
+                .to_owned(),
+        })
+        .collect();
+    skipped.sort_by_key(|f| f.fault_id);
+    skipped
+}
+
+/// One span per fault injected, in injection order: `run_log::fault_windows` put on
+/// the load's time axis (a skipped fault has none). Every event's `at` is the load start plus its
 /// `offset_ms` (one monotonic clock, see `chaos::log`), so any event gives
 /// the origin.
 pub fn fault_spans(events: &[ChaosEvent]) -> Vec<FaultSpan> {
@@ -39,8 +71,10 @@ pub fn fault_spans(events: &[ChaosEvent]) -> Vec<FaultSpan> {
     };
     let origin = first.at - chrono::Duration::milliseconds(first.offset_ms as i64);
     let seconds = |at: DateTime<Utc>| (at - origin).num_milliseconds() as f64 / 1000.0;
+    let skipped: Vec<u32> = skipped_faults(events).iter().map(|f| f.fault_id).collect();
     run_log::fault_windows(events)
         .into_iter()
+        .filter(|window| !skipped.contains(&window.fault_id))
         .map(|window| FaultSpan {
             fault_id: window.fault_id,
             kind: window.kind,
@@ -87,6 +121,32 @@ mod tests {
             pid: Some(7),
             detail: String::new(),
         }
+    }
+
+    #[test]
+    fn a_skipped_fault_has_no_span_and_is_listed_with_its_reason() {
+        let mut skipped = event(3, FaultPhase::Injected, 7_000);
+        skipped.kind = FaultKind::BrokerKill;
+        skipped.detail = "skipped: not started by this run".into();
+        let mut healed = skipped.clone();
+        healed.phase = FaultPhase::Healed;
+        let events = [
+            event(1, FaultPhase::Injected, 5_000),
+            skipped,
+            healed,
+            event(1, FaultPhase::Healed, 9_000),
+        ];
+        let spans = fault_spans(&events);
+        assert_eq!(spans.iter().map(|s| s.fault_id).collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            skipped_faults(&events),
+            [SkippedFault {
+                fault_id: 3,
+                kind: FaultKind::BrokerKill,
+                target: "history".into(),
+                reason: "not started by this run".into(),
+            }]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use run_log::service_metrics::{self, ServiceSecond};
 
 use crate::{
     charts::{SecondOutcomes, TimeAxis},
-    faults::{FaultSpan, fault_spans},
+    faults::{FaultSpan, SkippedFault, fault_spans, skipped_faults},
     latency::{self, PercentilePoint, SecondLatency},
     recovery::{self, FaultRecovery, SystemSecond},
     run_dir::RunData,
@@ -17,6 +17,8 @@ use crate::{
 pub struct RunModel<'a> {
     pub data: &'a RunData,
     pub spans: Vec<FaultSpan>,
+    /// Faults planned but not injected, with why.
+    pub skipped: Vec<SkippedFault>,
     pub axis: TimeAxis,
     /// Per endpoint (summary order): its latency per second.
     pub latency: Vec<(String, Vec<SecondLatency>)>,
@@ -58,6 +60,7 @@ impl<'a> RunModel<'a> {
         let recoveries = recovery::recoveries(&spans, &system, load_end_s);
         Self {
             data,
+            skipped: skipped_faults(&data.chaos),
             spans,
             axis,
             latency,

@@ -250,6 +250,13 @@ fn facts_section(model: &RunModel) -> Markup {
                         (span.label()) " on " (span.target) " at " (format!("{:.1}", span.injected_s)) " s; "
                     }
                 } }
+                @if !model.skipped.is_empty() {
+                    tr { th { "faults skipped" } td {
+                        @for fault in &model.skipped {
+                            "#" (fault.fault_id) " " (fault.kind) " on " (fault.target) ": " (fault.reason) "; "
+                        }
+                    } }
+                }
                 tr { th { "convergence" } td {
                     @if c.converged { "history caught up " (format!("{:.1}", c.took_ms as f64 / 1000.0)) " s after healing" }
                     @else { span.fail { "history did not catch up within " (c.bound_ms / 1000) " s" } }

@@ -1,11 +1,12 @@
 //! What the wallet and history services do the same way at their edges:
-//! logging set-up, serving HTTP with a graceful shutdown, turning
+//! who may call ([`auth`]), logging set-up, serving HTTP with a graceful shutdown, turning
 //! SIGTERM/SIGINT into a cancellation, reaching a database that may still
 //! be starting (or restarting under chaos) before migrating it, the
 //! one bounded [`Backoff`] every retry loop uses, the Prometheus metrics
 //! both expose ([`metrics`]) and what their OpenAPI documents share
 //! ([`openapi`]).
 
+pub mod auth;
 mod backoff;
 pub mod canary;
 pub mod metrics;

@@ -80,9 +80,30 @@ fn openapi_json() {}
 #[allow(dead_code)] // the route is `crate::metrics::route`'s
 fn metrics() {}
 
-/// `api` with the shared operations, as served: pretty JSON.
+/// The scheme every protected operation names (`security(("bearer" =
+/// []))`): a JWT bearer token ([`crate::auth`]).
+pub const BEARER: &str = "bearer";
+
+/// `api` with the shared operations and the bearer scheme, as served:
+/// pretty JSON.
 pub fn document(mut api: utoipa::openapi::OpenApi) -> String {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     api.merge(Operations::openapi());
+    api.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A token naming a user or the admin, signed with the system's AUTH_SECRET \
+                     (`loadgen token`). A service started with --open checks none.",
+                    ))
+                    .build(),
+            ),
+        );
     api.to_pretty_json()
         .expect("an OpenAPI document always serializes")
 }

@@ -13,6 +13,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use run_log::{Attempt, Observed, OpKind, OpRecord, Outcome};
 use serde_json::{Value, json};
+use service_kit::auth::Bearers;
 use uuid::Uuid;
 use workload::{PlannedWallet, Retry, Workload};
 
@@ -24,23 +25,42 @@ use crate::{
 /// The operation log of a simulated run.
 pub type OpsLog = Rc<RefCell<Vec<OpRecord>>>;
 
-/// Creates and funds the seed's wallets through wallet instance 0, as a
-/// live run's set-up does; returns their ids by index.
+/// How long the clients' tokens last: longer than any simulated run.
+const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Tokens for the admin and every owner of the seed's wallets, as a live
+/// run mints them.
+pub fn bearers(cluster: &Cluster, workload: &Workload) -> Bearers {
+    let owners: Vec<String> = workload.wallets().into_iter().map(|w| w.user_id).collect();
+    Bearers::mint(
+        &cluster.keys,
+        owners.iter().map(String::as_str),
+        crate::cluster::unix_now(),
+        TOKEN_TTL,
+    )
+    .expect("the workload's user ids are valid")
+}
+
+/// Creates (as each owner) and funds (as the admin) the seed's wallets
+/// through wallet instance 0, as a live run's set-up does; returns their
+/// ids by index.
 pub async fn setup(
     cluster: &Rc<Cluster>,
     workload: &Workload,
+    bearers: &Bearers,
     seed: u64,
     ops: &OpsLog,
 ) -> Vec<Uuid> {
     let mut ids = Vec::new();
     for wallet in workload.wallets() {
-        ids.push(setup_wallet(cluster, seed, &wallet, ops).await);
+        ids.push(setup_wallet(cluster, bearers, seed, &wallet, ops).await);
     }
     ids
 }
 
 async fn setup_wallet(
     cluster: &Rc<Cluster>,
+    bearers: &Bearers,
     seed: u64,
     wallet: &PlannedWallet,
     ops: &OpsLog,
@@ -52,6 +72,7 @@ async fn setup_wallet(
         method: Method::POST,
         path: "/wallets".into(),
         body: Some(body),
+        bearer: bearers.user(&wallet.user_id),
         key: None,
         intended: started,
         kind: OpKind::CreateWallet,
@@ -80,6 +101,7 @@ async fn setup_wallet(
         method: Method::POST,
         path,
         body: Some(body),
+        bearer: Some(bearers.admin()),
         key: Some(&key),
         intended: started,
         kind: OpKind::Fund,
@@ -138,6 +160,9 @@ pub struct LoadContext {
     pub start: Duration,
     pub end: Duration,
     pub op_id_base: u64,
+    /// Each operation goes out with its wallet owner's token (a fund with
+    /// the admin's).
+    pub bearers: Bearers,
 }
 
 async fn operation(
@@ -173,6 +198,10 @@ async fn operation(
             unreachable!("the simulated scenario draws neither history reads nor creates")
         }
     };
+    let bearer = match planned.kind {
+        OpKind::Fund => Some(context.bearers.admin()),
+        _ => context.bearers.user(&workload.owner(planned.wallet_index)),
+    };
     let instance = (op_id % cluster.wallets as u64) as usize;
     let mut attempts = Vec::new();
     let mut retry = Retry::new();
@@ -183,6 +212,7 @@ async fn operation(
             method: method.clone(),
             path: path.clone(),
             body: body.clone(),
+            bearer,
             key: key.as_deref(),
             intended,
             kind: planned.kind,
@@ -263,6 +293,8 @@ struct Call<'a> {
     path: String,
     /// JSON text.
     body: Option<String>,
+    /// The `Authorization` header.
+    bearer: Option<&'a str>,
     key: Option<&'a str>,
     /// The operation's intended start: attempts are timed from it.
     intended: Duration,
@@ -279,12 +311,16 @@ async fn send(cluster: &Rc<Cluster>, call: Call<'_>) -> (Attempt, Option<Value>)
         method,
         path,
         body,
+        bearer,
         key,
         intended,
         kind,
     } = call;
     let started = exec::with(|e| e.now());
     let mut request = Request::builder().method(method).uri(path);
+    if let Some(bearer) = bearer {
+        request = request.header("Authorization", bearer);
+    }
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }

@@ -18,7 +18,10 @@ use history::{
     consumer::{Clock, ConsumerStatus, OffsetStore, SharedStatus, process_batch},
 };
 use rand::Rng;
-use service_kit::Backoff;
+use service_kit::{
+    Backoff,
+    auth::{Auth, Keys},
+};
 use tower::ServiceExt;
 use uuid::Uuid;
 use wallet::{
@@ -29,7 +32,7 @@ use wallet::{
 use crate::{
     exec::{self, ProcessId},
     kafka::{Kafka, MemberId, Poll},
-    pg::{Postgres, history::SimHistoryDb, wallet::SimWalletDb},
+    pg::{self, Postgres, history::SimHistoryDb, wallet::SimWalletDb},
     world,
 };
 
@@ -195,6 +198,18 @@ pub struct Cluster {
     /// Raised whenever the outbox may have rows: wakes idle relays (the
     /// model's NOTIFY).
     outbox_notify: Signal,
+    /// The keys of the simulated system's token secret: the clients mint
+    /// with them, the wallet instances verify (on simulated time).
+    pub keys: Keys,
+    auth: Auth,
+}
+
+/// The simulated system's token secret.
+const TOKEN_SECRET: &[u8] = b"simulated-wallet-system-token-secret";
+
+/// Simulated time in Unix seconds: what tokens are issued at and expire on.
+pub fn unix_now() -> u64 {
+    u64::try_from(pg::clock_timestamp().timestamp()).unwrap_or(0)
 }
 
 impl Cluster {
@@ -203,7 +218,11 @@ impl Cluster {
         let kafka = Kafka::new(TOPIC, PARTITIONS, SESSION_TIMEOUT);
         let ids =
             Ids::new(|| Uuid::from_u128(exec::with(|e| e.random(|rng| rng.random::<u128>()))));
+        let keys = Keys::new(TOKEN_SECRET).expect("the simulator's secret is long enough");
+        let auth = Auth::tokens(keys.clone()).with_clock(unix_now);
         Rc::new(Cluster {
+            keys,
+            auth,
             wallet_db: SimWalletDb { pg: pg.clone() },
             history_db: SimHistoryDb { pg: pg.clone() },
             pg,
@@ -254,7 +273,10 @@ impl Cluster {
         match role {
             Role::Wallet(i) => {
                 let store = Store::new(self.wallet_db.clone(), self.ids.clone());
-                let router = wallet::router(wallet::AppState { store });
+                let router = wallet::router(wallet::AppState {
+                    store,
+                    auth: self.auth.clone(),
+                });
                 self.routers.borrow_mut()[i] = Some(router);
                 let cluster = self.clone();
                 exec::with(|e| e.spawn(role.process(), async move { cluster.relay().await }));

@@ -294,7 +294,8 @@ fn spawn_load(
     crate::exec::with(|e| {
         e.spawn(cluster::CLIENTS, async move {
             let workload = Rc::new(Workload::new(seed, &scenario));
-            let wallet_ids = client::setup(&cluster, &workload, seed, &ops).await;
+            let bearers = client::bearers(&cluster, &workload);
+            let wallet_ids = client::setup(&cluster, &workload, &bearers, seed, &ops).await;
             let start = crate::exec::with(|e| e.now());
             *timeline.load_start.borrow_mut() = start;
             world::try_with(|w| w.faults_on.set(true));
@@ -309,6 +310,7 @@ fn spawn_load(
                 start,
                 end: start + scenario.duration,
                 op_id_base: 2 * u64::from(scenario.wallets),
+                bearers,
             });
             let users_left = Rc::new(Cell::new(users));
             for user in 0..users {

@@ -12,7 +12,7 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
-use service_kit::PathSegment;
+use service_kit::{PathSegment, auth::Auth};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use wallet_events::{Amount, IdempotencyKey, IdempotencyKeyError, UserId, UserIdError};
@@ -31,10 +31,11 @@ pub const BODY_MAX_BYTES: usize = 16 * 1024;
 const HEALTH_TIMEOUT_MS: u64 = 2_000;
 
 /// What every handler shares: the store over backend `D` (PostgreSQL in
-/// production).
+/// production) and who may call.
 #[derive(Clone)]
 pub struct AppState<D = PgWalletDb> {
     pub store: Store<D>,
+    pub auth: Auth,
 }
 
 /// The wallet API over `state`; no I/O happens until it is served.
@@ -92,6 +93,7 @@ async fn openapi_json() -> Response {
     post,
     path = "/wallets",
     tag = "wallets",
+    security(("bearer" = [])),
     request_body = CreateWallet,
     params(IdempotencyKeyHeader),
     responses(
@@ -100,6 +102,8 @@ async fn openapi_json() -> Response {
         (status = 413, description = "`payload_too_large`", body = ErrorEnvelope),
         (status = 415, description = "`unsupported_media_type`", body = ErrorEnvelope),
         (status = 422, description = "`invalid_user_id`, `idempotency_key_reused`", body = ErrorEnvelope),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`", body = ErrorEnvelope),
+        (status = 403, description = "`forbidden`: a user opening a wallet for another user", body = ErrorEnvelope),
         (status = 500, description = "`internal_error`", body = ErrorEnvelope),
         (status = 503, description = "`service_unavailable`: retry, with the same key", body = ErrorEnvelope),
     )
@@ -110,9 +114,14 @@ pub(crate) async fn create_wallet<D: WalletDb>(
     headers: HeaderMap,
     body: Result<Json<CreateWallet>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = state.auth.caller(&headers)?;
     let Json(request) = body?;
     let user_id = UserId::parse(&request.user_id)?;
-    let idempotency = idempotency(&headers, || format!("create {user_id}"))?;
+    caller.require(
+        caller.acts_for(user_id.as_str()),
+        "open a wallet for another user",
+    )?;
+    let idempotency = idempotency(&headers, || format!("create {user_id} by {caller}"))?;
     let outcome = state
         .store
         .create_wallet(&user_id, idempotency.as_ref())
@@ -125,11 +134,14 @@ pub(crate) async fn create_wallet<D: WalletDb>(
     get,
     path = "/wallets/{id}",
     tag = "wallets",
+    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "The wallet's id")),
     responses(
         (status = 200, description = "The wallet", body = Envelope<Wallet>),
         (status = 400, description = "`invalid_wallet_id`", body = ErrorEnvelope),
         (status = 404, description = "`wallet_not_found`", body = ErrorEnvelope),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`", body = ErrorEnvelope),
+        (status = 403, description = "`forbidden`: another user's wallet", body = ErrorEnvelope),
         (status = 500, description = "`internal_error`", body = ErrorEnvelope),
         (status = 503, description = "`service_unavailable`", body = ErrorEnvelope),
     )
@@ -137,9 +149,15 @@ pub(crate) async fn create_wallet<D: WalletDb>(
 #[tracing::instrument(skip_all, fields(wallet_id))]
 pub(crate) async fn get_wallet<D: WalletDb>(
     State(state): State<AppState<D>>,
+    headers: HeaderMap,
     id: PathSegment,
 ) -> Result<Response, ApiError> {
+    let caller = state.auth.caller(&headers)?;
     let wallet = state.store.wallet(path_wallet_id(id)?).await?;
+    caller.require(
+        caller.acts_for(&wallet.user_id),
+        "read another user's wallet",
+    )?;
     Ok(Json(Envelope::ok(wallet)).into_response())
 }
 
@@ -148,10 +166,13 @@ pub(crate) async fn get_wallet<D: WalletDb>(
     get,
     path = "/users/{id}/wallets",
     tag = "wallets",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "The user's id", min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$")),
     responses(
         (status = 200, description = "The user's wallets", body = Envelope<Vec<Wallet>>),
         (status = 422, description = "`invalid_user_id`", body = ErrorEnvelope),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`", body = ErrorEnvelope),
+        (status = 403, description = "`forbidden`: another user's wallets", body = ErrorEnvelope),
         (status = 500, description = "`internal_error`", body = ErrorEnvelope),
         (status = 503, description = "`service_unavailable`", body = ErrorEnvelope),
     )
@@ -159,9 +180,15 @@ pub(crate) async fn get_wallet<D: WalletDb>(
 #[tracing::instrument(skip_all)]
 pub(crate) async fn user_wallets<D: WalletDb>(
     State(state): State<AppState<D>>,
+    headers: HeaderMap,
     PathSegment(user_id): PathSegment,
 ) -> Result<Response, ApiError> {
+    let caller = state.auth.caller(&headers)?;
     let user_id = UserId::parse(&user_id.ok_or(UserIdError)?)?;
+    caller.require(
+        caller.acts_for(user_id.as_str()),
+        "list another user's wallets",
+    )?;
     let wallets = state.store.user_wallets(&user_id).await?;
     Ok(Json(Envelope::ok(wallets)).into_response())
 }
@@ -171,6 +198,7 @@ pub(crate) async fn user_wallets<D: WalletDb>(
     post,
     path = "/wallets/{id}/fund",
     tag = "wallets",
+    security(("bearer" = [])),
     request_body = Fund,
     params(("id" = Uuid, Path, description = "The wallet to fund"), IdempotencyKeyHeader),
     responses(
@@ -180,6 +208,8 @@ pub(crate) async fn user_wallets<D: WalletDb>(
         (status = 413, description = "`payload_too_large`", body = ErrorEnvelope),
         (status = 415, description = "`unsupported_media_type`", body = ErrorEnvelope),
         (status = 422, description = "`balance_limit_exceeded`, `idempotency_key_reused`", body = ErrorEnvelope),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`", body = ErrorEnvelope),
+        (status = 403, description = "`forbidden`: not the admin (funding records a deposit the operator received)", body = ErrorEnvelope),
         (status = 500, description = "`internal_error`", body = ErrorEnvelope),
         (status = 503, description = "`service_unavailable`: retry, with the same key", body = ErrorEnvelope),
     )
@@ -191,10 +221,17 @@ pub(crate) async fn fund<D: WalletDb>(
     headers: HeaderMap,
     body: Result<Json<Fund>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = state.auth.caller(&headers)?;
+    caller.require(
+        caller.may_fund(),
+        "fund a wallet (a deposit the operator received: admin only)",
+    )?;
     let wallet_id = path_wallet_id(id)?;
     let Json(request) = body?;
     let amount = amount(&request.amount)?;
-    let idempotency = idempotency(&headers, || format!("fund {wallet_id} {amount}"))?;
+    let idempotency = idempotency(&headers, || {
+        format!("fund {wallet_id} {amount} by {caller}")
+    })?;
     let outcome = state
         .store
         .fund(wallet_id, amount, idempotency.as_ref())
@@ -207,6 +244,7 @@ pub(crate) async fn fund<D: WalletDb>(
     post,
     path = "/wallets/{id}/transfer",
     tag = "wallets",
+    security(("bearer" = [])),
     request_body = Transfer,
     params(("id" = Uuid, Path, description = "The wallet the money leaves"), IdempotencyKeyHeader),
     responses(
@@ -216,6 +254,8 @@ pub(crate) async fn fund<D: WalletDb>(
         (status = 413, description = "`payload_too_large`", body = ErrorEnvelope),
         (status = 415, description = "`unsupported_media_type`", body = ErrorEnvelope),
         (status = 422, description = "`insufficient_funds`, `self_transfer`, `balance_limit_exceeded`, `idempotency_key_reused`", body = ErrorEnvelope),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`", body = ErrorEnvelope),
+        (status = 403, description = "`forbidden`: not the wallet's owner (the admin included)", body = ErrorEnvelope),
         (status = 500, description = "`internal_error`", body = ErrorEnvelope),
         (status = 503, description = "`service_unavailable`: retry, with the same key", body = ErrorEnvelope),
     )
@@ -227,14 +267,19 @@ pub(crate) async fn transfer<D: WalletDb>(
     headers: HeaderMap,
     body: Result<Json<Transfer>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = state.auth.caller(&headers)?;
     let from = path_wallet_id(id)?;
     let Json(request) = body?;
     let to = wallet_id(&request.to_wallet_id)?;
     let amount = amount(&request.amount)?;
-    let idempotency = idempotency(&headers, || format!("transfer {from} {to} {amount}"))?;
+    // The caller is part of what is asked: another caller's key is not
+    // this request's, and replays nothing to them.
+    let idempotency = idempotency(&headers, || {
+        format!("transfer {from} {to} {amount} by {caller}")
+    })?;
     let outcome = state
         .store
-        .transfer(from, to, amount, idempotency.as_ref())
+        .transfer(&caller, from, to, amount, idempotency.as_ref())
         .await?;
     Ok(respond(StatusCode::OK, outcome))
 }

@@ -8,6 +8,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+use service_kit::auth::AuthError;
 use uuid::Uuid;
 use wallet_events::{AmountError, IdempotencyKeyError, UserIdError};
 
@@ -41,6 +42,10 @@ pub enum ApiError {
     Refused(Refusal),
     #[error("Idempotency-Key {0:?} was already used for a different request")]
     IdempotencyKeyReused(String),
+    /// No, a bad or an expired token (401), or a caller the rules refuse
+    /// (403).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -70,13 +75,14 @@ impl ApiError {
             WalletNotFound(_) | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Auth(auth) => auth.status_and_code().0,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Every code [`ApiError::code`] can give (the OpenAPI document lists
     /// them; a unit test keeps the two in step).
-    pub const CODES: [&'static str; 20] = [
+    pub const CODES: [&'static str; 24] = [
         "invalid_json",
         "unsupported_media_type",
         "payload_too_large",
@@ -93,6 +99,10 @@ impl ApiError {
         "self_transfer",
         "balance_limit_exceeded",
         "idempotency_key_reused",
+        "missing_token",
+        "invalid_token",
+        "token_expired",
+        "forbidden",
         "not_found",
         "method_not_allowed",
         "service_unavailable",
@@ -119,6 +129,7 @@ impl ApiError {
             Refused(Refusal::SelfTransfer) => "self_transfer",
             Refused(Refusal::BalanceLimit) => "balance_limit_exceeded",
             IdempotencyKeyReused(_) => "idempotency_key_reused",
+            Auth(auth) => auth.status_and_code().1,
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             Unavailable(_) => "service_unavailable",
@@ -133,6 +144,7 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(refusal) => ApiError::Refused(refusal),
             StoreError::WalletNotFound(id) => ApiError::WalletNotFound(id),
             StoreError::IdempotencyKeyReused(key) => ApiError::IdempotencyKeyReused(key),
+            StoreError::Auth(refused) => ApiError::Auth(refused),
             err @ StoreError::Invariant(_) => ApiError::Internal(err.into()),
             StoreError::Database(DbError::Unavailable(cause) | DbError::Conflict(cause)) => {
                 ApiError::Unavailable(cause)
@@ -159,6 +171,9 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Auth(auth) = self {
+            return auth.into_response();
+        }
         match &self {
             ApiError::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
             ApiError::Unavailable(cause) => tracing::warn!(%cause, "database unavailable"),
@@ -196,6 +211,10 @@ mod tests {
             ApiError::Refused(Refusal::SelfTransfer),
             ApiError::Refused(Refusal::BalanceLimit),
             ApiError::IdempotencyKeyReused(String::new()),
+            ApiError::Auth(AuthError::MissingToken),
+            ApiError::Auth(AuthError::InvalidToken),
+            ApiError::Auth(AuthError::TokenExpired),
+            ApiError::Auth(AuthError::Forbidden("x")),
             ApiError::NotFound,
             ApiError::MethodNotAllowed,
             ApiError::Unavailable(String::new()),

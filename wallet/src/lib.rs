@@ -40,6 +40,9 @@ pub struct Config {
     #[command(flatten)]
     pub connections: service_kit::Connections,
 
+    #[command(flatten)]
+    pub auth: service_kit::auth::AuthArgs,
+
     /// Partitions to create the topic with if it does not exist yet.
     #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 8)]
     pub topic_partitions: i32,
@@ -78,6 +81,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
 
 /// The whole service: database, relay, HTTP, until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let auth = config.auth.auth("wallet")?;
     let metrics = service_kit::metrics::install()?;
     let pool = connect(&config).await?;
     let shutdown = CancellationToken::new();
@@ -100,6 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "wallet listening");
     let state = AppState {
         store: store::Store::postgres(pool.clone()),
+        auth,
     };
     let app = router(state).merge(service_kit::metrics::route(
         metrics,

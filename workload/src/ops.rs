@@ -97,14 +97,19 @@ impl Workload {
                 let mut rng = self.stream(SETUP_STREAM_KEY, u64::from(index));
                 PlannedWallet {
                     index,
-                    // A handful of wallets per user, so activity queries span several.
-                    user_id: format!("user-{}", index / 3),
+                    user_id: self.owner(index),
                     initial_balance: money(
                         rng.random_range(self.balance_min_units..=self.balance_max_units),
                     ),
                 }
             })
             .collect()
+    }
+
+    /// The user who owns wallet `index`: a handful of wallets per user, so
+    /// activity queries span several.
+    pub fn owner(&self, index: u32) -> String {
+        format!("user-{}", index / 3)
     }
 
     /// The operation in slot `op_id`.

@@ -52,10 +52,19 @@ fn launcher() -> Result<Launcher> {
     )
 }
 
-fn http() -> Result<reqwest::Client> {
+/// A client that sends the admin's token of `system` with every request.
+fn http(system: &System) -> Result<reqwest::Client> {
+    use service_kit::auth::{Keys, Subject, unix_now};
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(secret) = &system.options.auth_secret {
+        let keys = Keys::new(secret.as_bytes())?;
+        let bearer = keys.bearer(&Subject::Admin, unix_now(), Duration::from_secs(3600));
+        headers.insert(reqwest::header::AUTHORIZATION, bearer.parse()?);
+    }
     Ok(reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
+        .default_headers(headers)
         .build()?)
 }
 
@@ -174,7 +183,7 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
         },
         async |system: &mut System| {
             let started_in = test_started.elapsed();
-            let client = http()?;
+            let client = http(system)?;
             let wallet_id = create_wallet(&client, system).await?;
             // The second instances are the ones killed below.
             let targets = [
@@ -372,8 +381,13 @@ async fn every_fault_kind_is_injected_healed_and_recovered_and_the_wallet_surviv
             // stopped history member.
             let wallet_pid = pid_of(system, Role::Wallet)?;
             let history_pid = pid_of(system, Role::History)?;
-            system.wallets[0].process.kill().await?;
-            system.histories[0].process.pause().await?;
+            system.wallets[0].process.as_mut().unwrap().kill().await?;
+            system.histories[0]
+                .process
+                .as_mut()
+                .unwrap()
+                .pause()
+                .await?;
             heal_all(system, Some(&mut log)).await?;
             ensure!(
                 pid_of(system, Role::Wallet)? != wallet_pid,
@@ -506,7 +520,7 @@ async fn network_faults_act_on_their_link_and_heal() -> Result<()> {
         dir.path(),
         |options| options.network_faults = true,
         async |system: &mut System| {
-            let client = http()?;
+            let client = http(system)?;
             let wallet_id = create_wallet(&client, system).await?;
             let through_proxy = system.wallets[0].client_url.clone();
             ensure!(through_proxy != system.wallet_url, "no client proxy");

@@ -1,6 +1,9 @@
-//! The history API's refusals against a real PostgreSQL: input a cursor,
-//! a path segment or a user id could carry that the database cannot hold
-//! is answered in the envelope with a code, never a 500.
+//! The history API against a real PostgreSQL: input a cursor, a path
+//! segment or a user id could carry that the database cannot hold is
+//! answered in the envelope with a code, never a 500; users read only
+//! their own history.
+
+use std::time::Duration;
 
 use axum::{
     body::Body,
@@ -8,23 +11,57 @@ use axum::{
 };
 use http_body_util::BodyExt;
 use serde_json::Value;
+use service_kit::auth::{Auth, Keys, Subject};
+use sqlx::PgPool;
 use tower::ServiceExt;
 
-async fn router() -> axum::Router {
+const SECRET: &[u8] = b"history-api-tests-secret-32-bytes";
+const NOW: u64 = 1_800_000_000;
+
+fn keys() -> Keys {
+    Keys::new(SECRET).expect("a long enough secret")
+}
+
+/// `Authorization` for `user`, or the admin.
+fn bearer(user: Option<&str>) -> String {
+    let subject = user.map_or(Subject::Admin, |user| Subject::user(user).unwrap());
+    keys().bearer(&subject, NOW, Duration::from_secs(60))
+}
+
+async fn router_and_pool() -> (axum::Router, PgPool) {
     let url = harness::fresh_database("history_api")
         .await
         .expect("test PostgreSQL");
     let pool = service_kit::connect_and_migrate(&url, 2, &history::MIGRATOR)
         .await
         .expect("migrated");
-    history::router(history::AppState {
-        pool,
+    let router = history::router(history::AppState {
+        pool: pool.clone(),
         consumer: Default::default(),
-    })
+        auth: Auth::tokens(keys()).with_clock(|| NOW),
+    });
+    (router, pool)
 }
 
+async fn router() -> axum::Router {
+    router_and_pool().await.0
+}
+
+/// GET `path` as the admin.
 async fn get(router: &axum::Router, path: &str) -> (StatusCode, Value) {
-    let request = Request::get(path).body(Body::empty()).unwrap();
+    get_as(router, path, Some(&bearer(None))).await
+}
+
+async fn get_as(
+    router: &axum::Router,
+    path: &str,
+    authorization: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::get(path);
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let request = request.body(Body::empty()).unwrap();
     let response = router.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -118,8 +155,62 @@ async fn the_openapi_document_covers_every_route_and_error_code() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["id", "limit", "cursor"]);
+    assert_eq!(activity["security"], serde_json::json!([{"bearer": []}]));
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(
+        (scheme["type"].as_str(), scheme["scheme"].as_str()),
+        (Some("http"), Some("bearer"))
+    );
+    assert!(activity["responses"]["401"].is_object() && activity["responses"]["403"].is_object());
     assert_eq!(
         activity["parameters"][0]["schema"]["pattern"],
         wallet_events::USER_ID_PATTERN
     );
+}
+
+#[tokio::test]
+async fn users_read_only_their_own_history_and_activity() {
+    let (router, pool) = router_and_pool().await;
+    let wallet = "0193a000-0000-7000-8000-0000000000a1";
+    sqlx::query(
+        "INSERT INTO history_entries (event_id, wallet_id, user_id, seq, kind, amount,
+             balance_after, committed_at, source_partition, source_offset)
+         VALUES ('0193a000-0000-7000-8000-0000000000e1', $1, 'alice', 1, 'created', 0, 0,
+                 now(), 0, 0)",
+    )
+    .bind(uuid::Uuid::parse_str(wallet).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let history = format!("/wallets/{wallet}/history");
+    let (alice, bob) = (bearer(Some("alice")), bearer(Some("bob")));
+
+    let (status, body) = get_as(&router, &history, Some(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["entries"].as_array().map(Vec::len), Some(1));
+    let (status, body) = get(&router, &history).await;
+    assert_eq!(status, StatusCode::OK, "the admin reads anyone's: {body}");
+
+    for path in [history.as_str(), "/users/alice/activity"] {
+        let (status, body) = get_as(&router, path, Some(&bob)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden")),
+            "{path}: {body}"
+        );
+        assert!(body["data"].is_null(), "nothing of alice's shows: {body}");
+        let (status, body) = get_as(&router, path, None).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("missing_token"))
+        );
+        let forged = format!("{}x", alice);
+        let (status, body) = get_as(&router, path, Some(&forged)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+        );
+    }
+    let (status, body) = get_as(&router, "/users/alice/activity", Some(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

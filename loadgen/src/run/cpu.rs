@@ -27,7 +27,7 @@ fn watched(system: &System, extra: &[(String, u32)]) -> Vec<Watched> {
     let mut list = Vec::new();
     for role in [Role::Wallet, Role::History] {
         for (index, instance) in system.instances(role).iter().enumerate() {
-            if let Some(pid) = instance.process.pid() {
+            if let Some(pid) = instance.process.as_ref().and_then(|p| p.pid()) {
                 list.push(Watched {
                     name: instance_name(role, index),
                     pid,

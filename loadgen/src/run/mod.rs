@@ -49,22 +49,43 @@ pub const EXIT_THRESHOLD: u8 = 3;
 pub async fn run(args: RunArgs, interrupted: CancellationToken) -> anyhow::Result<ExitCode> {
     let plan = plan::prepare(&args)?;
     plan.print();
-    let options = plan.system_options(&args)?;
-    println!(
-        "provisioning PostgreSQL, broker, {} wallet and {} history instance(s){} ...",
-        options.wallet_instances,
-        options.history_instances,
-        if options.network_faults {
-            ", fault proxies on every link"
-        } else {
-            ""
+    let mut options = plan.system_options(&args)?;
+    let mut system = match args.external.attach(args.infra.open)? {
+        Some((external, secret)) => {
+            println!(
+                "attaching to the system at {} (wallet) and {} (history){}; faults on the \
+                 parts this run did not start are skipped ...",
+                external.wallet_urls.join(", "),
+                external.history_urls.join(", "),
+                if options.network_faults {
+                    ", a fault proxy on the link to each wallet instance"
+                } else {
+                    ""
+                }
+            );
+            options.auth_secret = secret;
+            System::attach(options, external)
+                .await
+                .context("reaching the system")?
         }
-    );
-    let mut system = System::start(options)
-        .await
-        .context("provisioning the system")?;
+        None => {
+            println!(
+                "provisioning PostgreSQL, broker, {} wallet and {} history instance(s){} ...",
+                options.wallet_instances,
+                options.history_instances,
+                if options.network_faults {
+                    ", fault proxies on every link"
+                } else {
+                    ""
+                }
+            );
+            System::start(options)
+                .await
+                .context("provisioning the system")?
+        }
+    };
     let outcome = experiment(&args, &plan, &mut system, &interrupted).await;
-    println!("stopping every process ...");
+    println!("stopping every process this run started ...");
     let stopped = system.shutdown().await;
     let code = outcome?;
     stopped.context("stopping the system")?;
@@ -82,11 +103,29 @@ async fn experiment(
     let ops = ops_log::OpsLog::create(&plan.run_dir)?;
     let workload = Workload::new(plan.seed, &plan.scenario);
 
-    println!("seeding {} wallets ...", plan.scenario.wallets);
-    let wallet_ids =
-        setup::seed_wallets(&workload, plan.seed, &system.wallet_url, &ops.sink()).await?;
+    let bearers = crate::auth::bearers(system.options.auth_secret.as_deref(), &workload)?;
 
-    let mut load = safety::run(plan, system, workload, wallet_ids, &ops, interrupted).await?;
+    println!("seeding {} wallets ...", plan.scenario.wallets);
+    let wallet_ids = setup::seed_wallets(
+        &workload,
+        plan.seed,
+        &system.wallet_url,
+        bearers.as_deref(),
+        &ops.sink(),
+    )
+    .await?;
+
+    let admin = bearers.as_ref().map(|b| b.admin().to_owned());
+    let mut load = safety::run(
+        plan,
+        system,
+        workload,
+        wallet_ids,
+        bearers,
+        &ops,
+        interrupted,
+    )
+    .await?;
     if interrupted.is_cancelled() {
         bail!("interrupted");
     }
@@ -96,7 +135,13 @@ async fn experiment(
     if let Some(scraper) = load.scraper.take() {
         scraper.finish(&plan.run_dir.join("metrics.jsonl")).await?;
     }
-    walk::run(&system.wallet_db, &system.history_url, &plan.run_dir).await?;
+    walk::run(
+        &system.wallet_db,
+        &system.history_url,
+        admin.as_deref(),
+        &plan.run_dir,
+    )
+    .await?;
 
     let checker_args = consistency_checker::Args {
         wallet_db: system.wallet_db.clone(),

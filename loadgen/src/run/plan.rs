@@ -176,6 +176,9 @@ impl Plan {
         options.kafka_brokers = args.infra.kafka_brokers.clone();
         options.partitions = args.infra.partitions;
         options.session_timeout_ms = args.infra.session_timeout_ms;
+        if args.infra.open {
+            options.auth_secret = None;
+        }
         options.network_faults = self.faults.iter().any(|f| f.kind.is_network());
         options.wallet_instances = self.scenario.wallet_instances as usize;
         options.history_instances = self.scenario.history_instances as usize;

@@ -11,6 +11,7 @@ use std::{
 use anyhow::Context;
 use chaos::{log::ChaosLog, runner::ChaosStatus};
 use harness::system::System;
+use service_kit::auth::Bearers;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -49,6 +50,7 @@ pub async fn run(
     system: &mut System,
     workload: Workload,
     wallet_ids: Vec<Uuid>,
+    bearers: Option<Arc<Bearers>>,
     ops: &OpsLog,
     interrupted: &CancellationToken,
 ) -> anyhow::Result<Load> {
@@ -60,6 +62,7 @@ pub async fn run(
         system,
         workload,
         wallet_ids,
+        bearers,
         &recorder,
         ops.sink(),
     ));
@@ -102,6 +105,7 @@ fn load_context(
     system: &System,
     workload: Workload,
     wallet_ids: Vec<Uuid>,
+    bearers: Option<Arc<Bearers>>,
     recorder: &Arc<Recorder>,
     ops: OpsSink,
 ) -> LoadContext {
@@ -121,6 +125,7 @@ fn load_context(
         recorder: recorder.clone(),
         ops,
         started_wall: chrono::Utc::now(),
+        bearers,
     }
 }
 

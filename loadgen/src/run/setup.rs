@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::OpsSink;
+use service_kit::auth::Bearers;
 use workload::{PlannedWallet, Workload};
 
 use crate::attack;
@@ -18,18 +19,21 @@ use crate::attack;
 /// Wallet creations and fundings in flight at once during set-up.
 const SETUP_CONCURRENCY: usize = 16;
 
-/// Creates and funds the seed's wallets; returns their ids by index.
+/// Creates (as each owner) and funds (as the admin) the seed's wallets;
+/// returns their ids by index. Without `bearers` (open mode) it sends no
+/// tokens.
 pub async fn seed_wallets(
     workload: &Workload,
     seed: u64,
     wallet_url: &str,
+    bearers: Option<&Bearers>,
     ops: &OpsSink,
 ) -> anyhow::Result<Vec<Uuid>> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(attack::REQUEST_TIMEOUT_MS))
         .build()?;
     let results: Vec<anyhow::Result<Uuid>> = stream::iter(workload.wallets())
-        .map(|wallet| seed_wallet(&http, wallet_url, seed, wallet, ops))
+        .map(|wallet| seed_wallet(&http, wallet_url, seed, bearers, wallet, ops))
         .buffered(SETUP_CONCURRENCY)
         .collect()
         .await;
@@ -40,12 +44,15 @@ async fn seed_wallet(
     http: &reqwest::Client,
     wallet_url: &str,
     seed: u64,
+    bearers: Option<&Bearers>,
     wallet: PlannedWallet,
     ops: &OpsSink,
 ) -> anyhow::Result<Uuid> {
     let intended_at = chrono::Utc::now();
     let create = json!({"user_id": wallet.user_id});
-    let (attempt, body) = post(http, format!("{wallet_url}/wallets"), &create, None).await;
+    let owner = bearers.and_then(|b| b.user(&wallet.user_id));
+    let url = format!("{wallet_url}/wallets");
+    let (attempt, body) = post(http, url, &create, owner, None).await;
     let id = body
         .and_then(|body| serde_json::from_slice::<Value>(&body).ok())
         .and_then(|body| body["data"]["id"].as_str().map(str::to_owned))
@@ -76,7 +83,8 @@ async fn seed_wallet(
     let key = format!("seed{seed}-setup-fund-{}", wallet.index);
     let fund = json!({"amount": wallet_events::format_money(wallet.initial_balance)});
     let url = format!("{wallet_url}/wallets/{id}/fund");
-    let (mut attempt, body) = post(http, url, &fund, Some(&key)).await;
+    let admin = bearers.map(Bearers::admin);
+    let (mut attempt, body) = post(http, url, &fund, admin, Some(&key)).await;
     attempt.observed = body.and_then(|body| Observed::from_body(OpKind::Fund, &body));
     let funded = attempt.outcome == Outcome::Ok;
     ops.record(record(OpKind::Fund, Some(key), attempt));
@@ -91,10 +99,14 @@ async fn post(
     http: &reqwest::Client,
     url: String,
     body: &Value,
+    bearer: Option<&str>,
     key: Option<&str>,
 ) -> (Attempt, Option<Vec<u8>>) {
     let started = Instant::now();
     let mut request = http.post(url).json(body);
+    if let Some(bearer) = bearer {
+        request = request.header("Authorization", bearer);
+    }
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }

@@ -26,8 +26,14 @@ struct Envelope {
     data: Option<ShownPage>,
 }
 
-/// Walks every list and writes `walk.json` into `run_dir`.
-pub async fn run(wallet_db: &str, history_url: &str, run_dir: &Path) -> anyhow::Result<Walk> {
+/// Walks every list (as the admin, with `admin_bearer`; with nothing in
+/// open mode) and writes `walk.json` into `run_dir`.
+pub async fn run(
+    wallet_db: &str,
+    history_url: &str,
+    admin_bearer: Option<&str>,
+    run_dir: &Path,
+) -> anyhow::Result<Walk> {
     let owners = owners(wallet_db).await?;
     let users: BTreeSet<&str> = owners.iter().map(|(_, user)| user.as_str()).collect();
     println!(
@@ -35,10 +41,7 @@ pub async fn run(wallet_db: &str, history_url: &str, run_dir: &Path) -> anyhow::
         owners.len(),
         users.len()
     );
-    let http = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .context("building the HTTP client")?;
+    let http = crate::auth::client(admin_bearer, REQUEST_TIMEOUT)?;
     let base =
         reqwest::Url::parse(history_url).with_context(|| format!("history URL {history_url:?}"))?;
     let wallet_lists = owners

@@ -51,6 +51,8 @@ async fn history_killed_mid_stream_neither_loses_nor_duplicates() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         t.system.histories[0]
             .process
+            .as_ref()
+            .expect("started here")
             .signal(Signal::SIGKILL)
             .unwrap();
     };
@@ -68,7 +70,10 @@ async fn history_killed_mid_stream_neither_loses_nor_duplicates() {
         "the consumer was killed before it applied anything"
     );
 
-    let history = &mut t.system.histories[0].process;
+    let history = t.system.histories[0]
+        .process
+        .as_mut()
+        .expect("started here");
     assert!(!history.is_running());
     history.restart().await.unwrap();
     t.system.wait_ready(Role::History).await.unwrap();

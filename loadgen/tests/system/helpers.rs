@@ -1,16 +1,31 @@
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use harness::system::{Launcher, System, SystemOptions};
 use serde_json::{Value, json};
+use service_kit::auth::{Keys, Subject, unix_now};
 
-/// A started system, a client for it, and the directory of its logs.
+/// A started system, a client for it (sending the admin's token), and the
+/// directory of its logs.
 pub struct TestSystem {
     pub system: System,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    keys: Option<Keys>,
+    /// Each wallet [`TestSystem::create_wallet`] opened, with its owner.
+    owners: Mutex<HashMap<String, String>>,
 }
 
+/// A system with tokens checked.
 pub async fn start() -> TestSystem {
+    start_with(|_| {}).await
+}
+
+/// A system whose options `adjust` changed first.
+pub async fn start_with(adjust: impl FnOnce(&mut SystemOptions)) -> TestSystem {
     let dir = tempfile::Builder::new()
         .prefix("wallet-system-test-")
         .tempdir()
@@ -21,15 +36,42 @@ pub async fn start() -> TestSystem {
         Launcher::multi_call(env!("CARGO_BIN_EXE_loadgen")),
     );
     options.database_url = Some(server.admin_url().to_owned());
+    adjust(&mut options);
     let system = System::start(options).await.expect("system starts");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    TestSystem { system, http, dir }
+    let keys =
+        system.options.auth_secret.as_ref().map(|secret| {
+            Keys::new(secret.as_bytes()).expect("the harness's secret is long enough")
+        });
+    let mut target = TestSystem {
+        system,
+        http: reqwest::Client::new(),
+        dir,
+        keys,
+        owners: Mutex::default(),
+    };
+    target.http =
+        loadgen::auth::client(target.bearer(None).as_deref(), Duration::from_secs(30)).unwrap();
+    target
 }
 
 impl TestSystem {
+    /// An `Authorization` value for `user` (the admin for `None`); none in
+    /// open mode.
+    pub fn bearer(&self, user: Option<&str>) -> Option<String> {
+        let subject = user.map_or(Subject::Admin, |user| Subject::user(user).unwrap());
+        let keys = self.keys.as_ref()?;
+        Some(keys.bearer(&subject, unix_now(), Duration::from_secs(3600)))
+    }
+
+    /// The token of the owner of `wallet` (one this helper opened), the
+    /// admin's for any other.
+    pub fn owner_bearer(&self, wallet: &str) -> Option<String> {
+        let owner = self.owners.lock().unwrap().get(wallet).cloned();
+        self.bearer(owner.as_deref())
+    }
+
+    /// POSTs to the wallet service: a transfer as its source wallet's
+    /// owner, anything else as the admin.
     pub async fn post(&self, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {
         let mut request = self
             .http
@@ -37,6 +79,12 @@ impl TestSystem {
             .json(&body);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
+        }
+        let source = path
+            .strip_prefix("/wallets/")
+            .and_then(|rest| rest.strip_suffix("/transfer"));
+        if let Some(bearer) = source.and_then(|from| self.owner_bearer(from)) {
+            request = request.header("Authorization", bearer);
         }
         let response = request.send().await.expect("wallet answers");
         let status = response.status().as_u16();
@@ -92,7 +140,12 @@ impl TestSystem {
             .post("/wallets", json!({ "user_id": user }), None)
             .await;
         assert_eq!(status, 201, "{body}");
-        body["data"]["id"].as_str().unwrap().to_owned()
+        let id = body["data"]["id"].as_str().unwrap().to_owned();
+        self.owners
+            .lock()
+            .unwrap()
+            .insert(id.clone(), user.to_owned());
+        id
     }
 
     pub async fn fund(&self, wallet: &str, amount: &str) {
@@ -181,9 +234,14 @@ pub async fn transfer_load(
     workers: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (u64, Vec<String>) {
+    let bearers: HashMap<String, Option<String>> = wallets
+        .iter()
+        .map(|w| (w.clone(), target.owner_bearer(w)))
+        .collect();
     let tasks: Vec<_> = (0..workers)
         .map(|worker| {
             let http = target.http.clone();
+            let bearers = bearers.clone();
             let url = target.system.wallet_url.clone();
             let wallets = wallets.to_vec();
             let stop = stop.clone();
@@ -199,12 +257,14 @@ pub async fn transfer_load(
                     }
                     let body = json!({ "to_wallet_id": to, "amount": format!("{}.{:02}", n % 5 + 1, n % 100) });
                     let key = format!("w{worker}-{ok}-{}", errors.len());
-                    let sent = http
+                    let mut request = http
                         .post(format!("{url}/wallets/{from}/transfer"))
                         .header("Idempotency-Key", key)
-                        .json(&body)
-                        .send()
-                        .await;
+                        .json(&body);
+                    if let Some(bearer) = &bearers[from] {
+                        request = request.header("Authorization", bearer);
+                    }
+                    let sent = request.send().await;
                     match sent {
                         Ok(response) if response.status().is_success() => ok += 1,
                         Ok(response) => errors.push(format!("{} {}", response.status(), response.text().await.unwrap_or_default())),
@@ -297,4 +357,17 @@ fn scalar(value: &PrometheusValue) -> f64 {
         PrometheusValue::Histogram(histogram) => histogram.count.expect("a count") as f64,
         PrometheusValue::Summary(summary) => panic!("not a scalar: {summary:?}"),
     }
+}
+
+/// What a finished command printed on stdout, once it exited with `code`
+/// (else a failure showing both streams).
+pub fn stdout_of(out: &std::process::Output, code: i32) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }

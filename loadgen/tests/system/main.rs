@@ -2,11 +2,13 @@
 //! process, the wallet and history processes started from this package's
 //! binary. Each test gets its own broker, topic, group and databases.
 
+mod attached;
 mod bench;
 mod end_to_end;
 mod faults;
 mod helpers;
 mod poison;
+mod readme;
 mod report;
 mod run;
 mod sim;

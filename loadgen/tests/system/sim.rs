@@ -23,13 +23,7 @@ fn a_sweep_passes_and_every_seed_replays_in_a_fresh_process() {
         ])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = crate::helpers::stdout_of(&out, 0);
     assert!(
         stdout.contains("determinism: 0 mismatches in 3 seeds"),
         "{stdout}"

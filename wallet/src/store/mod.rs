@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use service_kit::auth::{AuthError, Caller};
 use uuid::Uuid;
 use wallet_events::{Amount, EventKind, IdempotencyKey, UserId};
 
@@ -103,6 +104,9 @@ pub enum StoreError {
     WalletNotFound(Uuid),
     #[error("idempotency key {0:?} was already used for a different request")]
     IdempotencyKeyReused(String),
+    /// The caller may not do this to the wallet it found.
+    #[error(transparent)]
+    Auth(AuthError),
     /// What cannot happen did: the database holds something the store
     /// never writes. Logged and answered as an internal error.
     #[error("broken invariant: {0}")]
@@ -258,18 +262,23 @@ impl<D: WalletDb> Store<D> {
         })
     }
 
+    /// Moves `amount` from `from` to `to` on `caller`'s word: refused
+    /// unless the caller may move money out of `from` (its owner, checked
+    /// under the wallet's lock).
     pub async fn transfer(
         &self,
+        caller: &Caller,
         from: Uuid,
         to: Uuid,
         amount: Amount,
         idempotency: Option<&Idempotency>,
     ) -> Result<Outcome<TransferReceipt>, StoreError> {
-        retry_conflicts(|| self.transfer_once(from, to, amount, idempotency)).await
+        retry_conflicts(|| self.transfer_once(caller, from, to, amount, idempotency)).await
     }
 
     async fn transfer_once(
         &self,
+        caller: &Caller,
         from: Uuid,
         to: Uuid,
         amount: Amount,
@@ -291,7 +300,14 @@ impl<D: WalletDb> Store<D> {
                 .find(|w| w.id == id)
                 .ok_or(StoreError::WalletNotFound(id))
         };
-        let planned = domain::transfer(find(from)?, find(to)?, amount, &mut self.ids.clone())?;
+        let source = find(from)?;
+        caller
+            .require(
+                caller.may_debit(&source.user_id),
+                "move money out of another user's wallet",
+            )
+            .map_err(StoreError::Auth)?;
+        let planned = domain::transfer(source, find(to)?, amount, &mut self.ids.clone())?;
         let receipt = TransferReceipt {
             transfer_id: planned.transfer_id,
             debit: entry_view(&planned.debit, now),

@@ -143,6 +143,7 @@ async fn bad_user_ids_and_bodies_are_refused_and_change_nothing() {
         assert_eq!(reply.body["success"], false);
     }
     let request = axum::http::Request::post("/wallets")
+        .header("authorization", app.bearer(None, 0))
         .body(axum::body::Body::from(r#"{"user_id":"a"}"#))
         .unwrap();
     let reply = app.send(request).await;
@@ -329,8 +330,16 @@ async fn the_openapi_document_covers_every_route_and_error_code() {
         .collect();
     assert_eq!(
         statuses,
-        ["200", "400", "404", "413", "415", "422", "500", "503"]
+        [
+            "200", "400", "401", "403", "404", "413", "415", "422", "500", "503"
+        ]
     );
+    assert_eq!(transfer["security"], serde_json::json!([{"bearer": []}]));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["bearerFormat"],
+        "JWT"
+    );
+    assert!(doc["paths"]["/health"]["get"]["security"].is_null());
     assert!(
         transfer["parameters"]
             .as_array()

@@ -6,14 +6,23 @@ use axum::{
 use http_body_util::BodyExt;
 use rust_decimal::Decimal;
 use serde_json::Value;
+use service_kit::auth::{Auth, Keys, Subject};
 use sqlx::PgPool;
 use tower::ServiceExt;
 
-/// The wallet router over a fresh database, and that database.
+/// The tests' token secret.
+const SECRET: &[u8] = b"wallet-api-tests-secret-32-bytes!";
+/// The tests' clock (Unix seconds): tokens are issued and checked on it.
+pub const NOW: u64 = 1_800_000_000;
+
+/// The wallet router over a fresh database, and that database. Requests
+/// carry the admin's token unless they name their own `authorization`;
+/// a transfer carries its source wallet's owner's.
 #[derive(Clone)]
 pub struct TestApp {
     pub router: Router,
     pub pool: PgPool,
+    pub keys: Keys,
 }
 
 pub struct Reply {
@@ -28,7 +37,22 @@ impl Reply {
     }
 }
 
+/// The app with tokens checked (on [`NOW`]).
 pub async fn spawn_app() -> TestApp {
+    let keys = Keys::new(SECRET).expect("a long enough secret");
+    spawn(keys.clone(), Auth::tokens(keys).with_clock(|| NOW)).await
+}
+
+/// The app in open mode: nothing checked.
+pub async fn spawn_open_app() -> TestApp {
+    spawn(
+        Keys::new(SECRET).expect("a long enough secret"),
+        Auth::open(),
+    )
+    .await
+}
+
+async fn spawn(keys: Keys, auth: Auth) -> TestApp {
     let url = harness::postgres::fresh_database("wallet_api")
         .await
         .expect("test database");
@@ -36,11 +60,20 @@ pub async fn spawn_app() -> TestApp {
     wallet::MIGRATOR.run(&pool).await.expect("migrate");
     let router = wallet::router(wallet::AppState {
         store: wallet::store::Store::postgres(pool.clone()),
+        auth,
     });
-    TestApp { router, pool }
+    TestApp { router, pool, keys }
 }
 
 impl TestApp {
+    /// An `Authorization` value for `user` (or the admin), valid for an
+    /// hour from [`NOW`] (`issued_ago` seconds before it).
+    pub fn bearer(&self, user: Option<&str>, issued_ago: u64) -> String {
+        let subject = user.map_or(Subject::Admin, |user| Subject::user(user).unwrap());
+        let ttl = std::time::Duration::from_secs(3600);
+        self.keys.bearer(&subject, NOW - issued_ago, ttl)
+    }
+
     pub async fn request(
         &self,
         method: Method,
@@ -51,6 +84,12 @@ impl TestApp {
         let mut builder = Request::builder().method(method).uri(path);
         if body.is_some() {
             builder = builder.header("content-type", "application/json");
+        }
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            builder = builder.header("authorization", self.default_bearer(path).await);
         }
         for (name, value) in headers {
             builder = builder.header(*name, *value);
@@ -103,15 +142,54 @@ impl TestApp {
         .await
     }
 
+    /// What a request to `path` carries unless it names its own: a
+    /// transfer its source wallet owner's token (the admin's when there is
+    /// no such wallet), anything else the admin's.
+    async fn default_bearer(&self, path: &str) -> String {
+        let source = path
+            .strip_prefix("/wallets/")
+            .and_then(|rest| rest.strip_suffix("/transfer"));
+        match source {
+            Some(from) => self.bearer(self.owner(from).await.as_deref(), 0),
+            None => self.bearer(None, 0),
+        }
+    }
+
     pub async fn transfer(&self, from: &str, to: &str, amount: &str) -> Reply {
         let body = format!(r#"{{"to_wallet_id":"{to}","amount":"{amount}"}}"#);
+        let path = format!("/wallets/{from}/transfer");
+        self.request(Method::POST, &path, Some(&body), &[]).await
+    }
+
+    /// A transfer with `bearer` as its `Authorization` and `headers`.
+    pub async fn transfer_as(
+        &self,
+        bearer: &str,
+        from: &str,
+        to: &str,
+        amount: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let body = format!(r#"{{"to_wallet_id":"{to}","amount":"{amount}"}}"#);
+        let mut headers = headers.to_vec();
+        headers.push(("authorization", bearer));
         self.request(
             Method::POST,
             &format!("/wallets/{from}/transfer"),
             Some(&body),
-            &[],
+            &headers,
         )
         .await
+    }
+
+    /// The user who owns `wallet_id`, if it is a wallet.
+    pub async fn owner(&self, wallet_id: &str) -> Option<String> {
+        let id = uuid::Uuid::parse_str(wallet_id).ok()?;
+        sqlx::query_scalar("SELECT user_id FROM wallets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
     }
 
     pub async fn balance(&self, wallet_id: &str) -> String {
