@@ -160,10 +160,10 @@ pub struct HistoryEntry {
     #[schema(value_type = EventKind)]
     pub kind: String,
     #[serde(with = "wallet_events::money_str")]
-    #[schema(value_type = String, pattern = r"^-?[0-9]+\.[0-9]{4}$", example = "100.0000")]
+    #[schema(value_type = wallet_events::schema::MoneyText, inline)]
     pub amount: Decimal,
     #[serde(with = "wallet_events::money_str")]
-    #[schema(value_type = String, pattern = r"^-?[0-9]+\.[0-9]{4}$", example = "100.0000")]
+    #[schema(value_type = wallet_events::schema::MoneyText, inline)]
     pub balance_after: Decimal,
     pub transfer_id: Option<Uuid>,
     pub counterparty_wallet_id: Option<Uuid>,
@@ -210,15 +210,11 @@ const COLUMNS: &str = "event_id, wallet_id, user_id, seq, kind, amount, balance_
 pub(crate) async fn wallet_history(
     State(state): State<AppState>,
     headers: HeaderMap,
-    PathSegment(id): PathSegment,
+    id: PathSegment,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Envelope<Page>>, ApiError> {
     let caller = state.auth.caller(&headers)?;
-    // A segment that is not text is no UUID either.
-    let id = id.unwrap_or_else(|| "(not UTF-8)".into());
-    let wallet_id = Uuid::parse_str(&id)
-        .map_err(|_| ApiError::InvalidWalletId(id.chars().take(64).collect()))?;
-    tracing::Span::current().record("wallet_id", tracing::field::display(wallet_id));
+    let wallet_id = id.wallet_id().map_err(ApiError::InvalidWalletId)?;
     let Query(query) = query?;
     let limit = limit(query.limit.as_deref())?;
     let before_seq = match query.cursor.as_deref() {
@@ -253,7 +249,7 @@ pub(crate) async fn wallet_history(
     tag = "history",
     security(("bearer" = [])),
     params(
-        ("id" = String, Path, description = "The user's id", min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$"),
+        ("id" = inline(wallet_events::schema::UserIdText), Path, description = "The user's id"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Entries per page (default 50)"),
         ("cursor" = Option<String>, Query, pattern = r"^[0-9]{1,17}_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The `next_cursor` of the page before; absent for the newest page"),
     ),

@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a seeded load + chaos experiment, check every invariant and write the run directory with its report.html (exit 0 held, 1 violated, 2 harness failed, 3 threshold missed).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the built-in scenarios.
     Scenarios,
     /// Start the whole system locally (PostgreSQL, broker, wallet, history) and keep it up until Ctrl-C.

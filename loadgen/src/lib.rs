@@ -69,7 +69,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 // Before goose starts: its own logger and Ctrl-C handler then
                 // stand down (they install only if none is installed yet).
                 service_kit::init_tracing("warn,goose=error");
-                run::run(args, on_ctrl_c()).await
+                run::run(*args, on_ctrl_c()).await
             }
         }
     });

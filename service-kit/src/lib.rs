@@ -142,6 +142,23 @@ pub async fn serve(
 /// in its envelope with the code of what the segment should have been.
 pub struct PathSegment(pub Option<String>);
 
+impl PathSegment {
+    /// The segment as a wallet id, recorded on the request's span as
+    /// `wallet_id`; else what to show of it (a segment that is not text
+    /// is no UUID either).
+    pub fn wallet_id(&self) -> Result<uuid::Uuid, String> {
+        let id = parse_wallet_id(self.0.as_deref().unwrap_or("(not UTF-8)"))?;
+        tracing::Span::current().record("wallet_id", tracing::field::display(id));
+        Ok(id)
+    }
+}
+
+/// `text` as a wallet id, else its first 64 characters: what an
+/// `invalid_wallet_id` answer shows of it.
+pub fn parse_wallet_id(text: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(text).map_err(|_| text.chars().take(64).collect())
+}
+
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathSegment {
     type Rejection = std::convert::Infallible;
 

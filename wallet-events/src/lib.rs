@@ -14,6 +14,7 @@ mod envelope;
 mod ids;
 mod money;
 pub mod rfc3339;
+pub mod schema;
 
 pub use envelope::Envelope;
 pub use ids::{

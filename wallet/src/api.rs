@@ -56,20 +56,15 @@ pub fn router<D: WalletDb>(state: AppState<D>) -> Router {
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct CreateWallet {
-    /// The owner: 1 to 100 characters, not blank, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$",
-        example = "alice"
-    )]
+    // The owner. (A doc comment here would wrap the inlined schema in a
+    // `oneOf` to carry it; the schema describes itself.)
+    #[schema(value_type = wallet_events::schema::UserIdText, inline)]
     user_id: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct Fund {
-    /// A positive decimal string, at most four fractional digits, below 10^15.
-    #[schema(value_type = String, pattern = r"^([1-9][0-9]{0,14}(\.[0-9]{1,4})?|0\.[0-9]{0,3}[1-9])$", example = "100.00")]
+    #[schema(value_type = wallet_events::schema::AmountText, inline)]
     amount: serde_json::Value,
 }
 
@@ -78,8 +73,7 @@ pub(crate) struct Transfer {
     /// The wallet that receives the money.
     #[schema(value_type = Uuid)]
     to_wallet_id: String,
-    /// A positive decimal string, at most four fractional digits, below 10^15.
-    #[schema(value_type = String, pattern = r"^([1-9][0-9]{0,14}(\.[0-9]{1,4})?|0\.[0-9]{0,3}[1-9])$", example = "30.00")]
+    #[schema(value_type = wallet_events::schema::AmountText, inline)]
     amount: serde_json::Value,
 }
 
@@ -167,7 +161,7 @@ pub(crate) async fn get_wallet<D: WalletDb>(
     path = "/users/{id}/wallets",
     tag = "wallets",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The user's id", min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$")),
+    params(("id" = inline(wallet_events::schema::UserIdText), Path, description = "The user's id")),
     responses(
         (status = 200, description = "The user's wallets", body = Envelope<Vec<Wallet>>),
         (status = 422, description = "`invalid_user_id`", body = ErrorEnvelope),
@@ -334,15 +328,12 @@ fn respond<T: Serialize>(status: StatusCode, outcome: Outcome<T>) -> Response {
 }
 
 fn wallet_id(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| ApiError::InvalidWalletId(text.chars().take(64).collect()))
+    service_kit::parse_wallet_id(text).map_err(ApiError::InvalidWalletId)
 }
 
-/// The wallet id of the path (a segment that is not text is no UUID
-/// either), recorded on the request's span.
-fn path_wallet_id(PathSegment(segment): PathSegment) -> Result<Uuid, ApiError> {
-    let id = wallet_id(segment.as_deref().unwrap_or("(not UTF-8)"))?;
-    tracing::Span::current().record("wallet_id", tracing::field::display(id));
-    Ok(id)
+/// The wallet id of the path, recorded on the request's span.
+fn path_wallet_id(segment: PathSegment) -> Result<Uuid, ApiError> {
+    segment.wallet_id().map_err(ApiError::InvalidWalletId)
 }
 
 fn amount(value: &serde_json::Value) -> Result<Amount, ApiError> {

@@ -360,7 +360,7 @@ async fn service_run(
     run_args.infra.database_url = Some(postgres.url());
     run_args.infra.partitions = args.partitions;
     run_args.also_account = vec![("postgres".to_owned(), pg_pid)];
-    let code = run::run(run_args, interrupted.clone()).await?;
+    let code = run::run(*run_args, interrupted.clone()).await?;
     if interrupted.is_cancelled() {
         bail!("interrupted");
     }

@@ -37,7 +37,7 @@ pub struct Wallet {
     pub id: Uuid,
     pub user_id: String,
     #[serde(with = "wallet_events::money_str")]
-    #[schema(value_type = String, pattern = r"^-?[0-9]+\.[0-9]{4}$", example = "100.0000")]
+    #[schema(value_type = wallet_events::schema::MoneyText, inline)]
     pub balance: Decimal,
     #[serde(serialize_with = "wallet_events::rfc3339::serialize")]
     #[schema(value_type = String, format = DateTime)]
@@ -55,10 +55,10 @@ pub struct LedgerEntry {
     pub seq: i64,
     pub kind: EventKind,
     #[serde(with = "wallet_events::money_str")]
-    #[schema(value_type = String, pattern = r"^-?[0-9]+\.[0-9]{4}$", example = "100.0000")]
+    #[schema(value_type = wallet_events::schema::MoneyText, inline)]
     pub amount: Decimal,
     #[serde(with = "wallet_events::money_str")]
-    #[schema(value_type = String, pattern = r"^-?[0-9]+\.[0-9]{4}$", example = "100.0000")]
+    #[schema(value_type = wallet_events::schema::MoneyText, inline)]
     pub balance_after: Decimal,
     pub transfer_id: Option<Uuid>,
     pub counterparty_wallet_id: Option<Uuid>,

@@ -316,6 +316,12 @@ async fn the_openapi_document_covers_every_route_and_error_code() {
         schemas["CreateWallet"]["properties"]["user_id"]["pattern"],
         wallet_events::USER_ID_PATTERN
     );
+    for (schema, field) in [("Wallet", "balance"), ("LedgerEntry", "balance_after")] {
+        assert_eq!(
+            schemas[schema]["properties"][field]["pattern"],
+            wallet_events::schema::MONEY_PATTERN
+        );
+    }
     let user_param = &doc["paths"]["/users/{id}/wallets"]["get"]["parameters"][0];
     assert_eq!(
         user_param["schema"]["pattern"],
