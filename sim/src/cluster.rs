@@ -51,7 +51,6 @@ const FETCH_WAIT: Duration = Duration::from_millis(50);
 const EXPIRY_CHECK_EVERY: Duration = Duration::from_millis(100);
 const RELAY_BATCH_MAX: i64 = 500;
 const CONSUMER_BATCH_MAX: usize = 500;
-const RELAY_IDLE_POLL: Duration = Duration::from_millis(500);
 const RELAY_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const RELAY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A round's acknowledgements arrive after 1 to this many ms.
@@ -195,9 +194,11 @@ pub struct Cluster {
     routers: RefCell<Vec<Option<axum::Router>>>,
     history_up: RefCell<Vec<bool>>,
     pub request_timeout: Duration,
-    /// Raised whenever the outbox may have rows: wakes idle relays (the
-    /// model's NOTIFY).
-    outbox_notify: Signal,
+    /// Per wallet instance, raised after a request it answered, which may
+    /// have committed outbox rows: wakes that instance's idle relay (the
+    /// service's in-process `OutboxWake`); the other relays find the rows
+    /// at their idle poll.
+    outbox_wakes: Vec<Signal>,
     /// The keys of the simulated system's token secret: the clients mint
     /// with them, the wallet instances verify (on simulated time).
     pub keys: Keys,
@@ -233,7 +234,7 @@ impl Cluster {
             routers: RefCell::new(vec![None; wallets]),
             history_up: RefCell::new(vec![false; histories]),
             request_timeout: Duration::from_secs(10),
-            outbox_notify: Signal::default(),
+            outbox_wakes: (0..wallets).map(|_| Signal::default()).collect(),
         })
     }
 
@@ -279,7 +280,7 @@ impl Cluster {
                 });
                 self.routers.borrow_mut()[i] = Some(router);
                 let cluster = self.clone();
-                exec::with(|e| e.spawn(role.process(), async move { cluster.relay().await }));
+                exec::with(|e| e.spawn(role.process(), async move { cluster.relay(i).await }));
             }
             Role::History(j) => {
                 self.history_up.borrow_mut()[j] = true;
@@ -302,14 +303,15 @@ impl Cluster {
         world::trace("kill", &[i64::from(role.process())], None);
     }
 
-    pub fn notify_outbox(&self) {
-        self.outbox_notify.raise();
+    /// Wakes wallet instance `i`'s relay.
+    pub fn wake_relay(&self, i: usize) {
+        self.outbox_wakes[i].raise();
     }
 
-    /// The relay of one wallet instance, with the service's policy: rounds
-    /// back to back while rows wait, an idle wait (woken early when a
-    /// commit may have written rows), bounded backoff after a failure.
-    async fn relay(self: Rc<Self>) {
+    /// The relay of wallet instance `i`, with the service's policy: rounds
+    /// back to back while rows wait, an idle wait (woken early when one of
+    /// its commits may have written rows), bounded backoff after a failure.
+    async fn relay(self: Rc<Self>, i: usize) {
         let publisher = SimPublisher {
             kafka: self.kafka.clone(),
         };
@@ -318,7 +320,7 @@ impl Cluster {
             match publish_round(&self.wallet_db, &publisher, RELAY_BATCH_MAX).await {
                 Ok(report) if report.locked == 0 => {
                     backoff.reset();
-                    self.idle().await;
+                    self.idle(i).await;
                 }
                 Ok(report) => {
                     backoff.reset();
@@ -336,10 +338,10 @@ impl Cluster {
         }
     }
 
-    /// Waits for the idle poll, or less if the outbox was notified.
-    async fn idle(&self) {
-        let notified = self.outbox_notify.wait();
-        let poll = exec::sleep(RELAY_IDLE_POLL);
+    /// Waits for the idle poll, or less if instance `i` woke its relay.
+    async fn idle(&self, i: usize) {
+        let notified = self.outbox_wakes[i].wait();
+        let poll = exec::sleep(wallet::relay::IDLE_POLL);
         futures::future::select(Box::pin(notified), Box::pin(poll)).await;
     }
 
@@ -428,7 +430,7 @@ impl Cluster {
                     .await
                     .map(|b| b.to_vec())
                     .unwrap_or_default();
-                cluster.notify_outbox();
+                cluster.wake_relay(i);
                 world::io("http.respond").await;
                 if world::chance(|k| k.response_lost) {
                     world::count(|c| c.responses_lost += 1);

@@ -87,6 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(service_kit::shutdown_on_signal(shutdown.clone()));
 
+    let store = store::Store::postgres(pool.clone());
     let relay = (!config.no_relay).then(|| {
         let relay_config = relay::RelayConfig {
             brokers: config.connections.kafka_brokers.clone(),
@@ -94,7 +95,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             partitions: config.topic_partitions,
             batch_max: config.relay_batch_max,
         };
-        tokio::spawn(relay::run(pool.clone(), relay_config, shutdown.clone()))
+        tokio::spawn(relay::run(
+            pool.clone(),
+            relay_config,
+            store.db().outbox_wake().clone(),
+            shutdown.clone(),
+        ))
     });
 
     let address = (config.bind_address, config.port);
@@ -102,10 +108,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", config.bind_address, config.port))?;
     tracing::info!(address = %listener.local_addr()?, "wallet listening");
-    let state = AppState {
-        store: store::Store::postgres(pool.clone()),
-        auth,
-    };
+    let state = AppState { store, auth };
     let app = router(state).merge(service_kit::metrics::route(
         metrics,
         service_kit::metrics::sampler({

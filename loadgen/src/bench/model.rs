@@ -7,8 +7,9 @@
 //! (8 round trips): BEGIN; claim the idempotency key; lock both wallets in
 //! id order; update both balances and sequence numbers; insert both ledger
 //! entries; insert both outbox rows (an event payload of a real event's
-//! size, which fires the outbox trigger as the service's inserts do);
-//! store the response under the key; COMMIT.
+//! size); store the response under the key; COMMIT. The schema is the
+//! service's own, migrations included, so the model pays for whatever the
+//! service's tables carry (indexes, foreign keys, triggers).
 
 use std::{
     path::{Path, PathBuf},

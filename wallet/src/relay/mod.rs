@@ -7,11 +7,11 @@
 //! relay at once without publishing a row twice in parallel), an
 //! idempotent rdkafka producer (acks=all, key = wallet id:
 //! [`KafkaPublisher`]), and the loop: rounds back to back while rows wait,
-//! an idle wait woken by the outbox's NOTIFY, bounded backoff after a
-//! failed round. With one relay a wallet's events reach the topic in
-//! order; with several, one relay may publish a wallet's later row while
-//! another still holds an earlier one, and the consumer parks an early
-//! event until its predecessor arrives.
+//! an idle wait woken by this process's commits ([`OutboxWake`]) or the
+//! idle poll, bounded backoff after a failed round. With one relay a
+//! wallet's events reach the topic in order; with several, one relay may
+//! publish a wallet's later row while another still holds an earlier one,
+//! and the consumer parks an early event until its predecessor arrives.
 
 pub mod round;
 
@@ -28,9 +28,9 @@ use rdkafka::{
 };
 use round::{Outbox, OutboxRound, OutboxRow, Publisher, publish_round};
 use service_kit::Backoff;
-use sqlx::{PgPool, Row, postgres::PgListener};
+use sqlx::{PgPool, Row};
 
-use crate::store::DbError;
+use crate::store::{DbError, OutboxWake};
 use tokio_util::sync::CancellationToken;
 
 /// Rows published per round: large enough to keep the producer's batches
@@ -54,9 +54,9 @@ const LINGER_MS: u64 = 2;
 const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
 /// How long the broker may take to create the topic.
 const TOPIC_CREATE_TIMEOUT_MS: u64 = 10_000;
-/// With no notification, look for rows this often anyway (a notification
-/// can be lost while the database restarts).
-const IDLE_POLL_MS: u64 = 500;
+/// With no wake-up, look for rows this often anyway: rows another wallet
+/// process committed while its own relay cannot publish them.
+pub const IDLE_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -67,7 +67,8 @@ pub struct RelayConfig {
 }
 
 /// Runs until `shutdown` is cancelled; then finishes the round in flight.
-pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken) {
+/// `wake` is raised by the commits of this process that wrote outbox rows.
+pub async fn run(pool: PgPool, config: RelayConfig, wake: OutboxWake, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(
         Duration::from_millis(BACKOFF_FIRST_MS),
         Duration::from_millis(BACKOFF_MAX_MS),
@@ -75,7 +76,6 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
     let mut topic_ready = false;
     let outbox = PgOutbox::new(pool.clone());
     let mut publisher: Option<KafkaPublisher> = None;
-    let mut listener = None;
     while !shutdown.is_cancelled() {
         if !topic_ready {
             match ensure_topic(&config).await {
@@ -89,9 +89,6 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
                     continue;
                 }
             }
-        }
-        if listener.is_none() {
-            listener = listen(&pool).await;
         }
         let publisher = match &publisher {
             Some(p) if p.producer.client().fatal_error().is_none() => p,
@@ -113,7 +110,11 @@ pub async fn run(pool: PgPool, config: RelayConfig, shutdown: CancellationToken)
         match round {
             Ok(report) if report.locked == 0 => {
                 backoff.reset();
-                idle(&mut listener, &shutdown).await;
+                tokio::select! {
+                    _ = wake.raised() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.cancelled() => {}
+                }
             }
             Ok(report) => {
                 backoff.reset();
@@ -206,37 +207,6 @@ pub async fn ensure_topic(config: &RelayConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn listen(pool: &PgPool) -> Option<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await.ok()?;
-    listener.listen("outbox").await.ok()?;
-    Some(listener)
-}
-
-/// Waits for a notification of new rows, the idle poll, or shutdown.
-async fn idle(listener: &mut Option<PgListener>, shutdown: &CancellationToken) {
-    let poll = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS));
-    match listener {
-        Some(l) => {
-            tokio::select! {
-                received = l.try_recv() => {
-                    if !matches!(received, Ok(Some(_))) {
-                        // Connection lost: poll until a new listener connects.
-                        *listener = None;
-                    }
-                }
-                _ = poll => {}
-                _ = shutdown.cancelled() => {}
-            }
-        }
-        None => {
-            tokio::select! {
-                _ = poll => {}
-                _ = shutdown.cancelled() => {}
-            }
-        }
-    }
 }
 
 /// The outbox on PostgreSQL.

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use wallet_events::{Amount, EventKind, IdempotencyKey, UserId};
 
 pub use db::{Change, Claim, DbError, KeyToClaim, Locked, WalletDb, WalletTx};
-pub use postgres::PgWalletDb;
+pub use postgres::{OutboxWake, PgWalletDb};
 
 use crate::domain::{self, IdSource, NewEntry, Refusal};
 

@@ -2,7 +2,10 @@
 //! PostgreSQL, through a sqlx pool, each step one statement. Locks are row
 //! locks (`FOR UPDATE`), the idempotency key is claimed by inserting it (a
 //! concurrent insert of the same key waits on the unique index), and time
-//! is the database's `clock_timestamp()`.
+//! is the database's `clock_timestamp()`. A commit that wrote outbox rows
+//! wakes this process's relay ([`OutboxWake`]).
+
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow};
@@ -19,15 +22,49 @@ use crate::domain::{NewEntry, WalletState};
 #[derive(Clone)]
 pub struct PgWalletDb {
     pool: PgPool,
+    wake: OutboxWake,
+}
+
+/// Raised after each commit of this process that wrote outbox rows; the
+/// relay waits on it when idle. In-process on purpose: a NOTIFY from the
+/// committing transaction (the first design) takes a cluster-wide lock
+/// that PostgreSQL holds until the commit is durable, so every notifying
+/// commit waited for the one before it to reach the disk. Measured with
+/// the bench's model on one durable cluster, 16 clients: 1,794 and 1,904
+/// transactions/s with the trigger, 2,899/s without. Rows committed by
+/// another wallet process are found by that process's relay, or by the
+/// idle poll.
+#[derive(Clone, Default)]
+pub struct OutboxWake(Arc<tokio::sync::Notify>);
+
+impl OutboxWake {
+    /// Wakes the relay; a wake with no relay waiting is kept for its next
+    /// wait (one, however many commits came meanwhile).
+    pub fn raise(&self) {
+        self.0.notify_one();
+    }
+
+    /// Completes at the next raise, or at once if one is kept.
+    pub async fn raised(&self) {
+        self.0.notified().await;
+    }
 }
 
 impl PgWalletDb {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            wake: OutboxWake::default(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// What this database's commits raise when they wrote outbox rows.
+    pub fn outbox_wake(&self) -> &OutboxWake {
+        &self.wake
     }
 }
 
@@ -57,7 +94,11 @@ impl WalletDb for PgWalletDb {
     type Tx = PgWalletTx;
 
     async fn begin(&self) -> Result<PgWalletTx, DbError> {
-        Ok(PgWalletTx(self.pool.begin().await?))
+        Ok(PgWalletTx {
+            tx: self.pool.begin().await?,
+            wake: self.wake.clone(),
+            wrote_outbox: false,
+        })
     }
 
     async fn wallet(&self, id: Uuid) -> Result<Option<Wallet>, DbError> {
@@ -88,7 +129,12 @@ impl WalletDb for PgWalletDb {
 }
 
 /// An open transaction; dropped uncommitted, sqlx rolls it back.
-pub struct PgWalletTx(Transaction<'static, Postgres>);
+pub struct PgWalletTx {
+    tx: Transaction<'static, Postgres>,
+    wake: OutboxWake,
+    /// Whether [`WalletTx::write`] ran: its commit has rows to publish.
+    wrote_outbox: bool,
+}
 
 impl WalletTx for PgWalletTx {
     async fn insert_wallet(&mut self, wallet: &WalletState) -> Result<Wallet, DbError> {
@@ -99,7 +145,7 @@ impl WalletTx for PgWalletTx {
         )
         .bind(wallet.id)
         .bind(&wallet.user_id)
-        .fetch_one(&mut *self.0)
+        .fetch_one(&mut *self.tx)
         .await?;
         Ok(wallet_from_row(&row)?)
     }
@@ -132,7 +178,7 @@ impl WalletTx for PgWalletTx {
         .bind(ids)
         .bind(key.map(|k| k.key.as_str()))
         .bind(key.map(|k| k.fingerprint))
-        .fetch_all(&mut *self.0)
+        .fetch_all(&mut *self.tx)
         .await?;
         let first = rows
             .first()
@@ -144,7 +190,7 @@ impl WalletTx for PgWalletTx {
             let row =
                 sqlx::query("SELECT fingerprint, response FROM idempotency_keys WHERE key = $1")
                     .bind(key.key.as_str())
-                    .fetch_one(&mut *self.0)
+                    .fetch_one(&mut *self.tx)
                     .await?;
             return Ok(Claim::Taken {
                 fingerprint: row.try_get("fingerprint")?,
@@ -170,8 +216,7 @@ impl WalletTx for PgWalletTx {
 
     /// One statement of data-modifying CTEs. The outbox's foreign key to
     /// the ledger is checked at the statement's end, when the entries
-    /// inserted beside it are there; the outbox trigger's NOTIFY goes out
-    /// at commit.
+    /// inserted beside it are there; the relay is woken after the commit.
     async fn write(&mut self, change: Change<'_>) -> Result<(), DbError> {
         let Change {
             wallets,
@@ -224,13 +269,18 @@ impl WalletTx for PgWalletTx {
         .bind(key.map(IdempotencyKey::as_str))
         .bind(&payloads)
         .bind(response.map(sqlx::types::Json))
-        .execute(&mut *self.0)
+        .execute(&mut *self.tx)
         .await?;
+        self.wrote_outbox |= !entries.is_empty();
         Ok(())
     }
 
     async fn commit(self) -> Result<(), DbError> {
-        Ok(self.0.commit().await?)
+        self.tx.commit().await?;
+        if self.wrote_outbox {
+            self.wake.raise();
+        }
+        Ok(())
     }
 }
 

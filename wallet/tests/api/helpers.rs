@@ -23,6 +23,8 @@ pub struct TestApp {
     pub router: Router,
     pub pool: PgPool,
     pub keys: Keys,
+    /// What the store raises after a commit that wrote outbox rows.
+    pub outbox_wake: wallet::store::OutboxWake,
 }
 
 pub struct Reply {
@@ -58,11 +60,15 @@ async fn spawn(keys: Keys, auth: Auth) -> TestApp {
         .expect("test database");
     let pool = sqlx::PgPool::connect(&url).await.expect("connect");
     wallet::MIGRATOR.run(&pool).await.expect("migrate");
-    let router = wallet::router(wallet::AppState {
-        store: wallet::store::Store::postgres(pool.clone()),
-        auth,
-    });
-    TestApp { router, pool, keys }
+    let store = wallet::store::Store::postgres(pool.clone());
+    let outbox_wake = store.db().outbox_wake().clone();
+    let router = wallet::router(wallet::AppState { store, auth });
+    TestApp {
+        router,
+        pool,
+        keys,
+        outbox_wake,
+    }
 }
 
 impl TestApp {

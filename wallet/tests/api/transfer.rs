@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use axum::http::{Method, StatusCode};
 
 use crate::helpers::spawn_app;
@@ -101,4 +103,37 @@ async fn a_transfer_of_the_whole_balance_leaves_zero() {
     );
     assert_eq!(app.balance(&alice).await, "0.0000");
     assert_eq!(app.balance(&bob).await, "0.0001");
+}
+
+/// The relay sleeps until a commit of its process wrote outbox rows (or
+/// its idle poll): each committed change raises the wake, a refused one
+/// does not.
+#[tokio::test]
+async fn committed_changes_wake_the_relay_and_refusals_do_not() {
+    let app = spawn_app().await;
+    let raised = || async {
+        tokio::time::timeout(Duration::from_millis(50), app.outbox_wake.raised())
+            .await
+            .is_ok()
+    };
+    assert!(!raised().await, "nothing committed yet");
+
+    let alice = app.create_wallet("alice").await;
+    assert!(
+        raised().await,
+        "a created wallet's event waits to be published"
+    );
+    let bob = app.create_wallet("bob").await;
+    app.fund(&alice, "10").await;
+    // However many commits came meanwhile, the relay wakes once for them.
+    assert!(raised().await);
+    assert!(!raised().await, "one wake covers the commits before it");
+
+    let reply = app.transfer(&alice, &bob, "11").await;
+    assert_eq!(reply.code(), "insufficient_funds");
+    assert!(!raised().await, "a refused transfer wrote nothing");
+
+    let reply = app.transfer(&alice, &bob, "4").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(raised().await, "a transfer's events wait to be published");
 }
