@@ -14,6 +14,8 @@ use crate::cli::UpArgs;
 
 /// How long the admin token `up` prints lasts: a working day.
 const ADMIN_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
+/// How long one of the demo's requests may take.
+const DEMO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating this executable")?;
@@ -46,7 +48,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("broker   {}", system.kafka_brokers);
     println!("wallet database   {}", system.wallet_db);
     println!("history database  {}", system.history_db);
-    let admin = match &system.options.auth_secret {
+    // The keys, and the admin token printed (and written) once.
+    let credentials = match &system.options.auth_secret {
         None => {
             println!("OPEN MODE: the services authenticate no one");
             None
@@ -60,14 +63,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 "(tokens: `loadgen token --user alice` with AUTH_SECRET set; send \
                  `Authorization: Bearer <token>`)"
             );
-            Some(keys)
+            Some((keys, admin))
         }
     };
     if let Some(env_file) = &args.env_file {
-        write_env_file(env_file, &system, admin.as_ref())?;
+        let admin = credentials.as_ref().map(|(_, admin)| admin.as_str());
+        write_env_file(env_file, &system, admin)?;
     }
     if args.demo
-        && let Err(err) = demo(&system, admin.as_ref()).await
+        && let Err(err) = demo(&system, credentials.as_ref().map(|(keys, _)| keys)).await
     {
         eprintln!("demo traffic failed: {err:#}");
     }
@@ -82,8 +86,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 /// The addresses and credentials of the system, as `KEY=value` lines a
-/// shell or a script can source (`set -a; . FILE`).
-fn write_env_file(path: &Path, system: &System, keys: Option<&Keys>) -> anyhow::Result<()> {
+/// shell or a script can source (`set -a; . FILE`); `admin` is the token
+/// `up` printed.
+fn write_env_file(path: &Path, system: &System, admin: Option<&str>) -> anyhow::Result<()> {
     let mut text = format!(
         "WALLET_URL={}\nHISTORY_URL={}\nKAFKA_BROKERS={}\nWALLET_DB={}\nHISTORY_DB={}\n",
         system.wallet_url,
@@ -92,8 +97,7 @@ fn write_env_file(path: &Path, system: &System, keys: Option<&Keys>) -> anyhow::
         system.wallet_db,
         system.history_db
     );
-    if let (Some(secret), Some(keys)) = (&system.options.auth_secret, keys) {
-        let admin = keys.mint(&Subject::Admin, unix_now(), ADMIN_TOKEN_TTL);
+    if let (Some(secret), Some(admin)) = (&system.options.auth_secret, admin) {
         text.push_str(&format!("AUTH_SECRET={secret}\nADMIN_TOKEN={admin}\n"));
     }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
@@ -102,62 +106,50 @@ fn write_env_file(path: &Path, system: &System, keys: Option<&Keys>) -> anyhow::
 /// Two wallets, a fund and a transfer, then the history it produced: as
 /// each owner and the admin, unless the system is open.
 async fn demo(system: &System, keys: Option<&Keys>) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let bearer =
-        |subject: Subject| keys.map(|keys| keys.bearer(&subject, unix_now(), ADMIN_TOKEN_TTL));
+    // One client per caller, its token a default header.
+    let client_of = |subject: Subject| {
+        let bearer = keys.map(|keys| keys.bearer(&subject, unix_now(), ADMIN_TOKEN_TTL));
+        crate::auth::client(bearer.as_deref(), DEMO_TIMEOUT)
+    };
     let user = |name: &str| Subject::user(name).expect("a valid user id");
-    let (alice_token, bob_token, admin_token) = (
-        bearer(user("alice")),
-        bearer(user("bob")),
-        bearer(Subject::Admin),
+    let (alice, bob, admin) = (
+        client_of(user("alice"))?,
+        client_of(user("bob"))?,
+        client_of(Subject::Admin)?,
     );
-    let post = |path: String, body: Value, token: Option<String>| {
-        let mut request = http
+    let post = |client: &reqwest::Client, path: String, body: Value| {
+        let request = client
             .post(format!("{}{path}", system.wallet_url))
             .json(&body);
-        if let Some(token) = token {
-            request = request.header("Authorization", token);
-        }
         async move {
             let reply: Value = request.send().await?.json().await?;
             anyhow::Ok(reply)
         }
     };
-    let alice = post(
-        "/wallets".into(),
-        json!({"user_id": "alice"}),
-        alice_token.clone(),
-    )
-    .await?;
-    let bob = post("/wallets".into(), json!({"user_id": "bob"}), bob_token).await?;
-    let alice_id = alice["data"]["id"]
-        .as_str()
-        .context("no wallet id")?
-        .to_owned();
-    let bob_id = bob["data"]["id"]
-        .as_str()
-        .context("no wallet id")?
-        .to_owned();
+    let wallet_id = |reply: Value| {
+        reply["data"]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no wallet id")
+    };
+    let alice_id = wallet_id(post(&alice, "/wallets".into(), json!({"user_id": "alice"})).await?)?;
+    let bob_id = wallet_id(post(&bob, "/wallets".into(), json!({"user_id": "bob"})).await?)?;
     post(
+        &admin,
         format!("/wallets/{alice_id}/fund"),
         json!({"amount": "100.00"}),
-        admin_token,
     )
     .await?;
     let transfer = post(
+        &alice,
         format!("/wallets/{alice_id}/transfer"),
         json!({"to_wallet_id": bob_id, "amount": "30.00"}),
-        alice_token.clone(),
     )
     .await?;
     println!("demo transfer: {}", transfer["data"]);
+    let url = format!("{}/wallets/{alice_id}/history", system.history_url);
     for _ in 0..50 {
-        let url = format!("{}/wallets/{alice_id}/history", system.history_url);
-        let mut request = http.get(url);
-        if let Some(token) = &alice_token {
-            request = request.header("Authorization", token);
-        }
-        let history: Value = request.send().await?.json().await?;
+        let history: Value = alice.get(&url).send().await?.json().await?;
         let entries = history["data"]["entries"]
             .as_array()
             .map(Vec::len)
