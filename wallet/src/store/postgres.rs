@@ -132,7 +132,8 @@ impl WalletDb for PgWalletDb {
 pub struct PgWalletTx {
     tx: Transaction<'static, Postgres>,
     wake: OutboxWake,
-    /// Whether [`WalletTx::write`] ran: its commit has rows to publish.
+    /// Whether [`WalletTx::write`] wrote ledger entries (each with its
+    /// outbox row): its commit has rows to publish.
     wrote_outbox: bool,
 }
 
