@@ -12,7 +12,9 @@
 //!   meanwhile start on time on others, and their latency is the wallet's.
 //!
 //! Either way slot `s` is the seed's operation `s`, so the same seed issues
-//! the same operations (less, in the open model, the dropped ones).
+//! the same operations (less, in the open model, the dropped ones, and the
+//! last slots when the users were slow to start: the schedule ends with
+//! the run, wherever it began).
 //!
 //! The open schedule starts once every user of the pool is waiting for
 //! work (or [`JOIN_WAIT`] has passed), as k6 allocates its virtual users
