@@ -21,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::{BatchStats, HistoryDb, Incoming, PgHistoryDb, apply_batch};
 
-/// Messages applied per database transaction at most.
-pub const BATCH_MAX_DEFAULT: usize = 500;
+/// Messages applied per database transaction at most: the transaction's
+/// statements are set-based, so a backlog drains at about this many
+/// messages per commit.
+pub const BATCH_MAX_DEFAULT: usize = 2_000;
 /// How long to wait for more messages before applying a partial batch; a
 /// short wait keeps latency low while load still fills batches.
 const BATCH_FILL_WAIT_MS: u64 = 2;
@@ -34,8 +36,11 @@ const RETRY_MAX_MS: u64 = 5_000;
 /// group leave; a clean leave hands the partitions over at once.
 const CLOSE_TIMEOUT_MS: u64 = 3_000;
 /// librdkafka's longest pause between reconnects to a broker that went
-/// away: a restarted broker is found within a second.
-const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
+/// away: a restarted broker is found within a fifth of a second.
+const RECONNECT_BACKOFF_MAX_MS: u64 = 200;
+/// How long a partition's fetch waits after a fetch failed (librdkafka's
+/// default is 500 ms, which a restarted broker would wait out first).
+const FETCH_ERROR_BACKOFF_MS: u64 = 100;
 /// How often the shutdown checks whether the close finished.
 const CLOSE_POLL_MS: u64 = 20;
 /// Stored offsets are committed this often: the longer, the more a
@@ -151,7 +156,8 @@ fn create(
         .set(
             "reconnect.backoff.max.ms",
             RECONNECT_BACKOFF_MAX_MS.to_string(),
-        );
+        )
+        .set("fetch.error.backoff.ms", FETCH_ERROR_BACKOFF_MS.to_string());
     if let Some(instance) = &config.group_instance_id {
         client.set("group.instance.id", instance);
     }
