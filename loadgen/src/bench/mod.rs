@@ -13,6 +13,10 @@
 //!    once and after the full load's median latency: the load
 //!    generator's CPU per request is held against the second.
 //!
+//! Before each measured phase the cluster is settled ([`settle`]): every
+//! database vacuumed and analysed, so no phase pays for autovacuum of the
+//! rows an earlier phase wrote.
+//!
 //! Each service phase is a whole run (set-up, load, convergence, walk,
 //! checker, report) in its own directory under the bench's; the bench's
 //! `summary.json` and `bench.html` set the figures side by side with the
@@ -122,6 +126,7 @@ async fn phases(
         .context("the bench's PostgreSQL is not running")?;
     let model_url = postgres.create_database("bench_model").await?;
     model::prepare(&model_url, args.wallets).await?;
+    settle(postgres).await?;
 
     println!(
         "\n== 1/5 model: pgbench, {} clients, closed loop, {} ...",
@@ -140,6 +145,7 @@ async fn phases(
     model::verify(&model_url, args.wallets, model_full.transfers).await?;
     print_figures("model, full", &model_full);
 
+    settle(postgres).await?;
     println!(
         "\n== 2/5 service: {} goose users, closed loop ...",
         args.clients
@@ -150,6 +156,7 @@ async fn phases(
 
     let half_rate = ((service_full.per_s / 2.0).round() as u32).max(1);
     println!("\n== 3/5 half load: {half_rate} transfers/s arriving, pgbench then the service ...");
+    settle(postgres).await?;
     let model_half = model::run(
         &model_url,
         dir,
@@ -166,6 +173,7 @@ async fn phases(
     )
     .await?;
     print_figures("model, half", &model_half);
+    settle(postgres).await?;
     let half = service_run(
         args,
         dir,
@@ -186,6 +194,7 @@ async fn phases(
         humantime::format_duration(args.outage),
         OUTAGE_AT.as_secs()
     );
+    settle(postgres).await?;
     let outage = service_run(
         args,
         dir,
@@ -290,6 +299,44 @@ async fn phases(
         versions: full.summary.versions.clone(),
     };
     Ok(summary)
+}
+
+/// Vacuums and analyses every database of the bench's cluster, and waits.
+/// An earlier phase's rows are otherwise vacuumed by autovacuum during a
+/// later one, and its WAL burst stalls that phase's commits: measured with
+/// PostgreSQL's own log, the vacuum of the model's ledger (written in phase
+/// 1) ran in the services' half load, and every commit in flight took
+/// 40-60 ms instead of 1-4. Each phase still pays for the autovacuum its
+/// own writes bring on. No checkpoint: it would make the next phase's first
+/// write of every page log a full page.
+async fn settle(postgres: &PgCluster) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let started = std::time::Instant::now();
+    let mut admin = sqlx::PgConnection::connect(&postgres.url())
+        .await
+        .context("connecting to the bench's PostgreSQL")?;
+    let databases: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname",
+    )
+    .fetch_all(&mut admin)
+    .await?;
+    admin.close().await.ok();
+    for database in &databases {
+        let mut conn = sqlx::PgConnection::connect(&postgres.database_url(database))
+            .await
+            .with_context(|| format!("connecting to database {database}"))?;
+        sqlx::raw_sql("VACUUM (ANALYZE)")
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("vacuuming database {database}"))?;
+        conn.close().await.ok();
+    }
+    println!(
+        "settled: {} databases vacuumed and analysed in {:.1} s",
+        databases.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// One service phase as a `loadgen run` on the bench's PostgreSQL:
