@@ -304,9 +304,9 @@ async fn phases(
 /// Vacuums and analyses every database of the bench's cluster, and waits.
 /// An earlier phase's rows are otherwise vacuumed by autovacuum during a
 /// later one, and its WAL burst stalls that phase's commits: measured with
-/// PostgreSQL's own log, the vacuum of the model's ledger (written in phase
-/// 1) ran in the services' half load, and every commit in flight took
-/// 40-60 ms instead of 1-4. Each phase still pays for the autovacuum its
+/// PostgreSQL's own log, the vacuum of the model's ledger (written in the
+/// first phase) ran in the services' half load, and every commit in flight
+/// took 40-60 ms instead of 1-4. Each phase still pays for the autovacuum its
 /// own writes bring on. No checkpoint: it would make the next phase's first
 /// write of every page log a full page.
 async fn settle(postgres: &PgCluster) -> anyhow::Result<()> {
