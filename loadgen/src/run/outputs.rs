@@ -189,18 +189,13 @@ fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// What ran, and where: the source tree's commit (when the binary runs
-/// from a checkout, as `cargo run` does) and the machine.
+/// What ran, and where: the source tree's commit (see [`source_commit`])
+/// and the machine.
 pub fn versions() -> Versions {
-    let command_output = |program: &str, args: &[&str]| -> Option<String> {
-        let out = std::process::Command::new(program)
-            .args(args)
-            .output()
-            .ok()?;
-        let text = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-        (out.status.success() && !text.is_empty()).then_some(text)
-    };
-    let source = env!("CARGO_MANIFEST_DIR");
+    let commit = std::env::current_dir()
+        .ok()
+        .and_then(|dir| source_commit(&dir, Path::new(env!("CARGO_MANIFEST_DIR"))))
+        .unwrap_or_else(|| "unknown".to_owned());
     let memory_mib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|info| {
@@ -216,8 +211,7 @@ pub fn versions() -> Versions {
         });
     Versions {
         loadgen: env!("CARGO_PKG_VERSION").to_owned(),
-        commit: command_output("git", &["-C", source, "describe", "--always", "--dirty"])
-            .unwrap_or_else(|| "unknown".to_owned()),
+        commit,
         os: std::env::consts::OS.to_owned(),
         arch: std::env::consts::ARCH.to_owned(),
         cpus: std::thread::available_parallelism()
@@ -231,6 +225,34 @@ pub fn versions() -> Versions {
             .ok()
             .map(|k| k.trim().to_owned()),
     }
+}
+
+/// `git describe --always --dirty` of the checkout the command runs in
+/// (`cwd`, as `cargo run` leaves it) when that is this project's; of the
+/// one the binary was compiled in (`compiled_in`) only when it is not. The
+/// build cache judges sources by content, so one binary serves every clone
+/// of the same sources, and the clone it was compiled in may hold another
+/// commit by now (a CI run of one commit recorded the commit of the clone
+/// before it).
+fn source_commit(cwd: &Path, compiled_in: &Path) -> Option<String> {
+    let git = |dir: &Path, args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
+    let this_project = |dir: &Path| -> Option<std::path::PathBuf> {
+        let top = std::path::PathBuf::from(git(dir, &["rev-parse", "--show-toplevel"])?);
+        top.join("loadgen/src/run/outputs.rs")
+            .is_file()
+            .then_some(top)
+    };
+    let top = this_project(cwd).or_else(|| this_project(compiled_in))?;
+    git(&top, &["describe", "--always", "--dirty"])
 }
 
 /// How long each event took from its commit in the wallet database to
@@ -285,4 +307,79 @@ pub async fn history_event_times(history_db: &str) -> anyhow::Result<Vec<EventTi
             applied,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// A repository with one commit holding `files`.
+    fn repo(files: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for file in files {
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "x").unwrap();
+        }
+        git(dir.path(), &["init", "-q"]);
+        git(dir.path(), &["add", "-A"]);
+        git(
+            dir.path(),
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "-m",
+                "one",
+            ],
+        );
+        dir
+    }
+
+    #[test]
+    fn the_commit_is_the_checkout_the_command_runs_in_when_it_is_this_project() {
+        let clone = repo(&["loadgen/src/run/outputs.rs", "README.md"]);
+        let compiled_in = repo(&["loadgen/src/run/outputs.rs"]);
+        let head = git(clone.path(), &["rev-parse", "--short", "HEAD"]);
+        assert_ne!(
+            head,
+            git(compiled_in.path(), &["rev-parse", "--short", "HEAD"])
+        );
+        // From a subdirectory too, as `cargo run` may be.
+        let sub = clone.path().join("loadgen");
+        assert_eq!(source_commit(&sub, compiled_in.path()), Some(head.clone()));
+        std::fs::write(clone.path().join("README.md"), "changed").unwrap();
+        assert_eq!(
+            source_commit(clone.path(), compiled_in.path()),
+            Some(format!("{head}-dirty"))
+        );
+    }
+
+    #[test]
+    fn another_repository_or_none_falls_back_to_where_the_binary_was_compiled() {
+        let other = repo(&["src/main.rs"]);
+        let compiled_in = repo(&["loadgen/src/run/outputs.rs"]);
+        let built = git(compiled_in.path(), &["rev-parse", "--short", "HEAD"]);
+        assert_eq!(
+            source_commit(other.path(), compiled_in.path()),
+            Some(built.clone())
+        );
+        let plain = tempfile::tempdir().unwrap();
+        assert_eq!(source_commit(plain.path(), compiled_in.path()), Some(built));
+        assert_eq!(source_commit(plain.path(), plain.path()), None);
+    }
 }
