@@ -27,7 +27,8 @@ use run_log::bench::LoadFigures;
 
 /// Fills a fresh database with the wallet schema and `wallets` wallets,
 /// the n-th with id `00000000-0000-0000-0000-<n in hex>` so the script can
-/// name it without a lookup.
+/// name it without a lookup. The bench's settle step vacuums and analyses
+/// it before the first phase.
 pub async fn prepare(database_url: &str, wallets: u32) -> anyhow::Result<()> {
     let pool = sqlx::PgPool::connect(database_url)
         .await
@@ -45,10 +46,6 @@ pub async fn prepare(database_url: &str, wallets: u32) -> anyhow::Result<()> {
     .execute(&pool)
     .await
     .context("creating the model's wallets")?;
-    sqlx::query("VACUUM ANALYZE wallets")
-        .execute(&pool)
-        .await
-        .context("analysing the model's wallets")?;
     pool.close().await;
     Ok(())
 }
