@@ -5,8 +5,6 @@ use nix::sys::signal::Signal;
 
 use crate::helpers::{start, transfers_during};
 
-mod wallet_kills;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_while_transfers_flow_loses_nothing() {
     let mut t = start().await;
