@@ -5,6 +5,10 @@ use std::process::Command;
 
 use run_log::{OpKind, OpRecord, bench::BenchSummary, summary::RunSummary};
 
+/// The bench's wallets: set-up takes operation ids 0..2 × this (a create
+/// and a fund each), so slot k of a load is id 2 × WALLETS + k.
+const WALLETS: u64 = 50;
+
 #[test]
 fn bench_measures_the_model_and_the_services_side_by_side() {
     let dir = tempfile::tempdir().unwrap();
@@ -14,7 +18,7 @@ fn bench_measures_the_model_and_the_services_side_by_side() {
             "--clients",
             "4",
             "--wallets",
-            "50",
+            &WALLETS.to_string(),
             "--duration",
             "12s",
             "--outage",
@@ -100,11 +104,9 @@ fn bench_measures_the_model_and_the_services_side_by_side() {
         ops.iter().min_by_key(|op| op.op_id).unwrap(),
         ops.iter().max_by_key(|op| op.op_id).unwrap(),
     );
-    // Set-up takes ids 0..2 × wallets (a create and a fund each); slot k
-    // of the load is id 2 × 50 + k.
     assert_eq!(
         transfers.count + transfers.dropped,
-        last.op_id + 1 - 2 * 50,
+        last.op_id + 1 - 2 * WALLETS,
         "every slot up to the last is issued or dropped"
     );
     let span_s = (last.intended_at - first.intended_at)
