@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use loadgen::attack::TRANSFER;
 use run_log::{OpKind, OpRecord, bench::BenchSummary, summary::RunSummary};
 
 /// The bench's wallets: set-up takes operation ids 0..2 × this (a create
@@ -91,7 +92,7 @@ fn bench_measures_the_model_and_the_services_side_by_side() {
     let transfers = half
         .endpoints
         .iter()
-        .find(|e| e.endpoint == "POST /wallets/{id}/transfer")
+        .find(|e| e.endpoint == TRANSFER)
         .expect("transfers at half load");
     assert_eq!(summary.service.half.transfers, transfers.ok);
     let ops: Vec<OpRecord> =
